@@ -1,0 +1,147 @@
+//! Normalized errors: one kind the host can act on, plus the provider's own words.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What kind of failure happened, in terms the host and its callers can act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The command is wrong (missing field, bad amount, unsupported currency); nothing was sent
+    /// or the provider refused it as malformed.
+    InvalidRequest,
+    /// The provider refused the credentials.
+    Authentication,
+    /// The provider understood the request and said no (insufficient funds, refused refund).
+    Declined,
+    /// The transaction, account or resource named does not exist at the provider.
+    NotFound,
+    /// The plugin or the provider does not offer this operation.
+    NotSupported,
+    /// The provider asks us to slow down, or the host paused the account to avoid a lockout.
+    RateLimited,
+    /// The provider already has a transaction with this identifier.
+    Duplicate,
+    /// The provider could not be reached or answered with a server error.
+    ProviderUnavailable,
+    /// The provider answered something the plugin cannot understand.
+    MalformedResponse,
+    /// The provider reported an error that fits no other kind; its code and text say more.
+    ProviderError,
+    /// The plugin misbehaved: it panicked, returned nonsense, or exceeded its time budget.
+    PluginFault,
+}
+
+impl ErrorKind {
+    /// The stable machine code used in the host's API answers (`invalid_request`, ...).
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::Authentication => "authentication",
+            Self::Declined => "declined",
+            Self::NotFound => "not_found",
+            Self::NotSupported => "not_supported",
+            Self::RateLimited => "rate_limited",
+            Self::Duplicate => "duplicate",
+            Self::ProviderUnavailable => "provider_unavailable",
+            Self::MalformedResponse => "malformed_response",
+            Self::ProviderError => "provider_error",
+            Self::PluginFault => "plugin_fault",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A normalized error. It never contains a secret: plugins build messages from public data only,
+/// and the host scrubs every known secret value from it again before it leaves the process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderError {
+    pub kind: ErrorKind,
+    /// A human sentence saying what was wrong and where.
+    pub message: String,
+    /// The provider's own code (`"6"`, `"-12"`, `"INVALID_SIGNATURE"`), when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_code: Option<String>,
+    /// The provider's own text, verbatim but bounded in length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message: Option<String>,
+    /// The request fields the error is about, when the provider or the plugin named them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+}
+
+/// Provider text kept in an error is cut to this many characters: a hostile provider must not be
+/// able to make the host store or log megabytes.
+pub const MAX_PROVIDER_TEXT: usize = 512;
+
+impl ProviderError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            provider_code: None,
+            provider_message: None,
+            fields: Vec::new(),
+        }
+    }
+
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidRequest, message)
+    }
+
+    pub fn malformed_response(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::MalformedResponse, message)
+    }
+
+    pub fn not_supported(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotSupported, message)
+    }
+
+    pub fn plugin_fault(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::PluginFault, message)
+    }
+
+    pub fn with_provider_code(mut self, code: impl Into<String>) -> Self {
+        self.provider_code = Some(truncate(&code.into()));
+        self
+    }
+
+    pub fn with_provider_message(mut self, text: impl Into<String>) -> Self {
+        self.provider_message = Some(truncate(&text.into()));
+        self
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.fields.push(field.into());
+        self
+    }
+}
+
+impl fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)?;
+        if let Some(code) = &self.provider_code {
+            write!(f, " (provider code {code})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ProviderError {}
+
+/// Cuts provider text to [`MAX_PROVIDER_TEXT`] characters on a character boundary.
+pub fn truncate(text: &str) -> String {
+    if text.chars().count() <= MAX_PROVIDER_TEXT {
+        text.to_string()
+    } else {
+        let mut cut: String = text.chars().take(MAX_PROVIDER_TEXT).collect();
+        cut.push('…');
+        cut
+    }
+}

@@ -1,0 +1,167 @@
+//! What a plugin says about itself: who it speaks to, what it can do, what it needs.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::Operation;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The provider id: lower case letters, digits, `-` and `_` (`paygateglobal`).
+    pub provider: String,
+    pub display_name: String,
+    /// The plugin's own version (semver), shown by `gatehouse plugins` and `/v1/plugins`.
+    pub plugin_version: String,
+    pub operations: Vec<Operation>,
+    /// Configuration keys an account of this provider takes.
+    pub config_keys: Vec<ConfigKey>,
+    /// Provider-specific command fields, by operation.
+    #[serde(default)]
+    pub extra_fields: Vec<ExtraField>,
+    /// Names accepted by the `report` operation.
+    #[serde(default)]
+    pub reports: Vec<String>,
+    /// The provider's production base URL, used when an account names none.
+    #[serde(default)]
+    pub default_base_url: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigKey {
+    pub name: String,
+    pub description: String,
+    pub required: bool,
+    /// Secret keys are resolved from the environment or a file, never logged, never echoed.
+    pub secret: bool,
+}
+
+impl ConfigKey {
+    pub fn required(name: &str, description: &str) -> Self {
+        Self {
+            name: name.into(),
+            description: description.into(),
+            required: true,
+            secret: false,
+        }
+    }
+
+    pub fn optional(name: &str, description: &str) -> Self {
+        Self {
+            required: false,
+            ..Self::required(name, description)
+        }
+    }
+
+    pub fn secret(name: &str, description: &str) -> Self {
+        Self {
+            secret: true,
+            ..Self::required(name, description)
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtraField {
+    pub operation: Operation,
+    pub name: String,
+    pub description: String,
+    #[serde(default)]
+    pub required: bool,
+}
+
+impl ExtraField {
+    pub fn optional(operation: Operation, name: &str, description: &str) -> Self {
+        Self {
+            operation,
+            name: name.into(),
+            description: description.into(),
+            required: false,
+        }
+    }
+
+    pub fn required(operation: Operation, name: &str, description: &str) -> Self {
+        Self {
+            required: true,
+            ..Self::optional(operation, name, description)
+        }
+    }
+}
+
+impl Manifest {
+    pub fn supports(&self, operation: Operation) -> bool {
+        self.operations.contains(&operation)
+    }
+
+    pub fn config_key(&self, name: &str) -> Option<&ConfigKey> {
+        self.config_keys.iter().find(|key| key.name == name)
+    }
+
+    /// Checks the manifest is usable; returns every problem found, each naming its field.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        let id_ok = !self.provider.is_empty()
+            && self.provider.len() <= 64
+            && self
+                .provider
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !id_ok {
+            problems.push(format!(
+                "provider id `{}` must be 1-64 characters of a-z, 0-9, `-` or `_`",
+                self.provider.chars().take(64).collect::<String>()
+            ));
+        }
+        if !is_semver(&self.plugin_version) {
+            problems.push(format!(
+                "plugin_version `{}` is not a semantic version (MAJOR.MINOR.PATCH)",
+                self.plugin_version.chars().take(64).collect::<String>()
+            ));
+        }
+        if self.operations.is_empty() {
+            problems.push("operations is empty: a plugin must support at least one".into());
+        }
+        let mut seen = BTreeSet::new();
+        for operation in &self.operations {
+            if !seen.insert(*operation) {
+                problems.push(format!("operation `{operation}` is listed twice"));
+            }
+        }
+        let mut key_names = BTreeSet::new();
+        for key in &self.config_keys {
+            if key.name.is_empty() || !key.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                problems.push(format!("config key `{}` must be letters, digits or `_`", key.name));
+            }
+            if !key_names.insert(key.name.as_str()) {
+                problems.push(format!("config key `{}` is declared twice", key.name));
+            }
+            if matches!(key.name.as_str(), "base_url" | "timeout_ms" | "rate_limit_per_second" | "max_concurrency") {
+                problems.push(format!(
+                    "config key `{}` is reserved for the host's account policy",
+                    key.name
+                ));
+            }
+        }
+        for field in &self.extra_fields {
+            if !self.supports(field.operation) {
+                problems.push(format!(
+                    "extra field `{}` belongs to `{}`, which the plugin does not support",
+                    field.name, field.operation
+                ));
+            }
+        }
+        if self.supports(Operation::Report) && self.reports.is_empty() {
+            problems.push("the plugin supports `report` but lists no report names".into());
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+}
+
+fn is_semver(text: &str) -> bool {
+    let core = text.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+}
