@@ -170,7 +170,7 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 
 /// Exports a [`Plugin`] implementation as the library's root module.
 ///
-/// ```ignore
+/// ```text
 /// gatehouse_plugin_api::export_plugin!(MyProviderPlugin);
 /// ```
 ///
@@ -186,6 +186,7 @@ macro_rules! export_plugin {
         }
 
         #[doc(hidden)]
+        #[allow(non_upper_case_globals)]
         #[unsafe(no_mangle)]
         pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::__private::abi_stable::library::LibHeader = {
             pub extern "C" fn erased_module() -> $crate::__private::abi_stable::library::RootModuleResult {

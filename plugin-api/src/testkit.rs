@@ -3,7 +3,7 @@
 //! The flow runs through the same `extern "C"` entry points the host calls (JSON in, JSON out,
 //! panics caught), so a test here exercises exactly what crosses the ABI.
 //!
-//! ```ignore
+//! ```text
 //! let run = testkit::run::<MyPlugin>(&invocation, b"", [HttpResponse::new(200, r#"{"status":0}"#)]);
 //! assert_eq!(run.requests[0].url, "https://provider.example/api/v1/pay");
 //! assert_eq!(run.outcome().status, OutcomeStatus::Pending);
