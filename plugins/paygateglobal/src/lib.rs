@@ -379,15 +379,23 @@ fn finish_callback(
         }
         Err(error) => (false, OutcomeStatus::Unknown, Some(error.clone())),
     };
+    // The v2 status answer carries no documented amount, so the callback's amount can only be
+    // confirmed when the provider happens to send one. An unconfirmed amount is not reported as
+    // the event's amount (the host uses the amount it recorded for the identifier); the claimed
+    // value stays in `raw` for an operator to see.
+    let confirmed_amount = confirmed.as_ref().ok().and_then(|outcome| outcome.amount);
     let event = WebhookEvent {
         event_id: format!("paygateglobal:{tx_reference}:{}", status.as_str()),
         event_type: "payment".into(),
         status,
         provider_reference: Some(tx_reference),
         reference: Some(identifier),
-        amount: Some(claimed),
+        amount: confirmed_amount.filter(|_| verified),
         verified,
-        raw: serde_json::json!({ "payment_method": payment_method }),
+        raw: serde_json::json!({
+            "payment_method": payment_method,
+            "claimed_amount": claimed.to_decimal_string(),
+        }),
     };
     let mut outcome = Outcome::new(if verified { OutcomeStatus::Succeeded } else { OutcomeStatus::Failed })
         .with_details(Details::Webhook(WebhookResult {

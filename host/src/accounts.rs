@@ -1,0 +1,138 @@
+//! Per-account runtime state: the rate limiter, the concurrency limit, and the pause that keeps
+//! the host from walking into a provider's lockout.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::config::AccountPolicy;
+
+/// Why and until when an account is paused.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pause {
+    pub reason: String,
+    pub until_unix: u64,
+    #[serde(skip)]
+    until: Instant,
+}
+
+pub struct AccountRuntime {
+    /// Changes when the policy or the credentials change; a new fingerprint gets a fresh runtime,
+    /// which also lifts a pause (an operator who fixed the credentials expects traffic to resume).
+    fingerprint: String,
+    pub policy: AccountPolicy,
+    limiter: DefaultDirectRateLimiter,
+    pub concurrency: Semaphore,
+    pause: Mutex<Option<Pause>>,
+}
+
+impl AccountRuntime {
+    fn new(fingerprint: String, policy: AccountPolicy) -> Self {
+        let per_minute = NonZeroU32::new(policy.rate_limit_per_minute).unwrap_or(NonZeroU32::MIN);
+        Self {
+            fingerprint,
+            limiter: RateLimiter::direct(Quota::per_minute(per_minute)),
+            concurrency: Semaphore::new(policy.max_concurrency.max(1)),
+            policy,
+            pause: Mutex::new(None),
+        }
+    }
+
+    /// The current pause, if one is in force.
+    pub fn paused(&self) -> Option<Pause> {
+        let mut pause = self.pause.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if pause.as_ref().is_some_and(|pause| pause.until <= Instant::now()) {
+            *pause = None;
+        }
+        pause.clone()
+    }
+
+    pub fn pause_for(&self, duration: Duration, reason: String) {
+        let until_unix = SystemTime::now()
+            .checked_add(duration)
+            .and_then(|until| until.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(u64::MAX, |since| since.as_secs());
+        *self.pause.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Pause {
+            reason,
+            until_unix,
+            until: Instant::now() + duration,
+        });
+    }
+
+    pub fn resume(&self) -> bool {
+        self.pause
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+            .is_some()
+    }
+
+    /// Takes a slot of the rate limit, waiting at most `max_wait`; otherwise says how long the
+    /// wait would be.
+    pub async fn take_rate_slot(&self, max_wait: Duration) -> Result<(), Duration> {
+        loop {
+            match self.limiter.check() {
+                Ok(()) => return Ok(()),
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(DefaultClock::default().now());
+                    if wait > max_wait {
+                        return Err(wait);
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+/// The runtimes of every account, created on first use.
+#[derive(Default)]
+pub struct AccountRuntimes {
+    runtimes: Mutex<HashMap<(String, String), Arc<AccountRuntime>>>,
+}
+
+impl AccountRuntimes {
+    /// The runtime for an account with this fingerprint, replacing one made for an older
+    /// configuration of the same account.
+    pub fn get(&self, provider: &str, account: &str, fingerprint: &str, policy: &AccountPolicy) -> Arc<AccountRuntime> {
+        let mut runtimes = self.runtimes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let key = (provider.to_string(), account.to_string());
+        match runtimes.get(&key) {
+            Some(runtime) if runtime.fingerprint == fingerprint => runtime.clone(),
+            _ => {
+                let runtime = Arc::new(AccountRuntime::new(fingerprint.to_string(), policy.clone()));
+                runtimes.insert(key, runtime.clone());
+                runtime
+            }
+        }
+    }
+
+    /// The runtime of an account if it has been used.
+    pub fn existing(&self, provider: &str, account: &str) -> Option<Arc<AccountRuntime>> {
+        self.runtimes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&(provider.to_string(), account.to_string()))
+            .cloned()
+    }
+
+    /// Every paused account.
+    pub fn pauses(&self) -> Vec<(String, String, Pause)> {
+        self.runtimes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .filter_map(|((provider, account), runtime)| {
+                runtime
+                    .paused()
+                    .map(|pause| (provider.clone(), account.clone(), pause))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,432 @@
+//! `plugins.toml`: which plugins directory, which accounts, which policies.
+//!
+//! Typed and strict: an unknown key, a missing required key, or a secret reference that cannot be
+//! resolved is an error that names the file, the line and the key. Secrets are referenced
+//! (`"${ENV_VAR}"`, `{ env = "VAR" }` or `{ file = "path" }`), resolved at load time, and held as
+//! [`Secret`]s so they never reach a log.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use gatehouse_plugin_api::Secret;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// The whole configuration, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub host: HostSettings,
+    #[serde(default)]
+    pub api: ApiSettings,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderSection>,
+    /// Where the file was read from; relative paths in it are relative to its folder.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostSettings {
+    /// The folder watched for plugin libraries.
+    pub plugins_dir: PathBuf,
+    /// The address `gatehouse serve` listens on.
+    pub listen: String,
+    /// The ledger's SQLite file.
+    pub ledger: PathBuf,
+    /// How long one plugin call (one build or parse step) may take before its request fails.
+    pub plugin_call_budget_ms: u64,
+    /// Quiet time after the last change in the plugins folder before it is rescanned.
+    pub reload_debounce_ms: u64,
+    /// Libraries are never unloaded (abi_stable's rule), so every reload maps another copy.
+    /// Past this many loaded libraries, further reloads are refused until a restart.
+    pub max_loaded_libraries: usize,
+    /// Largest provider answer read, in bytes; a larger one is a malformed response.
+    pub max_response_bytes: usize,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for HostSettings {
+    fn default() -> Self {
+        Self {
+            plugins_dir: PathBuf::from("plugins"),
+            listen: "127.0.0.1:8080".into(),
+            ledger: PathBuf::from("data/gatehouse.sqlite"),
+            plugin_call_budget_ms: 2_000,
+            reload_debounce_ms: 150,
+            max_loaded_libraries: 256,
+            max_response_bytes: 4 * 1024 * 1024,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Bearer keys accepted on every non-webhook route.
+    #[serde(default)]
+    pub keys: Vec<SecretValue>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    #[serde(default)]
+    pub accounts: BTreeMap<String, AccountSection>,
+}
+
+/// One provider account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSection {
+    /// The provider's base URL; defaults to the plugin's `default_base_url`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_rate_limit_per_minute")]
+    pub rate_limit_per_minute: u32,
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    #[serde(default = "default_auth_failure_pause_secs")]
+    pub auth_failure_pause_secs: u64,
+    /// Non-secret settings, by the names the plugin's manifest declares.
+    #[serde(default)]
+    pub settings: BTreeMap<String, Spanned<String>>,
+    /// Secret settings, by the names the plugin's manifest declares as secret.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretValue>,
+}
+
+fn default_timeout_ms() -> u64 {
+    AccountPolicy::default().timeout_ms
+}
+fn default_rate_limit_per_minute() -> u32 {
+    AccountPolicy::default().rate_limit_per_minute
+}
+fn default_max_concurrency() -> usize {
+    AccountPolicy::default().max_concurrency
+}
+fn default_max_retries() -> u32 {
+    AccountPolicy::default().max_retries
+}
+fn default_auth_failure_pause_secs() -> u64 {
+    AccountPolicy::default().auth_failure_pause_secs
+}
+
+impl AccountSection {
+    /// The account's traffic policy (the policy keys are written directly in the account table).
+    pub fn policy(&self) -> AccountPolicy {
+        AccountPolicy {
+            timeout_ms: self.timeout_ms,
+            rate_limit_per_minute: self.rate_limit_per_minute,
+            max_concurrency: self.max_concurrency,
+            max_retries: self.max_retries,
+            auth_failure_pause_secs: self.auth_failure_pause_secs,
+        }
+    }
+}
+
+/// How the host treats one account's traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountPolicy {
+    /// Per-request timeout unless the plugin's step asks for another.
+    pub timeout_ms: u64,
+    /// Requests per minute the host lets through to the provider for this account.
+    pub rate_limit_per_minute: u32,
+    /// Requests in flight at once to the provider for this account.
+    pub max_concurrency: usize,
+    /// How many times a request the plugin marked retry-safe is resent after a transport failure.
+    pub max_retries: u32,
+    /// After the provider refuses the credentials, no request is sent for this long (or until an
+    /// operator resumes the account, or the credentials change): providers lock accounts after
+    /// repeated failures, and walking into that lockout is worse than pausing.
+    pub auth_failure_pause_secs: u64,
+}
+
+impl Default for AccountPolicy {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 30_000,
+            rate_limit_per_minute: 600,
+            max_concurrency: 64,
+            max_retries: 2,
+            auth_failure_pause_secs: 900,
+        }
+    }
+}
+
+/// A reference to a secret, or (discouraged) the secret itself, with where it was written.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct SecretValue(Spanned<SecretRef>);
+
+/// How a secret is written in `plugins.toml`.
+#[derive(Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SecretRef {
+    /// `"${ENV_VAR}"`, or an inline value (allowed for sandbox configurations; warned about).
+    Text(String),
+    Env { env: String },
+    File { file: String },
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.get_ref() {
+            SecretRef::Text(text) if env_reference(text).is_some() => write!(f, "{text}"),
+            SecretRef::Text(_) => f.write_str("***"),
+            SecretRef::Env { env } => write!(f, "{{ env = {env:?} }}"),
+            SecretRef::File { file } => write!(f, "{{ file = {file:?} }}"),
+        }
+    }
+}
+
+fn env_reference(text: &str) -> Option<&str> {
+    text.strip_prefix("${")?.strip_suffix('}')
+}
+
+/// A secret resolved from its reference, with where it was written (for error messages).
+pub struct ResolvedSecret {
+    pub value: Secret,
+    pub inline: bool,
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses configuration text; `path` is used for messages and to resolve relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|error| {
+            let line = error
+                .span()
+                .map_or(0, |span| line_of(text, span.start));
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                message: error.message().to_string(),
+            }
+        })?;
+        config.source = Some(path.to_path_buf());
+        let base = path.parent().unwrap_or(Path::new("."));
+        if config.host.plugins_dir.is_relative() {
+            config.host.plugins_dir = base.join(&config.host.plugins_dir);
+        }
+        if config.host.ledger.is_relative() {
+            config.host.ledger = base.join(&config.host.ledger);
+        }
+        config.check(text, path)?;
+        Ok(config)
+    }
+
+    fn check(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |line: usize, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            message,
+        };
+        for (provider, section) in &self.providers {
+            for (account, settings) in &section.accounts {
+                let name = format!("providers.{provider}.accounts.{account}");
+                if !is_identifier(account) {
+                    return Err(invalid(0, format!("account name `{account}` must be letters, digits, `-` or `_`")));
+                }
+                if let Some(base_url) = &settings.base_url {
+                    let parsed = url::Url::parse(base_url)
+                        .map_err(|error| invalid(0, format!("{name}.base_url `{base_url}` is not a URL: {error}")))?;
+                    if !matches!(parsed.scheme(), "http" | "https") {
+                        return Err(invalid(0, format!("{name}.base_url must be http or https")));
+                    }
+                }
+                let policy = settings.policy();
+                if policy.timeout_ms == 0 || policy.rate_limit_per_minute == 0 || policy.max_concurrency == 0 {
+                    return Err(invalid(
+                        0,
+                        format!("{name}: timeout_ms, rate_limit_per_minute and max_concurrency must be positive"),
+                    ));
+                }
+                for (key, value) in &settings.secrets {
+                    value.resolve().map_err(|message| {
+                        invalid(value.line(text), format!("{name}.secrets.{key}: {message}"))
+                    })?;
+                }
+            }
+        }
+        for key in &self.api.keys {
+            key.resolve()
+                .map_err(|message| invalid(key.line(text), format!("api.keys: {message}")))?;
+        }
+        Ok(())
+    }
+
+    /// The account section for `provider`/`account`, if configured.
+    pub fn account(&self, provider: &str, account: &str) -> Option<&AccountSection> {
+        self.providers.get(provider)?.accounts.get(account)
+    }
+
+    /// Every configured `(provider, account)`.
+    pub fn accounts(&self) -> impl Iterator<Item = (&str, &str, &AccountSection)> {
+        self.providers.iter().flat_map(|(provider, section)| {
+            section
+                .accounts
+                .iter()
+                .map(move |(account, settings)| (provider.as_str(), account.as_str(), settings))
+        })
+    }
+
+    /// A configuration with no accounts, for embedding and tests.
+    pub fn empty(plugins_dir: PathBuf) -> Self {
+        Self {
+            host: HostSettings {
+                plugins_dir,
+                ..HostSettings::default()
+            },
+            api: ApiSettings::default(),
+            providers: BTreeMap::new(),
+            source: None,
+        }
+    }
+}
+
+impl SecretValue {
+    /// Resolves the reference. The error says what is missing, never the value.
+    pub fn resolve(&self) -> Result<ResolvedSecret, String> {
+        match self.0.get_ref() {
+            SecretRef::Text(text) => match env_reference(text) {
+                Some(variable) => from_env(variable),
+                None => Ok(ResolvedSecret {
+                    value: Secret::new(text.clone()),
+                    inline: true,
+                }),
+            },
+            SecretRef::Env { env } => from_env(env),
+            SecretRef::File { file } => std::fs::read_to_string(file)
+                .map(|contents| ResolvedSecret {
+                    value: Secret::new(contents.trim_end_matches(['\n', '\r']).to_string()),
+                    inline: false,
+                })
+                .map_err(|error| format!("cannot read secret file `{file}`: {error}")),
+        }
+    }
+
+    fn line(&self, text: &str) -> usize {
+        line_of(text, self.0.span().start)
+    }
+}
+
+fn from_env(variable: &str) -> Result<ResolvedSecret, String> {
+    match std::env::var(variable) {
+        Ok(value) if !value.is_empty() => Ok(ResolvedSecret {
+            value: Secret::new(value),
+            inline: false,
+        }),
+        _ => Err(format!("environment variable `{variable}` is not set")),
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(0, |before| before.matches('\n').count() + 1)
+}
+
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/gatehouse/plugins.toml"))
+    }
+
+    #[test]
+    fn reads_accounts_policies_and_secret_references() {
+        // SAFETY: tests in this module use a variable name no other test touches.
+        unsafe { std::env::set_var("GATEHOUSE_TEST_TOKEN_A", "tok-123") };
+        let config = parse(
+            r#"
+[host]
+plugins_dir = "plugins"
+
+[providers.paygateglobal.accounts.main]
+base_url = "http://127.0.0.1:9000"
+timeout_ms = 5000
+secrets = { auth_token = "${GATEHOUSE_TEST_TOKEN_A}" }
+"#,
+        )
+        .expect("valid");
+        assert_eq!(config.host.plugins_dir, Path::new("/etc/gatehouse/plugins"));
+        let account = config.account("paygateglobal", "main").expect("account");
+        assert_eq!(account.timeout_ms, 5000);
+        assert_eq!(account.max_retries, 2);
+        let secret = account.secrets["auth_token"].resolve().expect("resolves");
+        assert_eq!(secret.value.expose(), "tok-123");
+        assert!(!secret.inline);
+        assert_eq!(format!("{:?}", account.secrets["auth_token"]), "${GATEHOUSE_TEST_TOKEN_A}");
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let error = parse("[host]\nplugins_dir = \"p\"\nplugin_dir = \"typo\"\n").expect_err("unknown key");
+        let text = error.to_string();
+        assert!(text.starts_with("/etc/gatehouse/plugins.toml:3:"), "{text}");
+        assert!(text.contains("plugin_dir"), "{text}");
+
+        let error = parse(
+            "[providers.x.accounts.a]\nsecrets = { key = \"${GATEHOUSE_TEST_UNSET_VARIABLE}\" }\n",
+        )
+        .expect_err("unset variable");
+        let text = error.to_string();
+        assert!(text.contains(":2:"), "{text}");
+        assert!(text.contains("providers.x.accounts.a.secrets.key"), "{text}");
+        assert!(text.contains("GATEHOUSE_TEST_UNSET_VARIABLE"), "{text}");
+
+        let error = parse("[providers.x.accounts.a]\nbase_url = \"ftp://h\"\n").expect_err("scheme");
+        assert!(error.to_string().contains("http or https"));
+
+        let error = parse("[providers.x.accounts.a]\ntimeout_ms = \"soon\"\n").expect_err("type");
+        assert!(error.to_string().contains(":2:"), "{error}");
+    }
+
+    #[test]
+    fn inline_secrets_never_print() {
+        let config = parse("[providers.x.accounts.a]\nsecrets = { key = \"hunter2\" }\n").expect("valid");
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+    }
+}

@@ -1,0 +1,34 @@
+//! # gatehouse-host
+//!
+//! The Gatehouse host as a library: it loads one stable-ABI plugin per payment provider from a
+//! folder, hot-reloads a plugin when its file changes, and dispatches normalized commands
+//! through the plugins' sans-IO flows, performing their HTTP requests itself.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use gatehouse_host::{Config, Gateway};
+//! let config = Config::load("plugins.toml".as_ref())?;
+//! let gateway = Gateway::start(config).await;
+//! let _watch = gatehouse_host::watcher::watch(&gateway)?;
+//! let command = serde_json::from_value(serde_json::json!({"operation": "balance"}))?;
+//! let outcome = gateway.dispatch("paygateglobal", "main", command).await?;
+//! println!("{}", serde_json::to_string(&outcome)?);
+//! # Ok(()) }
+//! ```
+
+pub mod accounts;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod loader;
+pub mod metrics;
+pub mod registry;
+pub mod resolve;
+pub mod scrub;
+pub mod transport;
+pub mod watcher;
+
+pub use config::Config;
+pub use error::DispatchError;
+pub use gateway::{DispatchRequest, Dispatched, Gateway};
+pub use gatehouse_plugin_api as plugin_api;

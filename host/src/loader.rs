@@ -1,0 +1,243 @@
+//! Loading one plugin library: copy, open, check, read the manifest.
+//!
+//! Architecture Invariant: every file is loaded as its own module through
+//! `lib_header_from_path(..)` and `check_layout`, never through `RootModule::load_from_*`, which
+//! keeps one module per type per process (a second plugin would come back as the first).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use abi_stable::library::{LibraryError, RootModule, lib_header_from_path};
+use abi_stable::std_types::{RSlice, RStr};
+use gatehouse_plugin_api::ffi::{FfiHttpResponse, HostStep, PluginModuleRef};
+use gatehouse_plugin_api::{CONTRACT_VERSION, Manifest, contract_compatible};
+use sha2::{Digest, Sha256};
+
+/// Why a plugin file was refused. Every message names the file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error("{file}: cannot read: {message}")]
+    Read { file: String, message: String },
+    #[error(
+        "{file}: refused: {what} is writable by other users (mode {mode:o}); loading code from it would hand the host to whoever can write there"
+    )]
+    InsecurePermissions { file: String, what: String, mode: u32 },
+    #[error("{file}: not a loadable library: {message}")]
+    NotALibrary { file: String, message: String },
+    #[error("{file}: not a Gatehouse plugin: it exports no abi_stable root module")]
+    NotAPlugin { file: String },
+    #[error("{file}: built with an incompatible abi_stable: {message}")]
+    AbiStableIncompatible { file: String, message: String },
+    #[error(
+        "{file}: built against gatehouse-plugin-api {plugin_version}, incompatible with this host's {host_version} (a different 0.MINOR / MAJOR)"
+    )]
+    ContractVersion {
+        file: String,
+        plugin_version: String,
+        host_version: String,
+    },
+    #[error("{file}: its plugin-api types differ from this host's: {details}")]
+    LayoutMismatch { file: String, details: String },
+    #[error("{file}: the plugin's manifest is unusable: {message}")]
+    Manifest { file: String, message: String },
+    #[error(
+        "{file}: not loaded: {loaded} plugin libraries are mapped already (host.max_loaded_libraries); libraries are never unloaded, restart the host to reclaim them"
+    )]
+    TooManyLibraries { file: String, loaded: usize },
+}
+
+/// A plugin library, loaded and checked.
+pub struct LoadedPlugin {
+    module: PluginModuleRef,
+    pub manifest: Manifest,
+    /// The plugin-api version the plugin was built against.
+    pub contract_version: String,
+    /// The file in the plugins folder it was loaded from.
+    pub file: PathBuf,
+    /// SHA-256 of the file's contents, hex.
+    pub sha256: String,
+    pub loaded_at: SystemTime,
+    /// A number unique to this load within the process.
+    pub generation: u64,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("provider", &self.manifest.provider)
+            .field("plugin_version", &self.manifest.plugin_version)
+            .field("file", &self.file)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+impl LoadedPlugin {
+    /// Starts a flow. The plugin's entry point catches its own panics.
+    pub fn start(&self, invocation_json: &str, inbound_body: &[u8]) -> HostStep {
+        (self.module.start())(RStr::from_str(invocation_json), RSlice::from_slice(inbound_body))
+            .into_host_step()
+    }
+
+    /// Continues a flow with the provider's answer.
+    pub fn resume(&self, invocation_json: &str, state: &str, response: &FfiHttpResponse) -> HostStep {
+        (self.module.resume())(RStr::from_str(invocation_json), RStr::from_str(state), response)
+            .into_host_step()
+    }
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The SHA-256 of `bytes`, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Loads the plugin in `file` from a private copy in `copy_dir`.
+///
+/// The copy gives each version its own path (and inode), so `dlopen` maps it anew instead of
+/// returning an already-loaded library, and an operator overwriting the original in place cannot
+/// change code that is mapped and running.
+pub fn load_plugin(file: &Path, bytes: &[u8], copy_dir: &Path) -> Result<LoadedPlugin, LoadError> {
+    let name = file.display().to_string();
+    check_permissions(file)?;
+    let sha256 = sha256_hex(bytes);
+    let generation = GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
+    std::fs::create_dir_all(copy_dir).map_err(|error| LoadError::Read {
+        file: name.clone(),
+        message: format!("cannot create {}: {error}", copy_dir.display()),
+    })?;
+    let stem = file
+        .file_stem()
+        .map_or_else(|| "plugin".into(), |stem| stem.to_string_lossy().into_owned());
+    let copy = copy_dir.join(format!(
+        "{stem}-{generation}-{}.{}",
+        &sha256[..12],
+        std::env::consts::DLL_EXTENSION
+    ));
+    std::fs::write(&copy, bytes).map_err(|error| LoadError::Read {
+        file: name.clone(),
+        message: format!("cannot write the private copy {}: {error}", copy.display()),
+    })?;
+    let result = open_and_check(&name, &copy);
+    // Once mapped, the copy is no longer needed on disk (the mapping outlives the name).
+    let _ = std::fs::remove_file(&copy);
+    let (module, contract_version) = result?;
+    let manifest = read_manifest(&name, module)?;
+    Ok(LoadedPlugin {
+        module,
+        manifest,
+        contract_version,
+        file: file.to_path_buf(),
+        sha256,
+        loaded_at: SystemTime::now(),
+        generation,
+    })
+}
+
+fn open_and_check(name: &str, copy: &Path) -> Result<(PluginModuleRef, String), LoadError> {
+    let header = lib_header_from_path(copy).map_err(|error| match error {
+        LibraryError::OpenError { .. } => LoadError::NotALibrary {
+            file: name.to_string(),
+            message: first_line(&error.to_string()),
+        },
+        LibraryError::GetSymbolError { .. } => LoadError::NotAPlugin {
+            file: name.to_string(),
+        },
+        other => LoadError::AbiStableIncompatible {
+            file: name.to_string(),
+            message: bounded(&other.to_string()),
+        },
+    })?;
+    // The contract version is compared by this host's rules (see plugin-api's crate docs)
+    // instead of abi_stable's, which would refuse an older plugin of the same 0.MINOR.
+    let plugin_version = header.root_mod_consts().version_strings().version.to_string();
+    if !contract_compatible(CONTRACT_VERSION, &plugin_version) {
+        return Err(LoadError::ContractVersion {
+            file: name.to_string(),
+            plugin_version,
+            host_version: CONTRACT_VERSION.to_string(),
+        });
+    }
+    if header.root_mod_consts().name() != PluginModuleRef::NAME {
+        return Err(LoadError::NotAPlugin {
+            file: name.to_string(),
+        });
+    }
+    let module = header
+        .check_layout::<PluginModuleRef>()
+        .map_err(|error| match error {
+            LibraryError::AbiInstability(details) => LoadError::LayoutMismatch {
+                file: name.to_string(),
+                details: bounded(&details.to_string()),
+            },
+            other => LoadError::AbiStableIncompatible {
+                file: name.to_string(),
+                message: bounded(&other.to_string()),
+            },
+        })?;
+    let contract_version = (module.contract_version())().into_string();
+    Ok((module, contract_version))
+}
+
+fn read_manifest(name: &str, module: PluginModuleRef) -> Result<Manifest, LoadError> {
+    let json = (module.manifest())().into_result().map_err(|message| LoadError::Manifest {
+        file: name.to_string(),
+        message: bounded(&message),
+    })?;
+    let manifest: Manifest = serde_json::from_str(&json).map_err(|error| LoadError::Manifest {
+        file: name.to_string(),
+        message: format!("not a readable manifest: {error}"),
+    })?;
+    manifest.validate().map_err(|problems| LoadError::Manifest {
+        file: name.to_string(),
+        message: problems.join("; "),
+    })?;
+    Ok(manifest)
+}
+
+#[cfg(unix)]
+fn check_permissions(file: &Path) -> Result<(), LoadError> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = file.display().to_string();
+    let folder = file.parent().unwrap_or(Path::new("."));
+    for (path, what) in [(file, "the file"), (folder, "its folder")] {
+        let metadata = std::fs::metadata(path).map_err(|error| LoadError::Read {
+            file: name.clone(),
+            message: error.to_string(),
+        })?;
+        let mode = metadata.permissions().mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(LoadError::InsecurePermissions {
+                file: name.clone(),
+                what: what.to_string(),
+                mode,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_permissions(_file: &Path) -> Result<(), LoadError> {
+    Ok(())
+}
+
+fn first_line(text: &str) -> String {
+    bounded(text.lines().next().unwrap_or(text))
+}
+
+/// Layout reports can run to pages; a status line needs the start of it.
+fn bounded(text: &str) -> String {
+    const LIMIT: usize = 1_500;
+    if text.len() <= LIMIT {
+        text.to_string()
+    } else {
+        let mut end = LIMIT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &text[..end])
+    }
+}

@@ -1,0 +1,184 @@
+//! `gatehouse`: the command-line shell over the host library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gatehouse_host::plugin_api::Command as PluginCommand;
+use gatehouse_host::{Config, DispatchError, DispatchRequest, Gateway};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(name = "gatehouse", version, about = "A host for payment-provider plugins")]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, env = "GATEHOUSE_CONFIG", default_value = "plugins.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// List loaded plugins, their versions and operations, load errors and paused accounts.
+    Plugins {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one normalized command and print its outcome as JSON.
+    Call {
+        provider: String,
+        /// charge, refund, report, affiliate_payout, affiliate_refund, status, balance,
+        /// payment_page, saved_accounts, delete_saved_account, sandbox_chargeback.
+        operation: String,
+        /// The account in plugins.toml.
+        #[arg(long, default_value = "main")]
+        account: String,
+        /// The command's fields as a JSON object (without `operation`).
+        #[arg(long, default_value = "{}")]
+        json: String,
+        /// The host-made reference to use (for a retry of a money-moving command).
+        #[arg(long)]
+        reference: Option<String>,
+    },
+    /// Run the host: load plugins, watch the folder and the configuration, until interrupted.
+    Serve,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Commands::Serve => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("gatehouse: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("gatehouse: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&cli.config)?;
+    match cli.command {
+        Commands::Plugins { json } => {
+            let gateway = Gateway::start(config).await;
+            print_plugins(&gateway, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Call {
+            provider,
+            operation,
+            account,
+            json,
+            reference,
+        } => {
+            let mut fields: Value = serde_json::from_str(&json).context("--json is not JSON")?;
+            let object = fields.as_object_mut().context("--json must be a JSON object")?;
+            object.insert("operation".into(), Value::String(operation.clone()));
+            let command: PluginCommand = serde_json::from_value(fields)
+                .with_context(|| format!("not a valid `{operation}` command"))?;
+            let gateway = Gateway::start(config).await;
+            let mut request = DispatchRequest::new(&provider, &account, command);
+            request.reference = reference;
+            match gateway.dispatch_request(request).await {
+                Ok(dispatched) => {
+                    let mut answer = serde_json::to_value(&dispatched.outcome)?;
+                    if let Some(reference) = dispatched.reference {
+                        answer["reference"] = json!(reference);
+                    }
+                    answer["plugin_version"] = json!(dispatched.plugin_version);
+                    println!("{}", serde_json::to_string_pretty(&answer)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    println!("{}", serde_json::to_string_pretty(&error_json(&error))?);
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Commands::Serve => {
+            let gateway = Gateway::start(config).await;
+            let _watch = gatehouse_host::watcher::watch(&gateway).context("cannot watch the plugins folder")?;
+            print_plugins(&gateway, false)?;
+            tracing::info!("serving; press Ctrl-C to stop");
+            tokio::signal::ctrl_c().await?;
+            gateway.begin_shutdown();
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn error_json(error: &DispatchError) -> Value {
+    let mut body = json!({"code": error.code(), "message": error.to_string()});
+    if let Some(provider_error) = error.provider_error() {
+        body["provider_code"] = json!(provider_error.provider_code);
+        body["provider_message"] = json!(provider_error.provider_message);
+        if !provider_error.fields.is_empty() {
+            body["fields"] = json!(provider_error.fields);
+        }
+    }
+    json!({ "error": body })
+}
+
+fn print_plugins(gateway: &Gateway, as_json: bool) -> anyhow::Result<()> {
+    let statuses = gateway.registry().statuses();
+    let failures = gateway.registry().failures();
+    let pauses = gateway.paused_accounts();
+    if as_json {
+        let pauses: Vec<Value> = pauses
+            .iter()
+            .map(|(provider, account, pause)| json!({"provider": provider, "account": account, "reason": pause.reason, "until_unix": pause.until_unix}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "plugins_dir": gateway.registry().plugins_dir().display().to_string(),
+                "plugins": statuses,
+                "load_errors": failures,
+                "paused_accounts": pauses,
+            }))?
+        );
+        return Ok(());
+    }
+    println!("plugins folder: {}", gateway.registry().plugins_dir().display());
+    if statuses.is_empty() {
+        println!("no plugin loaded");
+    }
+    for status in &statuses {
+        println!(
+            "{:<14} {:<8} contract {:<6} {}\n{:<14} operations: {}",
+            status.provider,
+            status.plugin_version,
+            status.contract_version,
+            status.file,
+            "",
+            status.operations.join(", ")
+        );
+    }
+    for failure in &failures {
+        println!("load error: {}", failure.error);
+    }
+    for (provider, account, pause) in &pauses {
+        println!("paused: {provider}/{account} until {} — {}", pause.until_unix, pause.reason);
+    }
+    Ok(())
+}

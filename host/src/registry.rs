@@ -1,0 +1,328 @@
+//! The set of active plugins, one per provider, and the scan that keeps it in step with the
+//! plugins folder.
+//!
+//! Architecture Invariant: the active set is swapped atomically as a whole. A request takes an
+//! `Arc<LoadedPlugin>` when it starts and keeps it until its flow ends, so requests that started
+//! before a swap finish on the version they started with, and new ones get the new version.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use crate::loader::{LoadError, LoadedPlugin, load_plugin, sha256_hex};
+
+/// What the plugins folder looked like to the last scan, file by file.
+#[derive(Debug, Clone)]
+struct FileRecord {
+    sha256: String,
+    /// The provider this file serves, when it loaded.
+    provider: Option<String>,
+    error: Option<LoadError>,
+}
+
+/// An event of a scan, for logs, metrics and tests.
+#[derive(Debug, Clone)]
+pub enum ScanEvent {
+    Loaded {
+        provider: String,
+        version: String,
+        file: PathBuf,
+        replaced: Option<String>,
+    },
+    Failed {
+        file: PathBuf,
+        error: LoadError,
+        /// The provider still served by its previous version, if any.
+        still_serving: Option<String>,
+    },
+    Retired {
+        provider: String,
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginStatus {
+    pub provider: String,
+    pub display_name: String,
+    pub plugin_version: String,
+    pub contract_version: String,
+    pub file: String,
+    pub sha256: String,
+    pub operations: Vec<String>,
+    pub reports: Vec<String>,
+    pub loaded_at_unix: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadFailure {
+    pub file: String,
+    pub error: String,
+}
+
+pub struct Registry {
+    plugins_dir: PathBuf,
+    copy_dir: PathBuf,
+    max_loaded_libraries: usize,
+    active: ArcSwap<BTreeMap<String, Arc<LoadedPlugin>>>,
+    scan_state: Mutex<ScanState>,
+}
+
+#[derive(Default)]
+struct ScanState {
+    files: BTreeMap<PathBuf, FileRecord>,
+    libraries_loaded: usize,
+}
+
+impl Registry {
+    pub fn new(plugins_dir: PathBuf, max_loaded_libraries: usize) -> Self {
+        let copy_dir = std::env::temp_dir().join(format!("gatehouse-plugins-{}", std::process::id()));
+        Self {
+            plugins_dir,
+            copy_dir,
+            max_loaded_libraries,
+            active: ArcSwap::from_pointee(BTreeMap::new()),
+            scan_state: Mutex::new(ScanState::default()),
+        }
+    }
+
+    pub fn plugins_dir(&self) -> &Path {
+        &self.plugins_dir
+    }
+
+    /// The active version of `provider`'s plugin.
+    pub fn get(&self, provider: &str) -> Option<Arc<LoadedPlugin>> {
+        self.active.load().get(provider).cloned()
+    }
+
+    /// Every active plugin, by provider.
+    pub fn active(&self) -> Arc<BTreeMap<String, Arc<LoadedPlugin>>> {
+        self.active.load_full()
+    }
+
+    /// How many plugin libraries this process has mapped (they are never unmapped).
+    pub fn libraries_loaded(&self) -> usize {
+        self.lock_state().libraries_loaded
+    }
+
+    /// Brings the active set in step with the folder: loads new and changed files, keeps
+    /// unchanged ones, retires removed ones. Blocking (file I/O and `dlopen`): run it off the
+    /// request path.
+    pub fn scan(&self) -> Vec<ScanEvent> {
+        let mut state = self.lock_state();
+        let mut events = Vec::new();
+        let present = match plugin_files(&self.plugins_dir) {
+            Ok(files) => files,
+            Err(error) => {
+                events.push(ScanEvent::Failed {
+                    file: self.plugins_dir.clone(),
+                    error: LoadError::Read {
+                        file: self.plugins_dir.display().to_string(),
+                        message: error.to_string(),
+                    },
+                    still_serving: None,
+                });
+                return events;
+            }
+        };
+        let mut active = (**self.active.load()).clone();
+
+        let removed: Vec<PathBuf> = state
+            .files
+            .keys()
+            .filter(|file| !present.contains(file))
+            .cloned()
+            .collect();
+        for file in removed {
+            if let Some(record) = state.files.remove(&file)
+                && let Some(provider) = record.provider
+                && active.get(&provider).is_some_and(|plugin| plugin.file == file)
+            {
+                active.remove(&provider);
+                events.push(ScanEvent::Retired { provider, file });
+            }
+        }
+
+        for file in present {
+            let bytes = match std::fs::read(&file) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    // Vanished between listing and reading: the next scan sees the final state.
+                    tracing::debug!(file = %file.display(), %error, "plugin file unreadable during scan");
+                    continue;
+                }
+            };
+            let sha256 = sha256_hex(&bytes);
+            if state.files.get(&file).is_some_and(|record| record.sha256 == sha256) {
+                continue;
+            }
+            let previous_provider = state.files.get(&file).and_then(|record| record.provider.clone());
+            let outcome = if state.libraries_loaded >= self.max_loaded_libraries {
+                Err(LoadError::TooManyLibraries {
+                    file: file.display().to_string(),
+                    loaded: state.libraries_loaded,
+                })
+            } else {
+                state.libraries_loaded += 1;
+                load_plugin(&file, &bytes, &self.copy_dir)
+            };
+            let outcome = outcome.and_then(|plugin| {
+                let provider = plugin.manifest.provider.clone();
+                match active.get(&provider) {
+                    Some(other) if other.file != file => Err(LoadError::Manifest {
+                        file: file.display().to_string(),
+                        message: format!(
+                            "provider `{provider}` is already served by {}; replace that file instead of adding a second one",
+                            other.file.display()
+                        ),
+                    }),
+                    _ => Ok(plugin),
+                }
+            });
+            match outcome {
+                Ok(plugin) => {
+                    let provider = plugin.manifest.provider.clone();
+                    let version = plugin.manifest.plugin_version.clone();
+                    // A file that used to serve another provider stops serving it.
+                    if let Some(old) = previous_provider.filter(|old| *old != provider)
+                        && active.get(&old).is_some_and(|plugin| plugin.file == file)
+                    {
+                        active.remove(&old);
+                        events.push(ScanEvent::Retired {
+                            provider: old,
+                            file: file.clone(),
+                        });
+                    }
+                    let replaced = active
+                        .insert(provider.clone(), Arc::new(plugin))
+                        .map(|old| old.manifest.plugin_version.clone());
+                    state.files.insert(
+                        file.clone(),
+                        FileRecord {
+                            sha256,
+                            provider: Some(provider.clone()),
+                            error: None,
+                        },
+                    );
+                    events.push(ScanEvent::Loaded {
+                        provider,
+                        version,
+                        file,
+                        replaced,
+                    });
+                }
+                Err(error) => {
+                    let still_serving = previous_provider
+                        .clone()
+                        .filter(|provider| active.get(provider).is_some_and(|plugin| plugin.file == file));
+                    state.files.insert(
+                        file.clone(),
+                        FileRecord {
+                            sha256,
+                            provider: still_serving.clone(),
+                            error: Some(error.clone()),
+                        },
+                    );
+                    events.push(ScanEvent::Failed {
+                        file,
+                        error,
+                        still_serving,
+                    });
+                }
+            }
+        }
+        self.active.store(Arc::new(active));
+        for event in &events {
+            log_event(event);
+        }
+        events
+    }
+
+    /// The active plugins, for `gatehouse plugins` and `/v1/plugins`.
+    pub fn statuses(&self) -> Vec<PluginStatus> {
+        self.active
+            .load()
+            .values()
+            .map(|plugin| PluginStatus {
+                provider: plugin.manifest.provider.clone(),
+                display_name: plugin.manifest.display_name.clone(),
+                plugin_version: plugin.manifest.plugin_version.clone(),
+                contract_version: plugin.contract_version.clone(),
+                file: plugin.file.display().to_string(),
+                sha256: plugin.sha256.clone(),
+                operations: plugin
+                    .manifest
+                    .operations
+                    .iter()
+                    .map(|operation| operation.as_str().to_string())
+                    .collect(),
+                reports: plugin.manifest.reports.clone(),
+                loaded_at_unix: plugin
+                    .loaded_at
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_secs()),
+            })
+            .collect()
+    }
+
+    /// Files whose latest content failed to load.
+    pub fn failures(&self) -> Vec<LoadFailure> {
+        self.lock_state()
+            .files
+            .iter()
+            .filter_map(|(file, record)| {
+                record.error.as_ref().map(|error| LoadFailure {
+                    file: file.display().to_string(),
+                    error: error.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, ScanState> {
+        // A panic while scanning leaves nothing half-updated that matters: recover the state.
+        self.scan_state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The library files directly in `folder`. Hidden files and names ending in `.tmp` or `.part`
+/// are skipped: operators write those first and rename them into place when complete.
+pub fn plugin_files(folder: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(folder)? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !entry.file_type()?.is_file() {
+            continue;
+        }
+        if path.extension().and_then(|ext| ext.to_str()) == Some(std::env::consts::DLL_EXTENSION) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn log_event(event: &ScanEvent) {
+    match event {
+        ScanEvent::Loaded {
+            provider,
+            version,
+            file,
+            replaced,
+        } => tracing::info!(%provider, %version, file = %file.display(), replaced = ?replaced, "plugin loaded"),
+        ScanEvent::Failed {
+            file,
+            error,
+            still_serving,
+        } => tracing::error!(file = %file.display(), %error, still_serving = ?still_serving, "plugin refused"),
+        ScanEvent::Retired { provider, file } => {
+            tracing::info!(%provider, file = %file.display(), "plugin retired")
+        }
+    }
+}

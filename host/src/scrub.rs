@@ -1,0 +1,63 @@
+//! Removing known secret values from text a plugin or a provider produced.
+//!
+//! Plugins are written never to echo a credential; this is the second line of defence, applied to
+//! every error before it leaves the host (API answers, logs, the ledger).
+
+use gatehouse_plugin_api::{Outcome, ProviderError};
+
+/// Secrets shorter than this are not scrubbed: replacing every `1` or `ab` would destroy
+/// messages, and such values are not credentials anyone should configure.
+const MIN_SCRUBBED_LENGTH: usize = 4;
+
+#[derive(Clone, Default)]
+pub struct Scrubber {
+    secrets: Vec<String>,
+}
+
+impl Scrubber {
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
+        let mut secrets: Vec<String> = secrets
+            .into_iter()
+            .filter(|secret| secret.len() >= MIN_SCRUBBED_LENGTH)
+            .collect();
+        // Longest first, so a secret containing another is replaced whole.
+        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        Self { secrets }
+    }
+
+    pub fn text(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for secret in &self.secrets {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "***");
+            }
+        }
+        out
+    }
+
+    pub fn error(&self, mut error: ProviderError) -> ProviderError {
+        error.message = self.text(&error.message);
+        error.provider_message = error.provider_message.map(|text| self.text(&text));
+        error.provider_code = error.provider_code.map(|text| self.text(&text));
+        error
+    }
+
+    pub fn outcome(&self, mut outcome: Outcome) -> Outcome {
+        outcome.error = outcome.error.map(|error| self.error(error));
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_every_known_secret() {
+        let scrubber = Scrubber::new(["hunter22".to_string(), "tok".to_string(), "hunter22-long".to_string()]);
+        assert_eq!(
+            scrubber.text("bad hunter22-long and hunter22, tok"),
+            "bad *** and ***, tok"
+        );
+    }
+}
