@@ -243,13 +243,12 @@ pub fn finish_charge(amount: Money, response: &HttpResponse) -> Outcome {
         Ok(transaction_id) => Outcome::pending()
             .with_provider_reference(transaction_id)
             .with_amount(amount),
-        Err(error) => Outcome::unknown(ProviderError::new(
-            ErrorKind::MalformedResponse,
-            format!(
+        Err(mut error) => {
+            error.message = format!(
                 "{} (the charge may have happened: reconcile by external_id)",
                 error.message
-            ),
-        ))
-        .with_amount(amount),
+            );
+            Outcome::unknown(error).with_amount(amount)
+        }
     }
 }
