@@ -1,7 +1,7 @@
 //! Saved accounts ("tokenization"): list, delete, and charge a saved account.
 
 use gatehouse_plugin_api::{
-    Command, Details, ErrorKind, HttpResponse, Invocation, Method, Money, Outcome, ProviderError,
+    Command, Details, HttpResponse, Invocation, Method, Money, Outcome, ProviderError,
     SavedAccount, Step,
 };
 
