@@ -469,8 +469,11 @@ async fn chargebacks_need_a_completed_sandbox_payment() {
     );
 }
 
+/// A webhook as received: its `Authorization` header, if any, and its body.
+type ReceivedWebhook = (Option<String>, String);
+
 #[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<(Option<String>, String)>>>);
+struct Received(Arc<Mutex<Vec<ReceivedWebhook>>>);
 
 async fn receive(State(received): State<Received>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let signature = headers
