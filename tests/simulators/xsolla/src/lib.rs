@@ -334,6 +334,46 @@ impl XsollaSimulator {
         self.send_webhook_to(&url, body, signature).await
     }
 
+    /// The `Authorization` header value Xsolla would send with `body`, per `mode` (`None` for
+    /// `Missing`): for delivering webhooks to a host without HTTP.
+    pub fn webhook_authorization(&self, body: &str, mode: SignatureMode) -> Option<String> {
+        match mode {
+            SignatureMode::Valid => Some(format!(
+                "Signature {}",
+                webhooks::signature(body, &self.credentials.project_secret_key)
+            )),
+            SignatureMode::Wrong => Some(format!(
+                "Signature {}",
+                webhooks::signature(body, "not-the-secret")
+            )),
+            SignatureMode::Missing => None,
+        }
+    }
+
+    /// The `payment` notification body for a transaction.
+    pub fn payment_webhook_body(&self, transaction_id: u64) -> Option<String> {
+        self.transaction(transaction_id)
+            .map(|transaction| webhooks::payment_body(&transaction))
+    }
+
+    /// The `refund` notification body for a transaction.
+    pub fn refund_webhook_body(&self, transaction_id: u64) -> Option<String> {
+        self.transaction(transaction_id).map(|transaction| {
+            webhooks::refund_body(&transaction, 1, "Cancellation by the user request")
+        })
+    }
+
+    /// The `partial_refund` notification body for `refunded` of a transaction.
+    pub fn partial_refund_webhook_body(
+        &self,
+        transaction_id: u64,
+        refunded: &Money,
+    ) -> Option<String> {
+        self.transaction(transaction_id).map(|transaction| {
+            webhooks::partial_refund_body(&transaction, refunded, "Partial refund")
+        })
+    }
+
     async fn send_webhook_to(
         &self,
         url: &str,
