@@ -15,7 +15,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::transformers::json::{
-    MoneyPath, amount_from_raw, array, first_text, money_at, object, to_value,
+    MoneyPath, amount_from_raw, array, first_text, get_path, money_at, object, scalar_text,
+    to_value,
 };
 
 /// The reports the `report` command accepts, by the names the manifest lists.
@@ -376,10 +377,7 @@ fn breakdown_record(record: &RawValue) -> Result<ReportRecord, ProviderError> {
         };
         let field: &[&str] = &[name];
         // Only scalar amounts: an object under `payout` is read below through its own currency.
-        if crate::transformers::json::get_path(record, field)
-            .and_then(crate::transformers::json::scalar_text)
-            .is_none()
-        {
+        if get_path(record, field).and_then(scalar_text).is_none() {
             continue;
         }
         if let Some(money) = money_at(record, path, currency)? {
