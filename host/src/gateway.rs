@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::error::DispatchError;
 use crate::loader::LoadedPlugin;
 use crate::metrics::Metrics;
+use crate::plugin_pool::{CallFailure, PluginPool};
 use crate::registry::{Registry, ScanEvent};
 use crate::resolve::{ResolvedAccount, resolve_account};
 use crate::scrub::Scrubber;
@@ -71,6 +72,7 @@ struct GatewayInner {
     client: reqwest::Client,
     accounts: AccountRuntimes,
     metrics: Metrics,
+    plugin_pool: PluginPool,
     shutting_down: AtomicBool,
 }
 
@@ -86,6 +88,9 @@ impl Gateway {
                 client: build_client(),
                 accounts: AccountRuntimes::default(),
                 metrics: Metrics::default(),
+                plugin_pool: PluginPool::new(
+                    std::thread::available_parallelism().map_or(2, |cores| cores.get()).clamp(2, 16),
+                ),
                 shutting_down: AtomicBool::new(false),
             }),
         }
@@ -390,20 +395,26 @@ impl Flow<'_> {
     }
 
     /// Runs one plugin entry point off the async workers, within the call budget. A plugin that
-    /// never returns costs one blocking thread, not the host: its request fails here.
+    /// never returns costs one abandoned thread, not the host: its request fails here.
     async fn call_plugin(
         &self,
         call: impl FnOnce() -> HostStep + Send + 'static,
     ) -> Result<HostStep, DispatchError> {
-        match tokio::time::timeout(self.budget, tokio::task::spawn_blocking(call)).await {
-            Ok(Ok(step)) => Ok(step),
-            Ok(Err(join_error)) => Err(DispatchError::Provider(ProviderError::plugin_fault(format!(
-                "the plugin call failed: {join_error}"
-            )))),
-            Err(_) => Err(DispatchError::Provider(ProviderError::plugin_fault(format!(
-                "the plugin did not answer within its {} ms budget",
-                self.budget.as_millis()
-            )))),
+        match self.gateway.inner.plugin_pool.run(self.budget, call).await {
+            Ok(step) => Ok(step),
+            Err(CallFailure::Lost) => Err(DispatchError::Provider(ProviderError::plugin_fault(
+                "the plugin call ended without a result",
+            ))),
+            Err(CallFailure::OverBudget) => {
+                self.gateway.inner.metrics.increment(
+                    "gatehouse_plugin_calls_over_budget_total",
+                    &[("provider", self.provider)],
+                );
+                Err(DispatchError::Provider(ProviderError::plugin_fault(format!(
+                    "the plugin did not answer within its {} ms budget",
+                    self.budget.as_millis()
+                ))))
+            }
         }
     }
 

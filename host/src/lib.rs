@@ -22,6 +22,7 @@ pub mod error;
 pub mod gateway;
 pub mod loader;
 pub mod metrics;
+pub mod plugin_pool;
 pub mod registry;
 pub mod resolve;
 pub mod scrub;

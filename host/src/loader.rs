@@ -102,6 +102,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn load_plugin(file: &Path, bytes: &[u8], copy_dir: &Path) -> Result<LoadedPlugin, LoadError> {
     let name = file.display().to_string();
     check_permissions(file)?;
+    check_object_file(&name, bytes)?;
     let sha256 = sha256_hex(bytes);
     let generation = GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
     std::fs::create_dir_all(copy_dir).map_err(|error| LoadError::Read {
@@ -195,6 +196,32 @@ fn read_manifest(name: &str, module: PluginModuleRef) -> Result<Manifest, LoadEr
         message: problems.join("; "),
     })?;
     Ok(manifest)
+}
+
+/// Checks the file is a complete shared library before it is mapped. `dlopen` accepts a file cut
+/// short as long as its headers are intact, and the first touch of a page past the end would then
+/// kill the process (SIGBUS); a parse of the whole structure refuses it instead.
+fn check_object_file(name: &str, bytes: &[u8]) -> Result<(), LoadError> {
+    use object::{Object, ObjectSegment};
+    let not_a_library = |message: String| LoadError::NotALibrary {
+        file: name.to_string(),
+        message,
+    };
+    let parsed = object::File::parse(bytes).map_err(|error| not_a_library(format!("not a complete object file: {error}")))?;
+    let length = bytes.len() as u64;
+    for segment in parsed.segments() {
+        let (offset, size) = segment.file_range();
+        if offset.checked_add(size).is_none_or(|end| end > length) {
+            return Err(not_a_library(format!(
+                "a segment ends past the end of the file ({} bytes): the file is truncated",
+                length
+            )));
+        }
+    }
+    if parsed.kind() != object::ObjectKind::Dynamic {
+        return Err(not_a_library(format!("it is a {:?} object, not a shared library", parsed.kind())));
+    }
+    Ok(())
 }
 
 #[cfg(unix)]
