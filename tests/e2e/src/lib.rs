@@ -1,4 +1,4 @@
-//! Support for the end-to-end tests.
+//! Support for the end-to-end tests. HARNESS-READY
 //!
 //! Tests here use only real parts: plugin libraries built as `cdylib`s by cargo, loaded by the
 //! real host from a temporary plugins folder, talking real HTTP on loopback to the provider
