@@ -20,7 +20,7 @@
 //! * balances are written with the payment's other amounts, unless the simulator plays an older
 //!   server that omits them ([`KolmisoftSimulator::set_include_balances`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
@@ -29,7 +29,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use gatehouse_sim_common::{RunningSimulator, serve};
 use rust_decimal::Decimal;
@@ -129,6 +129,8 @@ struct Inner {
     now: Option<i64>,
     payments: Vec<Payment>,
     received: Vec<ReceivedRequest>,
+    /// Bodies to answer instead of handling the next requests (hostile or broken answers).
+    raw_answers: VecDeque<Vec<u8>>,
 }
 
 /// The simulator's state, shared by its routes and by the tests that drive it.
@@ -150,6 +152,7 @@ impl KolmisoftSimulator {
                 now: None,
                 payments: Vec::new(),
                 received: Vec::new(),
+                raw_answers: VecDeque::new(),
             })),
         }
     }
@@ -219,6 +222,13 @@ impl KolmisoftSimulator {
         self.lock().payments.clone()
     }
 
+    /// Answers the next `payments_get` request with exactly these bytes (HTTP 200, `text/xml`)
+    /// instead of handling it: for broken and hostile answers, invalid UTF-8 included, which
+    /// `gatehouse_sim_common::Fault::Body` (a `String`) cannot carry. Queued answers are used in order.
+    pub fn answer_next_with(&self, body: impl Into<Vec<u8>>) {
+        self.lock().raw_answers.push_back(body.into());
+    }
+
     /// Every request that reached `payments_get`, oldest first.
     pub fn received(&self) -> Vec<ReceivedRequest> {
         self.lock().received.clone()
@@ -244,8 +254,8 @@ pub fn expected_hash(parameters: &[(String, String)], secret_key: &str) -> Strin
 
 const XML_DECLARATION: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
 
-fn xml_response(body: String) -> Response {
-    let mut response = (StatusCode::OK, body).into_response();
+fn xml_response(body: impl Into<axum::body::Body>) -> Response {
+    let mut response = Response::new(body.into());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/xml; charset=utf-8"),
@@ -282,6 +292,9 @@ async fn payments_get(
         method: method.to_string(),
         parameters: parameters.clone(),
     });
+    if let Some(raw) = inner.raw_answers.pop_front() {
+        return xml_response(raw);
+    }
     if method == Method::GET && !inner.allow_get {
         return xml_response(format!(
             "{XML_DECLARATION}<status>GET Requests are disabled</status>\n"

@@ -300,3 +300,24 @@ async fn control_routes() {
         .unwrap();
     assert!(received.as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn queued_raw_answers_replace_the_next_ones() {
+    let (sim, running) = started().await;
+    sim.answer_next_with(vec![b'<', 0xff, b'>']);
+    sim.answer_next_with("<page>");
+    let response = reqwest::Client::new()
+        .post(url(&running))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.bytes().await.unwrap().as_ref(),
+        &[b'<', 0xff, b'>']
+    );
+    let xml = post(&running, &signed(&[], "456789")).await;
+    assert_eq!(xml, "<page>");
+    let xml = post(&running, &signed(&[], "456789")).await;
+    assert!(xml.contains("Payments_list"), "back to normal: {xml}");
+    assert_eq!(sim.received().len(), 3, "every request is recorded");
+}
