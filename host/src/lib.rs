@@ -20,12 +20,17 @@ pub mod accounts;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod ledger;
 pub mod loader;
 pub mod metrics;
 pub mod plugin_pool;
 pub mod registry;
 pub mod resolve;
 pub mod scrub;
+pub mod server;
+pub mod service;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
 pub mod transport;
 pub mod watcher;
 

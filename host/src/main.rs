@@ -43,15 +43,29 @@ enum Commands {
         #[arg(long)]
         reference: Option<String>,
     },
-    /// Run the host: load plugins, watch the folder and the configuration, until interrupted.
+    /// Run the host and its HTTP API: load plugins, watch the folder and the configuration,
+    /// reconcile in the background, until SIGTERM or Ctrl-C.
     Serve,
+    /// Run the host with every provider pointed at the repository's simulators (no credentials
+    /// needed). Needs the plugins built next to this executable: `cargo build --workspace`.
+    #[cfg(feature = "sandbox")]
+    Sandbox {
+        /// Where the sandbox keeps its configuration, plugins and ledger.
+        #[arg(long, default_value = "data/sandbox")]
+        folder: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Settle unknown, pending and interrupted ledger entries through the providers' status
+    /// operations now, and print what happened.
+    Reconcile,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Commands::Serve => "info",
-        _ => "warn",
+        Commands::Plugins { .. } | Commands::Call { .. } | Commands::Reconcile => "warn",
+        _ => "info",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -77,6 +91,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    #[cfg(feature = "sandbox")]
+    if let Commands::Sandbox { folder, listen } = &cli.command {
+        return sandbox(folder, listen).await;
+    }
     let config = Config::load(&cli.config)?;
     match cli.command {
         Commands::Plugins { json } => {
@@ -116,15 +134,57 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Commands::Serve => {
-            let gateway = Gateway::start(config).await;
-            let _watch = gatehouse_host::watcher::watch(&gateway).context("cannot watch the plugins folder")?;
-            print_plugins(&gateway, false)?;
-            tracing::info!("serving; press Ctrl-C to stop");
-            tokio::signal::ctrl_c().await?;
-            gateway.begin_shutdown();
+            serve(config).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Commands::Reconcile => {
+            let ledger = open_ledger(&config)?;
+            let gateway = Gateway::start(config).await;
+            let service = gatehouse_host::service::Service::new(gateway, ledger);
+            let report = service.reconcile(10_000).await;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        #[cfg(feature = "sandbox")]
+        Commands::Sandbox { .. } => unreachable!("handled before the configuration is read"),
     }
+}
+
+fn open_ledger(config: &Config) -> anyhow::Result<std::sync::Arc<dyn gatehouse_host::ledger::Ledger>> {
+    let ledger = gatehouse_host::ledger::SqliteLedger::open(&config.host.ledger)
+        .with_context(|| format!("cannot open the ledger {}", config.host.ledger.display()))?;
+    Ok(std::sync::Arc::new(ledger))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.host.listen.clone();
+    let ledger = open_ledger(&config)?;
+    let gateway = Gateway::start(config).await;
+    let _watch = gatehouse_host::watcher::watch(&gateway).context("cannot watch the plugins folder")?;
+    print_plugins(&gateway, false)?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(address = %listener.local_addr()?, "serving the API");
+    gatehouse_host::server::serve(gateway, ledger, listener, gatehouse_host::server::shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(feature = "sandbox")]
+async fn sandbox(folder: &std::path::Path, listen: &str) -> anyhow::Result<ExitCode> {
+    let sandbox = gatehouse_host::sandbox::prepare(folder, listen).await?;
+    let config = Config::load(&sandbox.config_path)?;
+    println!("=== SANDBOX: every provider is a simulator on loopback; no real money moves ===");
+    for (provider, simulator) in &sandbox.simulators {
+        println!("  simulator {provider:<14} {}", simulator.base_url());
+    }
+    println!("  plugins installed: {}", sandbox.installed_plugins.join(", "));
+    println!("  API: http://{listen}  (Authorization: Bearer {})", gatehouse_host::sandbox::SANDBOX_API_KEY);
+    println!("  try: curl -s -H 'Authorization: Bearer {}' http://{listen}/v1/plugins", gatehouse_host::sandbox::SANDBOX_API_KEY);
+    serve(config).await?;
+    drop(sandbox);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn error_json(error: &DispatchError) -> Value {

@@ -26,6 +26,10 @@ const LIBRARY_PACKAGES: &[&str] = &[
     "gatehouse-fixture-not-a-plugin",
     "gatehouse-fixture-contract-old-version",
     "gatehouse-fixture-contract-other-layout",
+    "gatehouse-plugin-template",
+    "gatehouse-fixture-broken-panicking",
+    "gatehouse-fixture-broken-manifest",
+    "gatehouse-fixture-broken-secret-echo",
 ];
 
 fn workspace_root() -> PathBuf {
@@ -56,6 +60,13 @@ pub fn library(package: &str) -> PathBuf {
         }
         let status = command.status().expect("cargo runs");
         assert!(status.success(), "building the plugin libraries failed");
+        // The `gatehouse` executable too: some tests run the real binary.
+        let status = Command::new(env!("CARGO"))
+            .current_dir(workspace_root())
+            .args(["build", "--quiet", "-p", "gatehouse-host", "--bin", "gatehouse"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the gatehouse binary failed");
     });
     let file = format!(
         "{}{}{}",
@@ -68,8 +79,18 @@ pub fn library(package: &str) -> PathBuf {
     path
 }
 
+/// The path of the built `gatehouse` executable.
+pub fn gatehouse_binary() -> PathBuf {
+    library("gatehouse-plugin-paygateglobal");
+    let path = target_dir().join("debug").join(format!("gatehouse{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
 fn package_dir(package: &str) -> String {
-    if let Some(provider) = package.strip_prefix("gatehouse-plugin-") {
+    if package == "gatehouse-host" {
+        "host".to_string()
+    } else if let Some(provider) = package.strip_prefix("gatehouse-plugin-") {
         format!("plugins/{provider}")
     } else if let Some(fixture) = package.strip_prefix("gatehouse-fixture-") {
         format!("tests/fixtures/{fixture}")
@@ -90,6 +111,9 @@ pub fn install(library_path: &Path, plugins_dir: &Path, file_name: &str) {
 pub fn plugin_file_name(provider: &str) -> String {
     format!("{}{provider}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX)
 }
+
+/// The bearer key test hosts accept.
+pub const API_KEY: &str = "test-api-key-0123456789";
 
 /// A running host over a temporary folder holding `plugins/` and `plugins.toml`.
 pub struct TestHost {
@@ -116,7 +140,9 @@ impl TestHost {
         let config_path = dir.path().join("plugins.toml");
         std::fs::write(
             &config_path,
-            format!("[host]\nplugins_dir = \"plugins\"\nreload_debounce_ms = 50\nplugin_call_budget_ms = 1000\n\n{accounts_toml}"),
+            format!(
+                "[host]\nplugins_dir = \"plugins\"\nledger = \"ledger.sqlite\"\nreload_debounce_ms = 50\nplugin_call_budget_ms = 1000\n\n[api]\nkeys = [\"{API_KEY}\"]\n\n{accounts_toml}"
+            ),
         )
         .expect("write plugins.toml");
         let config = Config::load(&config_path).expect("test configuration is valid");
@@ -203,4 +229,89 @@ pub fn init_logging() {
             .with_ansi(false)
             .try_init();
     });
+}
+
+/// A host serving its HTTP API on loopback, with a SQLite ledger in its temporary folder.
+pub struct ApiHost {
+    pub host: TestHost,
+    pub base_url: String,
+    pub ledger: std::sync::Arc<dyn gatehouse_host::ledger::Ledger>,
+    pub client: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl ApiHost {
+    pub async fn start(packages: &[&str], accounts_toml: &str) -> Self {
+        let host = TestHost::start(packages, accounts_toml).await;
+        let ledger: std::sync::Arc<dyn gatehouse_host::ledger::Ledger> = std::sync::Arc::new(
+            gatehouse_host::ledger::SqliteLedger::open(&host.dir.path().join("ledger.sqlite")).expect("ledger"),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base_url = format!("http://{}", listener.local_addr().expect("address"));
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(gatehouse_host::server::serve(
+            host.gateway.clone(),
+            ledger.clone(),
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            host,
+            base_url,
+            ledger,
+            client: reqwest::Client::new(),
+            shutdown: Some(shutdown),
+            server: Some(server),
+        }
+    }
+
+    /// Sends a request with the test API key; returns status, headers and the JSON body (or the
+    /// body as a JSON string when it is not JSON).
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        extra_headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base_url))
+            .bearer_auth(API_KEY);
+        for (name, value) in extra_headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("API reachable");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, headers, value)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let (status, _, value) = self.request(reqwest::Method::POST, path, Some(body), &[]).await;
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let (status, _, value) = self.request(reqwest::Method::GET, path, None, &[]).await;
+        (status, value)
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
 }

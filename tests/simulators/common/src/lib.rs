@@ -75,8 +75,12 @@ pub async fn serve_on(address: SocketAddr, router: Router) -> std::io::Result<Ru
 /// A fault the simulator applies to the next request that reaches it.
 #[derive(Clone, Debug)]
 pub enum Fault {
-    /// Wait this long before answering normally (to exceed the host's timeout).
+    /// Wait this long before handling the request (to exceed the host's timeout; the request
+    /// never takes effect if the client gives up first).
     Delay(Duration),
+    /// Handle the request (it takes effect), then wait this long before answering: the client
+    /// sees a timeout although the provider acted.
+    DelayAfter(Duration),
     /// Answer with this status and body instead of handling the request.
     Status(u16, String),
     /// Handle the request, then send only the first half of the body.
@@ -147,6 +151,12 @@ async fn inject_faults(State(faults): State<Faults>, request: Request, next: Nex
         Fault::Delay(duration) => {
             tokio::time::sleep(duration).await;
             next.run(request).await
+        }
+        Fault::DelayAfter(duration) => {
+            // Run the handler to completion even if the client disconnects meanwhile.
+            let response = tokio::spawn(next.run(request)).await;
+            tokio::time::sleep(duration).await;
+            response.unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
         }
         Fault::Status(status, body) => (
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),

@@ -1,0 +1,443 @@
+//! The ledger: the host's durable record of every command it was asked to run, so that nothing is
+//! lost and nothing is done twice (`DESIGN.md`, "Nothing lost, nothing twice").
+//!
+//! A money-moving command is written here in state [`EntryState::Sending`] *before* its first
+//! request leaves the host, under the host-made reference that doubles as the provider's
+//! idempotency identifier. The dispatch's result, a refusal, verified webhook events and
+//! reconciliation then move the entry on. A caller's `Idempotency-Key` maps to exactly one entry:
+//! a retry finds it ([`Begin::Existing`]) and never reaches the provider a second time, and the
+//! same key with a different body is refused ([`LedgerError::KeyReused`]).
+//!
+//! Architecture Invariant: a final state (`succeeded`, `failed`) is never moved back to
+//! `pending` or `unknown`, and never silently flipped to the other final state: a contradiction is
+//! kept in the entry's history and flagged for an operator, because only a person can tell which
+//! side is right once money may have moved.
+//!
+//! [`Ledger`] is the interface; [`SqliteLedger`] is the embedded implementation (one file, WAL).
+//! Several host instances sharing one ledger need a PostgreSQL implementation of the same trait.
+
+mod sqlite;
+
+use std::fmt;
+
+use gatehouse_plugin_api::{Command, Money, Operation, Outcome, OutcomeStatus, WebhookEvent};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use sqlite::SqliteLedger;
+
+/// The host's durable record of commands, their outcomes and the webhook events received.
+///
+/// Every method is one atomic step: an implementation never leaves half of a change behind.
+pub trait Ledger: Send + Sync {
+    /// Atomically: if `new.idempotency_key` is Some and an entry exists for (provider, account, key):
+    /// same request_hash -> `Ok(Begin::Existing(entry))`; different hash -> `Err(LedgerError::KeyReused{..})`.
+    /// Otherwise inserts a new entry in state `Sending` (written BEFORE the request is sent) with
+    /// history event "created", and returns `Ok(Begin::Created(entry))`.
+    fn begin(&self, new: NewEntry) -> Result<Begin, LedgerError>;
+
+    /// Records a dispatch's result: state from `outcome.status`, the outcome, the provider's
+    /// reference; appends a history event. Returns the updated entry.
+    ///
+    /// A final entry keeps its state (a webhook may have finished it while the flow was still
+    /// running); an outcome contradicting it is kept in history and flagged for an operator.
+    fn record_outcome(&self, id: &str, outcome: &Outcome) -> Result<Entry, LedgerError>;
+
+    /// Records that the host refused or could not run the command before anything was sent
+    /// (state `Failed`, with the error code and message); appends a history event.
+    ///
+    /// Only an entry still `Sending` can be refused: calling an entry `failed` once it may have
+    /// reached the provider would invite the caller to pay twice, so any other state is
+    /// [`LedgerError::NotSending`].
+    fn record_refusal(&self, id: &str, code: &str, message: &str) -> Result<Entry, LedgerError>;
+
+    /// Marks an entry as needing an operator (the provider has no status operation, or
+    /// reconciliation gave up). An unresolved entry moves to `NeedsOperator`; a final one keeps its
+    /// state and only gains [`Entry::operator_flag`].
+    fn flag_for_operator(&self, id: &str, reason: &str) -> Result<Entry, LedgerError>;
+
+    fn get(&self, id: &str) -> Result<Option<Entry>, LedgerError>;
+
+    fn find_by_key(
+        &self,
+        provider: &str,
+        account: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<Entry>, LedgerError>;
+
+    /// Newest first; filters optional. The state filter `NeedsOperator` matches every entry an
+    /// operator must look at: those in that state and final entries carrying an operator flag.
+    fn list(&self, filter: &ListFilter) -> Result<Vec<Entry>, LedgerError>;
+
+    /// The entry's history, oldest first.
+    fn history(&self, id: &str) -> Result<Vec<HistoryEvent>, LedgerError>;
+
+    /// Entries whose state is `Sending` (left by a crash, or in flight right now), `Unknown` or
+    /// `Pending`: what reconciliation looks at. Least recently updated first, so entries that
+    /// reconciliation touched move to the back of the queue.
+    fn unresolved(&self, limit: usize) -> Result<Vec<Entry>, LedgerError>;
+
+    /// Like [`Ledger::unresolved`], but only entries not updated since `updated_before_unix`:
+    /// reconciliation uses it to leave alone the `Sending` entries whose flow is still running.
+    fn unresolved_before(
+        &self,
+        updated_before_unix: i64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, LedgerError>;
+
+    /// Stores a webhook event once: returns `Ok(false)` if (provider, event_id) was stored already
+    /// (a replay).
+    fn record_event(
+        &self,
+        provider: &str,
+        account: &str,
+        event: &WebhookEvent,
+    ) -> Result<bool, LedgerError>;
+
+    /// Applies a verified event to the entry whose reference (id) or provider_reference matches,
+    /// if any: updates the state (never moves a final Succeeded/Failed entry back to
+    /// Pending/Unknown; an event that contradicts a final state is recorded in history only and
+    /// flagged for an operator), appends history. Returns the entry changed, if one was.
+    ///
+    /// Unverified events change nothing and return `None`. An event whose type names another
+    /// kind of transaction than the entry's (a `refund` event carrying the reference of the
+    /// charge it refunds) is noted in that entry's history without changing its state.
+    fn apply_event(
+        &self,
+        provider: &str,
+        event: &WebhookEvent,
+    ) -> Result<Option<Entry>, LedgerError>;
+
+    /// Stored events, oldest first, with a sequence number greater than `after` (for an events
+    /// feed: pass the last sequence seen).
+    fn events(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>, LedgerError>;
+}
+
+/// What [`Ledger::begin`] found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Begin {
+    /// A new entry, in state `Sending`: the caller may now send the command.
+    Created(Entry),
+    /// The entry an earlier request with the same idempotency key and body made: the caller must
+    /// answer from it and must not send anything.
+    Existing(Entry),
+}
+
+impl Begin {
+    pub fn entry(&self) -> &Entry {
+        match self {
+            Self::Created(entry) | Self::Existing(entry) => entry,
+        }
+    }
+
+    pub fn into_entry(self) -> Entry {
+        match self {
+            Self::Created(entry) | Self::Existing(entry) => entry,
+        }
+    }
+}
+
+/// A command about to be sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEntry {
+    /// The host-made reference, e.g. `gh_<32 hex>`; unique across providers.
+    pub id: String,
+    pub provider: String,
+    pub account: String,
+    pub operation: Operation,
+    pub idempotency_key: Option<String>,
+    /// [`request_hash`] of the command.
+    pub request_hash: String,
+    pub command: Command,
+}
+
+/// Where an entry stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryState {
+    /// Written before sending; no result recorded yet. Left in this state by a crash.
+    Sending,
+    Succeeded,
+    Pending,
+    Failed,
+    /// The provider may or may not have acted: reconciliation must find out.
+    Unknown,
+    /// Reconciliation could not settle it: a person must.
+    NeedsOperator,
+}
+
+impl EntryState {
+    pub const ALL: [EntryState; 6] = [
+        Self::Sending,
+        Self::Succeeded,
+        Self::Pending,
+        Self::Failed,
+        Self::Unknown,
+        Self::NeedsOperator,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sending => "sending",
+            Self::Succeeded => "succeeded",
+            Self::Pending => "pending",
+            Self::Failed => "failed",
+            Self::Unknown => "unknown",
+            Self::NeedsOperator => "needs_operator",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == text)
+    }
+
+    /// Whether the provider's answer is settled: such a state never changes again on its own.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+
+    /// Whether reconciliation should look at the entry.
+    pub fn is_unresolved(self) -> bool {
+        matches!(self, Self::Sending | Self::Pending | Self::Unknown)
+    }
+}
+
+impl From<OutcomeStatus> for EntryState {
+    fn from(status: OutcomeStatus) -> Self {
+        match status {
+            OutcomeStatus::Succeeded => Self::Succeeded,
+            OutcomeStatus::Pending => Self::Pending,
+            OutcomeStatus::Failed => Self::Failed,
+            OutcomeStatus::Unknown => Self::Unknown,
+        }
+    }
+}
+
+impl fmt::Display for EntryState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One command as the ledger knows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The host-made reference.
+    pub id: String,
+    pub provider: String,
+    pub account: String,
+    pub operation: Operation,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    pub request_hash: String,
+    pub command: Command,
+    pub state: EntryState,
+    /// The amount the command names (`command.amount()`), kept beside it for queries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Money>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_reference: Option<String>,
+    /// The dispatch's outcome, once one was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// Why the host refused the command before sending it, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
+    /// Why an operator must look at this entry, when one must. Set with state `NeedsOperator`,
+    /// or on a final entry that a later outcome or event contradicted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_flag: Option<String>,
+    pub created_at_unix: i64,
+    pub updated_at_unix: i64,
+}
+
+/// The host's reason for not sending a command, in the terms of its API errors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The stable machine code (`account_paused`, `invalid_request`, ...).
+    pub code: String,
+    pub message: String,
+}
+
+/// One step in an entry's life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEvent {
+    pub at_unix: i64,
+    /// The entry's state after this step.
+    pub state: EntryState,
+    pub detail: String,
+}
+
+/// What [`Ledger::list`] returns; `None` filters match everything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListFilter {
+    pub provider: Option<String>,
+    pub account: Option<String>,
+    pub state: Option<EntryState>,
+    pub limit: usize,
+}
+
+impl Default for ListFilter {
+    /// Everything, newest first, one page of 100.
+    fn default() -> Self {
+        Self {
+            provider: None,
+            account: None,
+            state: None,
+            limit: 100,
+        }
+    }
+}
+
+/// A webhook event as stored, with its place in the events feed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Increases with every stored event and is never reused.
+    pub sequence: i64,
+    pub provider: String,
+    pub account: String,
+    pub event: WebhookEvent,
+    pub received_at_unix: i64,
+}
+
+/// Why a ledger operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error("idempotency key `{key}` was already used with a different request")]
+    KeyReused { key: String },
+    #[error("no ledger entry has the reference `{id}`")]
+    NotFound { id: String },
+    /// A reference collided with an existing entry's: the host makes references from 128 random
+    /// bits, so this is a bug, never a retry.
+    #[error("a ledger entry with the reference `{id}` exists already")]
+    DuplicateId { id: String },
+    /// A new entry that contradicts itself (its operation is not its command's).
+    #[error("ledger entry `{id}` cannot be written: {problem}")]
+    InvalidEntry { id: String, problem: String },
+    #[error("ledger entry `{id}` is `{state}`: {action} applies only to an entry still `sending`")]
+    NotSending {
+        id: String,
+        state: EntryState,
+        action: &'static str,
+    },
+    /// The store failed; the message says what was being done, where, and the store's words.
+    #[error("ledger storage failed: {0}")]
+    Storage(String),
+    /// A stored row cannot be read back. `id` names the entry (or `event #<sequence>`).
+    #[error("ledger record `{id}` is corrupt: {problem}")]
+    Corrupt { id: String, problem: String },
+}
+
+/// Canonical hash of a request for idempotency comparison: sha256 hex over the provider, the
+/// account and the command's canonical JSON.
+///
+/// The JSON is canonical in the strong sense: object keys are sorted at every depth (not merely
+/// left in struct order), so the hash does not depend on field order in the Rust types, nor on
+/// whether some crate in the build turned on serde_json's `preserve_order`, which would keep the
+/// caller's key order inside `extra` values. Provider and account are length-prefixed into the
+/// hash so that no two distinct triples can produce the same bytes.
+pub fn request_hash(provider: &str, account: &str, command: &Command) -> String {
+    let mut hasher = Sha256::new();
+    for part in [provider, account] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    match serde_json::to_value(command) {
+        Ok(value) => hasher.update(canonical_json(&value).to_string().as_bytes()),
+        // A `Command` is plain data with string keys and cannot fail to serialize; should it
+        // ever, its Debug form still tells different commands apart (more strictly than needed,
+        // which errs on the side of refusing a reused key).
+        Err(_) => hasher.update(format!("{command:?}").as_bytes()),
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// `value` with every object's keys in sorted order.
+fn canonical_json(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(members) => {
+            let mut sorted: Vec<(&String, &serde_json::Value)> = members.iter().collect();
+            sorted.sort_by(|left, right| left.0.cmp(right.0));
+            serde_json::Value::Object(
+                sorted
+                    .into_iter()
+                    .map(|(key, member)| (key.clone(), canonical_json(member)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(canonical_json).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// What a newly reported status does to an entry in `current` state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transition {
+    Move(EntryState),
+    /// Nothing new: the entry keeps its state; the report goes to history.
+    Stay,
+    /// The report says the other final state: history, and an operator flag.
+    Contradiction,
+}
+
+fn transition(current: EntryState, reported: OutcomeStatus) -> Transition {
+    let reported_state = EntryState::from(reported);
+    match current {
+        // A provider that accepted the command (pending) does not forget it because a later
+        // status read failed (unknown): pending is the better knowledge.
+        EntryState::Pending if reported == OutcomeStatus::Unknown => Transition::Stay,
+        EntryState::Sending | EntryState::Pending | EntryState::Unknown => {
+            Transition::Move(reported_state)
+        }
+        // A person was asked to look; a final answer settles it, anything else changes nothing.
+        EntryState::NeedsOperator if reported.is_final() => Transition::Move(reported_state),
+        EntryState::NeedsOperator => Transition::Stay,
+        EntryState::Succeeded | EntryState::Failed => {
+            if reported.is_final() && reported_state != current {
+                Transition::Contradiction
+            } else {
+                Transition::Stay
+            }
+        }
+    }
+}
+
+/// Whether an event of `event_type` reports on a transaction of `operation`'s kind. Types the
+/// host does not know (providers' own) are taken to concern whatever entry they name.
+fn event_concerns(event_type: &str, operation: Operation) -> bool {
+    match event_type {
+        "payment" => matches!(operation, Operation::Charge | Operation::PaymentPage),
+        "refund" | "partial_refund" => operation == Operation::Refund,
+        _ => true,
+    }
+}
+
+/// A one-line description of an outcome for history.
+fn describe_outcome(outcome: &Outcome) -> String {
+    let mut detail = format!("outcome {}", outcome.status.as_str());
+    if let Some(reference) = &outcome.provider_reference {
+        detail.push_str(&format!(", provider reference {reference}"));
+    }
+    if let Some(error) = &outcome.error {
+        detail.push_str(&format!(", {error}"));
+    }
+    detail
+}
+
+fn describe_event(event: &WebhookEvent) -> String {
+    let mut detail = format!(
+        "{} event {} reports {}",
+        event.event_type,
+        event.event_id,
+        event.status.as_str()
+    );
+    if let Some(amount) = &event.amount {
+        detail.push_str(&format!(" for {amount}"));
+    }
+    detail
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,975 @@
+//! The embedded ledger: one SQLite file in WAL mode.
+//!
+//! One `Mutex<Connection>` serves every call. SQLite allows a single writer at a time anyway, and
+//! a ledger write is a handful of indexed statements, so a pool would add contention handling
+//! without adding throughput; one connection also makes every method trivially atomic with
+//! respect to the others in this process. Writes additionally run in `BEGIN IMMEDIATE`
+//! transactions, which take the database's write lock up front, so two processes that open the
+//! same file (an operator's CLI beside the server) still cannot interleave a read-check-insert.
+//! Several host instances on several machines are the job of a PostgreSQL implementation of the
+//! same [`Ledger`] trait, not of this one.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gatehouse_plugin_api::{Command, Currency, Money, Operation, Outcome, WebhookEvent};
+use rusqlite::{Connection, Params, Row, Transaction, TransactionBehavior};
+
+use super::{
+    Begin, Entry, EntryState, HistoryEvent, Ledger, LedgerError, ListFilter, NewEntry, Refusal,
+    StoredEvent, Transition, describe_event, describe_outcome, event_concerns, transition,
+};
+
+/// How long a statement waits for another process's write lock before failing: long enough to
+/// ride out a checkpoint or another process's transaction, short enough that a wedged file shows
+/// up as an error rather than a hung request.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schema, one migration per version: `MIGRATIONS[n]` takes a database from version `n` to
+/// `n + 1`. Applied migrations are never edited; a change is a new migration appended here.
+///
+/// Tables are `STRICT`, so a column declared `INTEGER` refuses a floating-point value: money is
+/// integer minor units plus a currency code, never `REAL`.
+const MIGRATIONS: &[&str] = &[
+    // Version 1: entries, their history, and received webhook events.
+    "
+    CREATE TABLE entries (
+        seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
+        id                  TEXT NOT NULL UNIQUE,
+        provider            TEXT NOT NULL,
+        account             TEXT NOT NULL,
+        operation           TEXT NOT NULL,
+        idempotency_key     TEXT,
+        request_hash        TEXT NOT NULL,
+        command_json        TEXT NOT NULL,
+        state               TEXT NOT NULL CHECK (state IN
+            ('sending', 'succeeded', 'pending', 'failed', 'unknown', 'needs_operator')),
+        amount_minor_units  INTEGER,
+        amount_currency     TEXT,
+        provider_reference  TEXT,
+        outcome_json        TEXT,
+        refusal_code        TEXT,
+        refusal_message     TEXT,
+        operator_flag       TEXT,
+        created_at_unix     INTEGER NOT NULL,
+        updated_at_unix     INTEGER NOT NULL,
+        CHECK ((amount_minor_units IS NULL) = (amount_currency IS NULL)),
+        UNIQUE (provider, account, idempotency_key)
+    ) STRICT;
+    CREATE INDEX entries_by_state ON entries (state, updated_at_unix);
+    CREATE INDEX entries_by_provider_reference ON entries (provider, provider_reference);
+    CREATE INDEX entries_by_created ON entries (created_at_unix);
+
+    CREATE TABLE entry_history (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        entry_id   TEXT NOT NULL REFERENCES entries (id),
+        at_unix    INTEGER NOT NULL,
+        state      TEXT NOT NULL,
+        detail     TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX entry_history_by_entry ON entry_history (entry_id, seq);
+
+    CREATE TABLE webhook_events (
+        sequence          INTEGER PRIMARY KEY AUTOINCREMENT,
+        provider          TEXT NOT NULL,
+        account           TEXT NOT NULL,
+        event_id          TEXT NOT NULL,
+        event_json        TEXT NOT NULL,
+        received_at_unix  INTEGER NOT NULL,
+        UNIQUE (provider, event_id)
+    ) STRICT;
+    ",
+];
+
+/// The columns [`EntryRow::read`] expects, in its order.
+const ENTRY_COLUMNS: &str = "id, provider, account, operation, idempotency_key, request_hash, \
+    command_json, state, amount_minor_units, amount_currency, provider_reference, outcome_json, \
+    refusal_code, refusal_message, operator_flag, created_at_unix, updated_at_unix";
+
+/// The embedded [`Ledger`]: a SQLite file (or memory, for tests).
+pub struct SqliteLedger {
+    connection: Mutex<Connection>,
+    /// The file's path (or `:memory:`), for error messages.
+    location: String,
+    clock: Box<dyn Fn() -> i64 + Send + Sync>,
+}
+
+impl fmt::Debug for SqliteLedger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteLedger")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteLedger {
+    /// Opens (or creates, with its parent folders) the ledger file at `path` and brings its
+    /// schema up to date.
+    ///
+    /// The file runs in WAL mode, so readers never block the writer, with `synchronous=FULL`:
+    /// every commit is fsynced before it returns, so an entry written before a request is sent
+    /// survives a power loss right after the send. WAL's default (`NORMAL`) could lose the last
+    /// commits, which for a payment ledger means a charge the host no longer knows it made.
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        let location = path.display().to_string();
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(|error| {
+                LedgerError::Storage(format!(
+                    "ledger {location}: cannot create the folder {}: {error}",
+                    parent.display()
+                ))
+            })?;
+        }
+        let connection = Connection::open(path).map_err(|error| {
+            LedgerError::Storage(format!("ledger {location}: cannot open: {error}"))
+        })?;
+        Self::prepare(connection, location, true)
+    }
+
+    /// A ledger that lives in memory and vanishes with the value: for tests.
+    pub fn open_in_memory() -> Result<Self, LedgerError> {
+        let location = ":memory:".to_string();
+        let connection = Connection::open_in_memory().map_err(|error| {
+            LedgerError::Storage(format!("ledger {location}: cannot open: {error}"))
+        })?;
+        Self::prepare(connection, location, false)
+    }
+
+    /// Replaces the clock (Unix seconds) used for timestamps: tests use it to control time.
+    pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    /// Where the ledger lives: the file's path, or `:memory:`.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn prepare(
+        mut connection: Connection,
+        location: String,
+        on_disk: bool,
+    ) -> Result<Self, LedgerError> {
+        let fail = |action: &str, error: rusqlite::Error| {
+            LedgerError::Storage(format!("ledger {location}: {action}: {error}"))
+        };
+        connection
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|error| fail("cannot set the busy timeout", error))?;
+        let journal_mode: String = connection
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(|error| fail("cannot switch to WAL mode", error))?;
+        // An in-memory database reports `memory`; a file that cannot do WAL (some network file
+        // systems) would silently keep a rollback journal, with different locking: refuse it.
+        if on_disk && !journal_mode.eq_ignore_ascii_case("wal") {
+            return Err(LedgerError::Storage(format!(
+                "ledger {location}: the file system refused WAL mode (journal mode is `{journal_mode}`)"
+            )));
+        }
+        connection
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(|error| fail("cannot set synchronous=FULL", error))?;
+        connection
+            .pragma_update(None, "foreign_keys", true)
+            .map_err(|error| fail("cannot enable foreign keys", error))?;
+        migrate(&mut connection, &location, unix_now())?;
+        Ok(Self {
+            connection: Mutex::new(connection),
+            location,
+            clock: Box::new(unix_now),
+        })
+    }
+
+    fn connection(&self) -> MutexGuard<'_, Connection> {
+        // A panic while the lock was held cannot have left a half-done change behind: an open
+        // transaction rolls back when it is dropped during unwinding. The connection is sound,
+        // so the poison flag carries no information worth failing every later call for.
+        self.connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn storage_error(&self, action: &str, error: impl fmt::Display) -> LedgerError {
+        LedgerError::Storage(format!("ledger {}: {action}: {error}", self.location))
+    }
+
+    /// Runs `body` in one `BEGIN IMMEDIATE` transaction and commits it if `body` succeeds; an
+    /// error (or a panic) rolls everything back.
+    fn write<T>(
+        &self,
+        action: &str,
+        body: impl FnOnce(&Transaction<'_>, i64) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let now = (self.clock)();
+        let mut connection = self.connection();
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|error| self.storage_error(action, error))?;
+        let result = body(&transaction, now)?;
+        transaction
+            .commit()
+            .map_err(|error| self.storage_error(action, error))?;
+        Ok(result)
+    }
+
+    fn entries(
+        &self,
+        connection: &Connection,
+        action: &str,
+        sql: &str,
+        params: impl Params,
+    ) -> Result<Vec<Entry>, LedgerError> {
+        let rows = query_rows(connection, sql, params, EntryRow::read)
+            .map_err(|error| self.storage_error(action, error))?;
+        rows.into_iter().map(EntryRow::into_entry).collect()
+    }
+
+    fn entry_by_id(
+        &self,
+        connection: &Connection,
+        action: &str,
+        id: &str,
+    ) -> Result<Option<Entry>, LedgerError> {
+        let sql = format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = ?1");
+        Ok(self.entries(connection, action, &sql, [id])?.pop())
+    }
+
+    fn required_entry(
+        &self,
+        connection: &Connection,
+        action: &str,
+        id: &str,
+    ) -> Result<Entry, LedgerError> {
+        self.entry_by_id(connection, action, id)?
+            .ok_or_else(|| LedgerError::NotFound { id: id.to_string() })
+    }
+
+    fn entry_by_key(
+        &self,
+        connection: &Connection,
+        action: &str,
+        provider: &str,
+        account: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<Entry>, LedgerError> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries \
+             WHERE provider = ?1 AND account = ?2 AND idempotency_key = ?3"
+        );
+        Ok(self
+            .entries(
+                connection,
+                action,
+                &sql,
+                [provider, account, idempotency_key],
+            )?
+            .pop())
+    }
+
+    /// Writes the mutable part of `entry` back, stamps it `now`, and appends `detail` to its
+    /// history with the entry's (new) state.
+    fn save(
+        &self,
+        transaction: &Transaction<'_>,
+        action: &str,
+        entry: &mut Entry,
+        now: i64,
+        detail: &str,
+    ) -> Result<(), LedgerError> {
+        entry.updated_at_unix = now;
+        let outcome_json = entry
+            .outcome
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|error| {
+                self.storage_error(
+                    &format!("{action}: cannot serialize the outcome of `{}`", entry.id),
+                    error,
+                )
+            })?;
+        transaction
+            .execute(
+                "UPDATE entries SET state = ?2, provider_reference = ?3, outcome_json = ?4, \
+                 refusal_code = ?5, refusal_message = ?6, operator_flag = ?7, updated_at_unix = ?8 \
+                 WHERE id = ?1",
+                rusqlite::params![
+                    entry.id,
+                    entry.state.as_str(),
+                    entry.provider_reference,
+                    outcome_json,
+                    entry.refusal.as_ref().map(|refusal| &refusal.code),
+                    entry.refusal.as_ref().map(|refusal| &refusal.message),
+                    entry.operator_flag,
+                    now,
+                ],
+            )
+            .map_err(|error| self.storage_error(action, error))?;
+        self.append_history(transaction, action, &entry.id, now, entry.state, detail)
+    }
+
+    fn append_history(
+        &self,
+        transaction: &Transaction<'_>,
+        action: &str,
+        id: &str,
+        now: i64,
+        state: EntryState,
+        detail: &str,
+    ) -> Result<(), LedgerError> {
+        transaction
+            .execute(
+                "INSERT INTO entry_history (entry_id, at_unix, state, detail) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![id, now, state.as_str(), detail],
+            )
+            .map_err(|error| self.storage_error(action, error))?;
+        Ok(())
+    }
+
+    fn unresolved_query(
+        &self,
+        updated_before_unix: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, LedgerError> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries \
+             WHERE state IN ('sending', 'pending', 'unknown') \
+               AND (?1 IS NULL OR updated_at_unix < ?1) \
+             ORDER BY updated_at_unix ASC, seq ASC LIMIT ?2"
+        );
+        let connection = self.connection();
+        self.entries(
+            &connection,
+            "list unresolved entries",
+            &sql,
+            rusqlite::params![updated_before_unix, sql_limit(limit)],
+        )
+    }
+}
+
+impl Ledger for SqliteLedger {
+    fn begin(&self, new: NewEntry) -> Result<Begin, LedgerError> {
+        let action = "begin an entry";
+        if new.command.operation() != new.operation {
+            return Err(LedgerError::InvalidEntry {
+                id: new.id,
+                problem: format!(
+                    "operation `{}` does not match its command's `{}`",
+                    new.operation,
+                    new.command.operation()
+                ),
+            });
+        }
+        let command_json = serde_json::to_string(&new.command).map_err(|error| {
+            self.storage_error(
+                &format!("{action}: cannot serialize the command of `{}`", new.id),
+                error,
+            )
+        })?;
+        self.write(action, |transaction, now| {
+            if let Some(key) = &new.idempotency_key {
+                if let Some(existing) =
+                    self.entry_by_key(transaction, action, &new.provider, &new.account, key)?
+                {
+                    return if existing.request_hash == new.request_hash {
+                        Ok(Begin::Existing(existing))
+                    } else {
+                        Err(LedgerError::KeyReused { key: key.clone() })
+                    };
+                }
+            }
+            if self.entry_by_id(transaction, action, &new.id)?.is_some() {
+                return Err(LedgerError::DuplicateId { id: new.id.clone() });
+            }
+            let amount = new.command.amount();
+            transaction
+                .execute(
+                    "INSERT INTO entries (id, provider, account, operation, idempotency_key, \
+                     request_hash, command_json, state, amount_minor_units, amount_currency, \
+                     created_at_unix, updated_at_unix) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'sending', ?8, ?9, ?10, ?10)",
+                    rusqlite::params![
+                        new.id,
+                        new.provider,
+                        new.account,
+                        new.operation.as_str(),
+                        new.idempotency_key,
+                        new.request_hash,
+                        command_json,
+                        amount.map(|money| money.minor_units),
+                        amount.map(|money| money.currency.code()),
+                        now,
+                    ],
+                )
+                .map_err(|error| self.storage_error(action, error))?;
+            self.append_history(
+                transaction,
+                action,
+                &new.id,
+                now,
+                EntryState::Sending,
+                "created",
+            )?;
+            self.required_entry(transaction, action, &new.id)
+                .map(Begin::Created)
+        })
+    }
+
+    fn record_outcome(&self, id: &str, outcome: &Outcome) -> Result<Entry, LedgerError> {
+        let action = "record an outcome";
+        self.write(action, |transaction, now| {
+            let mut entry = self.required_entry(transaction, action, id)?;
+            let mut detail = describe_outcome(outcome);
+            match transition(entry.state, outcome.status) {
+                Transition::Move(state) => {
+                    if entry.state == EntryState::NeedsOperator {
+                        detail.push_str("; settles what the operator was asked to look at");
+                        entry.operator_flag = None;
+                    }
+                    entry.state = state;
+                    entry.outcome = Some(outcome.clone());
+                    if outcome.provider_reference.is_some() {
+                        entry
+                            .provider_reference
+                            .clone_from(&outcome.provider_reference);
+                    }
+                }
+                Transition::Stay => {
+                    detail.push_str(&format!("; the entry stays {}", entry.state));
+                    keep_first_outcome(&mut entry, outcome);
+                }
+                Transition::Contradiction => {
+                    let reason = format!(
+                        "an outcome reports {} for an entry already {}",
+                        outcome.status.as_str(),
+                        entry.state
+                    );
+                    detail.push_str(&format!(
+                        "; contradicts the final state {}, flagged for an operator",
+                        entry.state
+                    ));
+                    entry.operator_flag = Some(reason);
+                    keep_first_outcome(&mut entry, outcome);
+                }
+            }
+            self.save(transaction, action, &mut entry, now, &detail)?;
+            Ok(entry)
+        })
+    }
+
+    fn record_refusal(&self, id: &str, code: &str, message: &str) -> Result<Entry, LedgerError> {
+        let action = "record a refusal";
+        self.write(action, |transaction, now| {
+            let mut entry = self.required_entry(transaction, action, id)?;
+            if entry.state != EntryState::Sending {
+                return Err(LedgerError::NotSending {
+                    id: id.to_string(),
+                    state: entry.state,
+                    action: "recording a refusal",
+                });
+            }
+            entry.state = EntryState::Failed;
+            entry.refusal = Some(Refusal {
+                code: code.to_string(),
+                message: message.to_string(),
+            });
+            let detail = format!("refused before sending: {code}: {message}");
+            self.save(transaction, action, &mut entry, now, &detail)?;
+            Ok(entry)
+        })
+    }
+
+    fn flag_for_operator(&self, id: &str, reason: &str) -> Result<Entry, LedgerError> {
+        let action = "flag an entry for an operator";
+        self.write(action, |transaction, now| {
+            let mut entry = self.required_entry(transaction, action, id)?;
+            // A final state is what the provider said happened; the flag asks a person to look,
+            // it does not unsay it.
+            if !entry.state.is_final() {
+                entry.state = EntryState::NeedsOperator;
+            }
+            entry.operator_flag = Some(reason.to_string());
+            self.save(
+                transaction,
+                action,
+                &mut entry,
+                now,
+                &format!("flagged for an operator: {reason}"),
+            )?;
+            Ok(entry)
+        })
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Entry>, LedgerError> {
+        let connection = self.connection();
+        self.entry_by_id(&connection, "read an entry", id)
+    }
+
+    fn find_by_key(
+        &self,
+        provider: &str,
+        account: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<Entry>, LedgerError> {
+        let connection = self.connection();
+        self.entry_by_key(
+            &connection,
+            "find an entry by key",
+            provider,
+            account,
+            idempotency_key,
+        )
+    }
+
+    fn list(&self, filter: &ListFilter) -> Result<Vec<Entry>, LedgerError> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries \
+             WHERE (?1 IS NULL OR provider = ?1) \
+               AND (?2 IS NULL OR account = ?2) \
+               AND (?3 IS NULL OR state = ?3 \
+                    OR (?3 = 'needs_operator' AND operator_flag IS NOT NULL)) \
+             ORDER BY created_at_unix DESC, seq DESC LIMIT ?4"
+        );
+        let connection = self.connection();
+        self.entries(
+            &connection,
+            "list entries",
+            &sql,
+            rusqlite::params![
+                filter.provider,
+                filter.account,
+                filter.state.map(EntryState::as_str),
+                sql_limit(filter.limit),
+            ],
+        )
+    }
+
+    fn history(&self, id: &str) -> Result<Vec<HistoryEvent>, LedgerError> {
+        let action = "read an entry's history";
+        let connection = self.connection();
+        let rows = query_rows(
+            &connection,
+            "SELECT at_unix, state, detail FROM entry_history WHERE entry_id = ?1 ORDER BY seq",
+            [id],
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            },
+        )
+        .map_err(|error| self.storage_error(action, error))?;
+        rows.into_iter()
+            .map(|(at_unix, state, detail)| {
+                let state = EntryState::parse(&state).ok_or_else(|| LedgerError::Corrupt {
+                    id: id.to_string(),
+                    problem: format!("a history event has the unknown state `{state}`"),
+                })?;
+                Ok(HistoryEvent {
+                    at_unix,
+                    state,
+                    detail,
+                })
+            })
+            .collect()
+    }
+
+    fn unresolved(&self, limit: usize) -> Result<Vec<Entry>, LedgerError> {
+        self.unresolved_query(None, limit)
+    }
+
+    fn unresolved_before(
+        &self,
+        updated_before_unix: i64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, LedgerError> {
+        self.unresolved_query(Some(updated_before_unix), limit)
+    }
+
+    fn record_event(
+        &self,
+        provider: &str,
+        account: &str,
+        event: &WebhookEvent,
+    ) -> Result<bool, LedgerError> {
+        let action = "record a webhook event";
+        let event_json = serde_json::to_string(event).map_err(|error| {
+            self.storage_error(
+                &format!("{action}: cannot serialize event `{}`", event.event_id),
+                error,
+            )
+        })?;
+        self.write(action, |transaction, now| {
+            let inserted = transaction
+                .execute(
+                    "INSERT INTO webhook_events (provider, account, event_id, event_json, received_at_unix) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (provider, event_id) DO NOTHING",
+                    rusqlite::params![provider, account, event.event_id, event_json, now],
+                )
+                .map_err(|error| self.storage_error(action, error))?;
+            Ok(inserted == 1)
+        })
+    }
+
+    fn apply_event(
+        &self,
+        provider: &str,
+        event: &WebhookEvent,
+    ) -> Result<Option<Entry>, LedgerError> {
+        // The host changes its ledger only for events the plugin confirmed with the provider.
+        if !event.verified {
+            return Ok(None);
+        }
+        let action = "apply a webhook event";
+        self.write(action, |transaction, now| {
+            let sql = format!(
+                "SELECT {ENTRY_COLUMNS} FROM entries \
+                 WHERE provider = ?1 AND (id = ?2 OR (?3 IS NOT NULL AND provider_reference = ?3)) \
+                 ORDER BY seq"
+            );
+            let candidates = self.entries(
+                transaction,
+                action,
+                &sql,
+                rusqlite::params![provider, event.reference, event.provider_reference],
+            )?;
+            let Some((mut entry, concerned)) = choose_entry(candidates, event) else {
+                return Ok(None);
+            };
+            let mut detail = describe_event(event);
+            if !concerned {
+                // A refund event carrying the reference of the charge it refunds says nothing
+                // about whether the charge itself succeeded.
+                detail.push_str(&format!(
+                    "; it concerns another transaction than this {}, the entry stays {}",
+                    entry.operation, entry.state
+                ));
+                self.save(transaction, action, &mut entry, now, &detail)?;
+                return Ok(Some(entry));
+            }
+            match transition(entry.state, event.status) {
+                Transition::Move(state) => {
+                    if entry.state == EntryState::NeedsOperator {
+                        detail.push_str("; settles what the operator was asked to look at");
+                        entry.operator_flag = None;
+                    }
+                    entry.state = state;
+                    if let Some(difference) = amount_difference(&entry, event) {
+                        detail.push_str(&format!("; {difference}, flagged for an operator"));
+                        entry.operator_flag = Some(difference);
+                    }
+                }
+                Transition::Stay => detail.push_str(&format!("; the entry stays {}", entry.state)),
+                Transition::Contradiction => {
+                    let reason = format!(
+                        "event {} reports {} for an entry already {}",
+                        event.event_id,
+                        event.status.as_str(),
+                        entry.state
+                    );
+                    detail.push_str(&format!(
+                        "; contradicts the final state {}, flagged for an operator",
+                        entry.state
+                    ));
+                    entry.operator_flag = Some(reason);
+                }
+            }
+            if entry.provider_reference.is_none() {
+                entry
+                    .provider_reference
+                    .clone_from(&event.provider_reference);
+            }
+            self.save(transaction, action, &mut entry, now, &detail)?;
+            Ok(Some(entry))
+        })
+    }
+
+    fn events(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>, LedgerError> {
+        // Sequence numbers are handed out inside write transactions, which SQLite runs one at a
+        // time, so they are assigned in commit order: a reader that resumes after the last number
+        // it saw cannot miss an event that commits later with a smaller one.
+        let action = "read webhook events";
+        let connection = self.connection();
+        let rows = query_rows(
+            &connection,
+            "SELECT sequence, provider, account, event_json, received_at_unix FROM webhook_events \
+             WHERE sequence > ?1 ORDER BY sequence LIMIT ?2",
+            rusqlite::params![after, sql_limit(limit)],
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, i64>(4)?,
+                ))
+            },
+        )
+        .map_err(|error| self.storage_error(action, error))?;
+        rows.into_iter()
+            .map(
+                |(sequence, provider, account, event_json, received_at_unix)| {
+                    let event = serde_json::from_str(&event_json).map_err(|error| {
+                        LedgerError::Corrupt {
+                            id: format!("event #{sequence}"),
+                            problem: format!("the event JSON is unreadable: {error}"),
+                        }
+                    })?;
+                    Ok(StoredEvent {
+                        sequence,
+                        provider,
+                        account,
+                        event,
+                        received_at_unix,
+                    })
+                },
+            )
+            .collect()
+    }
+}
+
+/// Brings the schema to the latest version, one migration per transaction.
+fn migrate(connection: &mut Connection, location: &str, now: i64) -> Result<(), LedgerError> {
+    let fail = |action: &str, error: rusqlite::Error| {
+        LedgerError::Storage(format!("ledger {location}: {action}: {error}"))
+    };
+    let latest = MIGRATIONS.len() as i64;
+    for (index, migration) in MIGRATIONS.iter().enumerate() {
+        let version = index as i64 + 1;
+        // The version is read again inside each write transaction, so two processes opening a new
+        // file at the same moment cannot both apply the same migration.
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|error| fail("begin a migration", error))?;
+        transaction
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_version (
+                    version          INTEGER PRIMARY KEY,
+                    applied_at_unix  INTEGER NOT NULL
+                ) STRICT;",
+            )
+            .map_err(|error| fail("create the schema_version table", error))?;
+        let current: i64 = transaction
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|error| fail("read the schema version", error))?;
+        if current > latest {
+            return Err(LedgerError::Storage(format!(
+                "ledger {location}: the schema is version {current}, newer than the {latest} this \
+                 host knows; it was written by a newer Gatehouse"
+            )));
+        }
+        if current >= version {
+            continue;
+        }
+        transaction
+            .execute_batch(migration)
+            .map_err(|error| fail(&format!("apply schema migration {version}"), error))?;
+        transaction
+            .execute(
+                "INSERT INTO schema_version (version, applied_at_unix) VALUES (?1, ?2)",
+                rusqlite::params![version, now],
+            )
+            .map_err(|error| fail(&format!("record schema migration {version}"), error))?;
+        transaction
+            .commit()
+            .map_err(|error| fail(&format!("commit schema migration {version}"), error))?;
+    }
+    Ok(())
+}
+
+/// One entry row as stored, before its JSON and codes are checked.
+struct EntryRow {
+    id: String,
+    provider: String,
+    account: String,
+    operation: String,
+    idempotency_key: Option<String>,
+    request_hash: String,
+    command_json: String,
+    state: String,
+    amount_minor_units: Option<i64>,
+    amount_currency: Option<String>,
+    provider_reference: Option<String>,
+    outcome_json: Option<String>,
+    refusal_code: Option<String>,
+    refusal_message: Option<String>,
+    operator_flag: Option<String>,
+    created_at_unix: i64,
+    updated_at_unix: i64,
+}
+
+impl EntryRow {
+    /// Reads the columns of [`ENTRY_COLUMNS`], in that order.
+    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            provider: row.get(1)?,
+            account: row.get(2)?,
+            operation: row.get(3)?,
+            idempotency_key: row.get(4)?,
+            request_hash: row.get(5)?,
+            command_json: row.get(6)?,
+            state: row.get(7)?,
+            amount_minor_units: row.get(8)?,
+            amount_currency: row.get(9)?,
+            provider_reference: row.get(10)?,
+            outcome_json: row.get(11)?,
+            refusal_code: row.get(12)?,
+            refusal_message: row.get(13)?,
+            operator_flag: row.get(14)?,
+            created_at_unix: row.get(15)?,
+            updated_at_unix: row.get(16)?,
+        })
+    }
+
+    /// Checks and parses the row. A row that cannot be read back is an error naming the entry,
+    /// never a panic and never a silently altered entry.
+    fn into_entry(self) -> Result<Entry, LedgerError> {
+        let id = self.id;
+        let corrupt = |problem: String| LedgerError::Corrupt {
+            id: id.clone(),
+            problem,
+        };
+        let operation = Operation::parse(&self.operation)
+            .ok_or_else(|| corrupt(format!("unknown operation `{}`", self.operation)))?;
+        let command: Command = serde_json::from_str(&self.command_json)
+            .map_err(|error| corrupt(format!("the command JSON is unreadable: {error}")))?;
+        if command.operation() != operation {
+            return Err(corrupt(format!(
+                "the entry says `{operation}` but its command is `{}`",
+                command.operation()
+            )));
+        }
+        let state = EntryState::parse(&self.state)
+            .ok_or_else(|| corrupt(format!("unknown state `{}`", self.state)))?;
+        let amount = match (self.amount_minor_units, self.amount_currency) {
+            (Some(minor_units), Some(code)) => {
+                let currency = Currency::from_code(&code).map_err(|error| {
+                    corrupt(format!("the amount's currency is unusable: {error}"))
+                })?;
+                Some(Money::new(minor_units, currency))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(corrupt(
+                    "the amount has minor units or a currency, not both".into(),
+                ));
+            }
+        };
+        let outcome: Option<Outcome> = self
+            .outcome_json
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|error| corrupt(format!("the outcome JSON is unreadable: {error}")))?;
+        let refusal = self.refusal_code.map(|code| Refusal {
+            code,
+            message: self.refusal_message.unwrap_or_default(),
+        });
+        Ok(Entry {
+            id,
+            provider: self.provider,
+            account: self.account,
+            operation,
+            idempotency_key: self.idempotency_key,
+            request_hash: self.request_hash,
+            command,
+            state,
+            amount,
+            provider_reference: self.provider_reference,
+            outcome,
+            refusal,
+            operator_flag: self.operator_flag,
+            created_at_unix: self.created_at_unix,
+            updated_at_unix: self.updated_at_unix,
+        })
+    }
+}
+
+/// Picks the entry an event is about among those whose reference or provider reference it names,
+/// and says whether the event concerns that entry's kind of transaction.
+///
+/// Entries of the kind the event reports on win; among them, the one whose id the event names,
+/// then one whose amount equals the event's (several partial refunds of one transaction share its
+/// provider reference), then an unsettled one, then the newest. With none of the right kind, the
+/// event is only noted on the entry it names.
+fn choose_entry(candidates: Vec<Entry>, event: &WebhookEvent) -> Option<(Entry, bool)> {
+    let names = |entry: &Entry| event.reference.as_deref() == Some(entry.id.as_str());
+    let rank = |entry: &Entry| {
+        (
+            names(entry),
+            event.amount.is_some() && entry.amount == event.amount,
+            !entry.state.is_final(),
+        )
+    };
+    let (concerned, unconcerned): (Vec<Entry>, Vec<Entry>) = candidates
+        .into_iter()
+        .partition(|entry| event_concerns(&event.event_type, entry.operation));
+    // `max_by_key` keeps the last of equal maxima, and candidates come oldest first.
+    if let Some(best) = concerned.into_iter().max_by_key(|entry| rank(entry)) {
+        return Some((best, true));
+    }
+    unconcerned
+        .into_iter()
+        .max_by_key(|entry| rank(entry))
+        .map(|entry| (entry, false))
+}
+
+/// Describes how a successful event's amount differs from the command's, if it does. Partial
+/// refunds are meant to differ from what they refund.
+fn amount_difference(entry: &Entry, event: &WebhookEvent) -> Option<String> {
+    let (Some(expected), Some(reported)) = (entry.amount, event.amount) else {
+        return None;
+    };
+    let settled_differently = entry.state == EntryState::Succeeded
+        && event.event_type != "partial_refund"
+        && expected != reported;
+    settled_differently.then(|| {
+        format!(
+            "event {} reports {reported} where the command named {expected}",
+            event.event_id
+        )
+    })
+}
+
+/// Keeps the first outcome recorded: when a webhook settled the entry before the flow ended,
+/// the flow's outcome is still what a retrying caller should be answered with.
+fn keep_first_outcome(entry: &mut Entry, outcome: &Outcome) {
+    if entry.outcome.is_none() {
+        entry.outcome = Some(outcome.clone());
+    }
+}
+
+fn query_rows<T>(
+    connection: &Connection,
+    sql: &str,
+    params: impl Params,
+    read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut statement = connection.prepare_cached(sql)?;
+    let rows = statement.query_map(params, read)?;
+    rows.collect()
+}
+
+/// SQLite's `LIMIT` takes a signed 64-bit integer; anything larger means "no limit" anyway.
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
+}

@@ -1,0 +1,395 @@
+//! The service: what `gatehouse serve` offers, independent of HTTP. It puts the ledger in front of
+//! the gateway (record before sending, idempotency keys, reconciliation) and turns inbound
+//! webhooks into stored, deduplicated events.
+//!
+//! Architecture Invariant: a money-moving command is in the ledger, in state `sending`, before
+//! its first request leaves the host; a retry with the same idempotency key never reaches the
+//! provider again.
+
+pub mod api;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gatehouse_plugin_api::{Command, Details, ErrorKind, Operation, Outcome, OutcomeStatus, WebhookReply};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::error::DispatchError;
+use crate::gateway::{DispatchRequest, Gateway, new_reference};
+use crate::ledger::{Begin, Entry, EntryState, Ledger, LedgerError, NewEntry, request_hash};
+
+/// The answer to a command, as the API returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandAnswer {
+    /// The host-made reference (the ledger entry id for money-moving commands).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin_version: Option<String>,
+    /// True when the answer was recorded earlier and is returned for a retry.
+    pub replayed: bool,
+}
+
+/// Why the service refused or could not run a command.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
+    #[error("idempotency key `{key}` was used with a different request")]
+    KeyReused { key: String },
+    #[error("invalid Idempotency-Key: {0}")]
+    InvalidKey(String),
+    #[error("ledger: {0}")]
+    Ledger(String),
+    #[error("the command with this idempotency key is still running; retry later")]
+    InProgress,
+}
+
+impl From<LedgerError> for ServiceError {
+    fn from(error: LedgerError) -> Self {
+        match error {
+            LedgerError::KeyReused { key } => Self::KeyReused { key },
+            other => Self::Ledger(other.to_string()),
+        }
+    }
+}
+
+impl ServiceError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Dispatch(error) => error.code(),
+            Self::KeyReused { .. } => "idempotency_key_reused",
+            Self::InvalidKey(_) => "invalid_request",
+            Self::Ledger(_) => "ledger_error",
+            Self::InProgress => "in_progress",
+        }
+    }
+
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Dispatch(error) => error.http_status(),
+            Self::KeyReused { .. } => 422,
+            Self::InvalidKey(_) => 400,
+            Self::Ledger(_) => 500,
+            Self::InProgress => 409,
+        }
+    }
+}
+
+/// The result of handling an inbound webhook.
+pub struct WebhookHandling {
+    pub reply: WebhookReply,
+    /// Whether a new verified event was stored (false for replays, unverified and refused ones).
+    pub stored: bool,
+}
+
+#[derive(Clone)]
+pub struct Service {
+    pub gateway: Gateway,
+    pub ledger: Arc<dyn Ledger>,
+    /// Entries whose dispatch is running in this process, with a channel that closes when done.
+    in_flight: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
+}
+
+/// A report of one reconciliation pass.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ReconcileReport {
+    pub examined: usize,
+    pub resolved: usize,
+    pub still_open: usize,
+    pub flagged_for_operator: usize,
+    pub errors: Vec<String>,
+}
+
+impl Service {
+    pub fn new(gateway: Gateway, ledger: Arc<dyn Ledger>) -> Self {
+        Self {
+            gateway,
+            ledger,
+            in_flight: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Runs a command. Money-moving commands go through the ledger; the others straight to the
+    /// gateway.
+    pub async fn execute(
+        &self,
+        provider: &str,
+        account: &str,
+        command: Command,
+        idempotency_key: Option<String>,
+    ) -> Result<CommandAnswer, ServiceError> {
+        let operation = command.operation();
+        if !operation.moves_money() {
+            let dispatched = self
+                .gateway
+                .dispatch_request(DispatchRequest::new(provider, account, command))
+                .await?;
+            return Ok(CommandAnswer {
+                reference: dispatched.reference,
+                outcome: dispatched.outcome,
+                plugin_version: Some(dispatched.plugin_version),
+                replayed: false,
+            });
+        }
+        if let Some(key) = &idempotency_key {
+            validate_key(key)?;
+        }
+        // Refuse what can be refused before anything is recorded or sent.
+        self.gateway.preflight(provider, account, &command)?;
+        let hash = request_hash(provider, account, &command);
+        let begin = self.ledger.begin(NewEntry {
+            id: new_reference(),
+            provider: provider.to_string(),
+            account: account.to_string(),
+            operation,
+            idempotency_key: idempotency_key.clone(),
+            request_hash: hash,
+            command: command.clone(),
+        })?;
+        let entry = match begin {
+            Begin::Existing(entry) => return self.replay(entry).await,
+            Begin::Created(entry) => entry,
+        };
+        let (done, receiver) = watch::channel(false);
+        self.lock_in_flight().insert(entry.id.clone(), receiver);
+        let mut request = DispatchRequest::new(provider, account, command);
+        request.reference = Some(entry.id.clone());
+        let result = self.gateway.dispatch_request(request).await;
+        let answer = match result {
+            Ok(dispatched) => {
+                let recorded = self.ledger.record_outcome(&entry.id, &dispatched.outcome);
+                if let Err(error) = &recorded {
+                    // The provider acted but the ledger could not say so: the entry stays
+                    // `sending` and reconciliation will settle it. Tell the caller the truth.
+                    tracing::error!(id = %entry.id, %error, "outcome not recorded; left for reconciliation");
+                }
+                Ok(CommandAnswer {
+                    reference: Some(entry.id.clone()),
+                    outcome: dispatched.outcome,
+                    plugin_version: Some(dispatched.plugin_version),
+                    replayed: false,
+                })
+            }
+            Err(error) => {
+                // Nothing reached the provider (the gateway turns every post-send failure of a
+                // money-moving command into an outcome), so the entry is a definitive refusal.
+                let _ = self.ledger.record_refusal(&entry.id, error.code(), &error.to_string());
+                Err(ServiceError::Dispatch(error))
+            }
+        };
+        self.lock_in_flight().remove(&entry.id);
+        let _ = done.send(true);
+        answer
+    }
+
+    /// Answers a retry from what the ledger holds, waiting for a dispatch still running here.
+    async fn replay(&self, entry: Entry) -> Result<CommandAnswer, ServiceError> {
+        let mut entry = entry;
+        if entry.state == EntryState::Sending {
+            let waiter = self.lock_in_flight().get(&entry.id).cloned();
+            if let Some(mut receiver) = waiter {
+                let _ = tokio::time::timeout(Duration::from_secs(300), receiver.wait_for(|done| *done)).await;
+            }
+            entry = self
+                .ledger
+                .get(&entry.id)?
+                .ok_or_else(|| ServiceError::Ledger(format!("entry {} vanished", entry.id)))?;
+        }
+        let outcome = match (&entry.outcome, entry.state) {
+            (Some(outcome), _) => outcome.clone(),
+            // Left `sending` by a crash: it may have reached the provider. Reconciliation settles it.
+            (None, EntryState::Sending) => Outcome::unknown(gatehouse_plugin_api::ProviderError::new(
+                ErrorKind::ProviderUnavailable,
+                "the first attempt was interrupted; the entry is being reconciled with the provider",
+            )),
+            (None, EntryState::NeedsOperator) => Outcome::unknown(gatehouse_plugin_api::ProviderError::new(
+                ErrorKind::ProviderError,
+                "the entry needs an operator's decision",
+            )),
+            (None, _) => Outcome::new(state_to_status(entry.state)),
+        };
+        Ok(CommandAnswer {
+            reference: Some(entry.id.clone()),
+            outcome,
+            plugin_version: None,
+            replayed: true,
+        })
+    }
+
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<bool>>> {
+        self.in_flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Settles `unknown`, `pending` and crash-interrupted entries through the provider's status
+    /// operation, or flags them for an operator when the provider has none.
+    pub async fn reconcile(&self, limit: usize) -> ReconcileReport {
+        let mut report = ReconcileReport::default();
+        let entries = match self.ledger.unresolved(limit) {
+            Ok(entries) => entries,
+            Err(error) => {
+                report.errors.push(error.to_string());
+                return report;
+            }
+        };
+        for entry in entries {
+            if self.lock_in_flight().contains_key(&entry.id) {
+                continue;
+            }
+            report.examined += 1;
+            let supports_status = self
+                .gateway
+                .registry()
+                .get(&entry.provider)
+                .map(|plugin| plugin.manifest.supports(Operation::Status));
+            match supports_status {
+                None => {
+                    report.still_open += 1;
+                    continue;
+                }
+                Some(false) => {
+                    if entry.state != EntryState::Pending
+                        && self
+                            .ledger
+                            .flag_for_operator(
+                                &entry.id,
+                                "the provider has no status operation: check the transaction in its back office",
+                            )
+                            .is_ok()
+                    {
+                        report.flagged_for_operator += 1;
+                    }
+                    continue;
+                }
+                Some(true) => {}
+            }
+            let command = Command::Status {
+                transaction_id: entry.provider_reference.clone(),
+                reference: Some(entry.id.clone()),
+                extra: Default::default(),
+            };
+            let result = self
+                .gateway
+                .dispatch_request(DispatchRequest::new(&entry.provider, &entry.account, command))
+                .await;
+            match result {
+                Ok(dispatched) => {
+                    let mut outcome = dispatched.outcome;
+                    if outcome.amount.is_none() {
+                        outcome.amount = entry.amount;
+                    }
+                    if outcome.provider_reference.is_none() {
+                        outcome.provider_reference = entry.provider_reference.clone();
+                    }
+                    let final_now = outcome.status.is_final();
+                    match self.ledger.record_outcome(&entry.id, &outcome) {
+                        Ok(_) if final_now => report.resolved += 1,
+                        Ok(_) => report.still_open += 1,
+                        Err(error) => report.errors.push(format!("{}: {error}", entry.id)),
+                    }
+                }
+                Err(DispatchError::Provider(error)) if error.kind == ErrorKind::NotFound => {
+                    // The provider has no record of our reference: the request never reached it.
+                    let outcome = Outcome::failed(error);
+                    match self.ledger.record_outcome(&entry.id, &outcome) {
+                        Ok(_) => report.resolved += 1,
+                        Err(error) => report.errors.push(format!("{}: {error}", entry.id)),
+                    }
+                }
+                Err(error) => {
+                    report.still_open += 1;
+                    report.errors.push(format!("{}: {error}", entry.id));
+                }
+            }
+        }
+        report
+    }
+
+    /// Verifies, stores and applies an inbound webhook; returns the answer for the provider.
+    pub async fn webhook(
+        &self,
+        provider: &str,
+        account: &str,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<WebhookHandling, ServiceError> {
+        let mut request = DispatchRequest::new(provider, account, Command::Webhook { headers });
+        request.inbound_body = body;
+        let outcome = match self.gateway.dispatch_request(request).await {
+            Ok(dispatched) => dispatched.outcome,
+            Err(DispatchError::Provider(error)) if error.kind != ErrorKind::PluginFault => {
+                Outcome::failed(error)
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let Details::Webhook(result) = outcome.details else {
+            return Err(ServiceError::Dispatch(DispatchError::Provider(
+                gatehouse_plugin_api::ProviderError::plugin_fault("the plugin answered a webhook without a webhook result"),
+            )));
+        };
+        let mut stored = false;
+        if let Some(event) = result.event.as_ref().filter(|event| event.verified) {
+            stored = self.ledger.record_event(provider, account, event)?;
+            if stored {
+                match self.ledger.apply_event(provider, event) {
+                    Ok(Some(entry)) => tracing::info!(id = %entry.id, state = entry.state.as_str(), "webhook applied"),
+                    Ok(None) => {}
+                    Err(error) => tracing::error!(%error, "webhook event stored but not applied"),
+                }
+                self.gateway
+                    .metrics()
+                    .increment("gatehouse_webhook_events_total", &[("provider", provider), ("result", "stored")]);
+            } else {
+                self.gateway
+                    .metrics()
+                    .increment("gatehouse_webhook_events_total", &[("provider", provider), ("result", "replay")]);
+            }
+        } else {
+            self.gateway
+                .metrics()
+                .increment("gatehouse_webhook_events_total", &[("provider", provider), ("result", "refused")]);
+        }
+        Ok(WebhookHandling {
+            reply: result.reply,
+            stored,
+        })
+    }
+
+    /// Runs reconciliation every `interval` until the service is dropped.
+    pub fn spawn_reconciler(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let report = service.reconcile(500).await;
+                if report.examined > 0 {
+                    tracing::info!(?report, "reconciliation pass");
+                }
+            }
+        })
+    }
+}
+
+fn state_to_status(state: EntryState) -> OutcomeStatus {
+    match state {
+        EntryState::Succeeded => OutcomeStatus::Succeeded,
+        EntryState::Pending => OutcomeStatus::Pending,
+        EntryState::Failed => OutcomeStatus::Failed,
+        EntryState::Sending | EntryState::Unknown | EntryState::NeedsOperator => OutcomeStatus::Unknown,
+    }
+}
+
+fn validate_key(key: &str) -> Result<(), ServiceError> {
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(ServiceError::InvalidKey(
+            "an idempotency key is 1 to 255 printable ASCII characters without spaces".into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! The HTTP API over real HTTP: routes, authentication, idempotency, the ledger, webhooks,
+//! reconciliation, hostile input, and the OpenAPI document.
+
+use std::sync::Arc;
+
+use gatehouse_e2e::{API_KEY, ApiHost};
+use gatehouse_sim_common::{Fault, RunningSimulator};
+use gatehouse_sim_paygateglobal::{PAID, PayGateSimulator};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "api-test-paygate-token-42";
+
+async fn setup() -> (ApiHost, PayGateSimulator, RunningSimulator) {
+    let (simulator, running) = PayGateSimulator::start(TOKEN).await.expect("simulator");
+    let api = ApiHost::start(
+        &["gatehouse-plugin-paygateglobal"],
+        &format!(
+            "[providers.paygateglobal.accounts.main]\nbase_url = \"{}\"\ntimeout_ms = 1500\nsecrets = {{ auth_token = \"{TOKEN}\" }}\n",
+            running.base_url()
+        ),
+    )
+    .await;
+    (api, simulator, running)
+}
+
+fn charge_body() -> Value {
+    json!({"amount": {"minor_units": 2500, "currency": "XOF"}, "customer": {"phone": "90123456"},
+           "payment_method": "FLOOZ", "description": "order 1"})
+}
+
+const CHARGES: &str = "/v1/paygateglobal/main/charges";
+
+#[tokio::test]
+async fn every_non_webhook_route_needs_an_api_key() {
+    let (api, _simulator, _running) = setup().await;
+    let client = reqwest::Client::new();
+    let health = client.get(format!("{}/healthz", api.base_url)).send().await.expect("health");
+    assert_eq!(health.status(), 200);
+    for (method, path) in [(Method::GET, "/v1/plugins"), (Method::POST, CHARGES), (Method::GET, "/metrics"), (Method::GET, "/v1/ledger")] {
+        let none = client.request(method.clone(), format!("{}{path}", api.base_url)).send().await.expect("send");
+        assert_eq!(none.status(), 401, "{path} without a key");
+        let wrong = client
+            .request(method, format!("{}{path}", api.base_url))
+            .bearer_auth("wrong-key")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(wrong.status(), 401, "{path} with a wrong key");
+        let body: Value = wrong.json().await.expect("json error");
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn charge_status_balance_and_the_ledger() {
+    let (api, simulator, _running) = setup().await;
+    let (status, charge) = api.post(CHARGES, charge_body()).await;
+    assert_eq!(status, 200, "{charge}");
+    assert_eq!(charge["status"], "pending");
+    let reference = charge["reference"].as_str().expect("reference").to_string();
+    assert!(reference.starts_with("gh_"));
+
+    let (status, entry) = api.get(&format!("/v1/ledger/{reference}")).await;
+    assert_eq!(status, 200, "{entry}");
+    assert_eq!(entry["entry"]["state"], "pending");
+    assert_eq!(entry["entry"]["amount"]["minor_units"], 2500);
+    assert!(entry["history"].as_array().expect("history").len() >= 2, "{entry}");
+
+    simulator.settle(&reference, PAID).await;
+    let (status, by_reference) = api
+        .post("/v1/paygateglobal/main/status", json!({"reference": reference}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(by_reference["status"], "succeeded");
+
+    let (status, balance) = api.get("/v1/paygateglobal/main/balance").await;
+    assert_eq!(status, 200);
+    assert_eq!(balance["details"]["balances"][0]["amount"]["minor_units"], 150_000 + 2500);
+
+    let (status, listed) = api.get("/v1/ledger?provider=paygateglobal&limit=10").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["entries"].as_array().expect("entries").len(), 1);
+    let (status, _) = api.get("/v1/ledger?state=bogus").await;
+    assert_eq!(status, 400);
+    let (status, missing) = api.get("/v1/ledger/gh_nope").await;
+    assert_eq!((status, missing["error"]["code"].as_str()), (404, Some("not_found")));
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_key_never_reaches_the_provider_twice() {
+    let (api, _simulator, running) = setup().await;
+    let key = [("Idempotency-Key", "order-1-attempt")];
+    let (status, headers, first) = api.request(Method::POST, CHARGES, Some(charge_body()), &key).await;
+    assert_eq!(status, 200);
+    assert!(headers.get("idempotent-replayed").is_none());
+    let (status, headers, second) = api.request(Method::POST, CHARGES, Some(charge_body()), &key).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers.get("idempotent-replayed").map(|v| v.as_bytes()), Some(&b"true"[..]));
+    assert_eq!(first["reference"], second["reference"]);
+    assert_eq!(first["provider_reference"], second["provider_reference"]);
+    assert_eq!(running.calls.count("/api/v1/pay"), 1);
+
+    // The same key with another body is refused, and nothing is sent.
+    let mut other = charge_body();
+    other["amount"]["minor_units"] = json!(9999);
+    let (status, _, refused) = api.request(Method::POST, CHARGES, Some(other), &key).await;
+    assert_eq!(status, 422);
+    assert_eq!(refused["error"]["code"], "idempotency_key_reused");
+    assert_eq!(running.calls.count("/api/v1/pay"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_requests_with_one_key_make_one_provider_call() {
+    let (api, simulator, running) = setup().await;
+    // Slow the provider down so all twenty arrive while the first is in flight.
+    running.faults.push(Fault::DelayAfter(std::time::Duration::from_millis(300)));
+    let api = Arc::new(api);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            api.request(Method::POST, CHARGES, Some(charge_body()), &[("Idempotency-Key", "same-key-20")]).await
+        }));
+    }
+    let mut references = Vec::new();
+    for task in tasks {
+        let (status, _, body) = task.await.expect("task");
+        assert_eq!(status, 200, "{body}");
+        references.push(body["reference"].as_str().expect("reference").to_string());
+    }
+    assert_eq!(running.calls.count("/api/v1/pay"), 1, "exactly one provider call");
+    assert_eq!(simulator.transactions().len(), 1);
+    references.dedup();
+    assert_eq!(references.len(), 1, "every answer names the same entry");
+}
+
+#[tokio::test]
+async fn hostile_requests_are_refused_with_clear_errors() {
+    let (api, _simulator, running) = setup().await;
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        (CHARGES, json!({"amount": {"minor_units": "lots", "currency": "XOF"}}), 422, "invalid_request"),
+        (CHARGES, json!({"customer": {"phone": "90123456"}}), 422, "invalid_request"),
+        (CHARGES, json!({"amount": {"minor_units": -5, "currency": "XOF"}}), 422, "invalid_request"),
+        (CHARGES, json!({"amount": {"minor_units": 5, "currency": "ZZZ"}}), 422, "invalid_request"),
+        (CHARGES, json!({"amount": {"minor_units": 9223372036854775807i64, "currency": "XOF"}, "customer": {"phone": "90123456"}, "payment_method": "FLOOZ"}), 200, ""),
+        (CHARGES, json!({"amount": {"minor_units": 5, "currency": "XOF"}, "unexpected": true}), 422, "invalid_request"),
+        (CHARGES, json!({"operation": "refund"}), 422, "invalid_request"),
+        (CHARGES, json!([1, 2, 3]), 400, "invalid_request"),
+        ("/v1/nosuch/main/charges", charge_body(), 404, "unknown_provider"),
+        ("/v1/paygateglobal/nobody/charges", charge_body(), 404, "unknown_account"),
+        ("/v1/paygateglobal/main/refunds", json!({"transaction_id": "1"}), 501, "not_supported"),
+        ("/v1/paygateglobal/main/reports", json!({"report": "x"}), 501, "not_supported"),
+    ];
+    for (path, body, expected_status, expected_code) in cases {
+        let (status, answer) = api.post(path, body.clone()).await;
+        assert_eq!(status, expected_status, "{path} {body} -> {answer}");
+        if !expected_code.is_empty() {
+            assert_eq!(answer["error"]["code"], expected_code, "{body} -> {answer}");
+            assert!(!answer["error"]["message"].as_str().unwrap_or("").is_empty());
+        }
+    }
+    // Not JSON at all, and an oversized body.
+    let response = api
+        .client
+        .post(format!("{}{CHARGES}", api.base_url))
+        .bearer_auth(API_KEY)
+        .body("{not json")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 400);
+    let response = api
+        .client
+        .post(format!("{}{CHARGES}", api.base_url))
+        .bearer_auth(API_KEY)
+        .body(vec![b' '; 2 * 1024 * 1024])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 413);
+    // Only the one valid (huge but whole-XOF) charge reached the provider.
+    assert!(running.calls.count("/api/v1/pay") <= 1);
+}
+
+#[tokio::test]
+async fn forged_and_replayed_callbacks_do_not_change_the_ledger() {
+    let (api, simulator, _running) = setup().await;
+    let (_, charge) = api.post(CHARGES, charge_body()).await;
+    let reference = charge["reference"].as_str().expect("reference").to_string();
+    let webhook = format!("{}/webhooks/paygateglobal/main", api.base_url);
+
+    // Forged: the payment is still pending at the provider.
+    let transaction = simulator.transaction(&reference).expect("transaction");
+    let mut claimed = gatehouse_sim_paygateglobal::callback_body(&transaction);
+    let response = api.client.post(&webhook).json(&claimed).send().await.expect("send");
+    assert_eq!(response.status(), 200);
+    let (_, entry) = api.get(&format!("/v1/ledger/{reference}")).await;
+    assert_eq!(entry["entry"]["state"], "pending", "a callback the provider does not confirm changes nothing");
+
+    // Genuine: the provider confirms it; the entry settles.
+    simulator.settle(&reference, PAID).await;
+    let response = api.client.post(&webhook).json(&claimed).send().await.expect("send");
+    assert_eq!(response.status(), 200);
+    let (_, entry) = api.get(&format!("/v1/ledger/{reference}")).await;
+    assert_eq!(entry["entry"]["state"], "succeeded", "{entry}");
+    // Two verified facts were stored: the payment pending (premature callback), then paid.
+    let (_, events) = api.get("/v1/events").await;
+    let stored = events["events"].as_array().expect("events").len();
+    assert_eq!(stored, 2, "{events}");
+
+    // Replayed: accepted, not stored twice, nothing changes.
+    let response = api.client.post(&webhook).json(&claimed).send().await.expect("send");
+    assert_eq!(response.status(), 200);
+    let (_, events) = api.get("/v1/events").await;
+    assert_eq!(events["events"].as_array().expect("events").len(), stored);
+
+    // Forged: an identifier the provider never saw. Nothing is stored.
+    let forged = json!({"tx_reference": "999999", "identifier": "gh_forged", "amount": 1000000,
+                        "payment_reference": "X", "datetime": "2026-01-01 00:00:00",
+                        "payment_method": "FLOOZ", "phone_number": "22890000000"});
+    api.client.post(&webhook).json(&forged).send().await.expect("send");
+    let (_, events) = api.get("/v1/events").await;
+    assert_eq!(events["events"].as_array().expect("events").len(), stored);
+
+    // Garbage: refused, nothing stored.
+    claimed["tx_reference"] = json!([1]);
+    let response = api.client.post(&webhook).body("not json").send().await.expect("send");
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn unknown_outcomes_are_reconciled_with_the_provider() {
+    let (api, simulator, running) = setup().await;
+    // Every attempt answers 503 before the provider handles it: the charge is unknown...
+    for _ in 0..3 {
+        running.faults.push(Fault::Status(503, "down".into()));
+    }
+    let (status, lost) = api.post(CHARGES, charge_body()).await;
+    assert_eq!(status, 200);
+    assert_eq!(lost["status"], "unknown");
+    let lost_reference = lost["reference"].as_str().expect("reference").to_string();
+    // ...and one that went through but is still pending.
+    let (_, pending) = api.post(CHARGES, charge_body()).await;
+    let pending_reference = pending["reference"].as_str().expect("reference").to_string();
+    simulator.settle(&pending_reference, PAID).await;
+
+    let (status, report) = api.post("/v1/reconcile", json!({})).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["resolved"], 2, "{report}");
+    let (_, entry) = api.get(&format!("/v1/ledger/{lost_reference}")).await;
+    assert_eq!(entry["entry"]["state"], "failed", "the provider never saw it: {entry}");
+    let (_, entry) = api.get(&format!("/v1/ledger/{pending_reference}")).await;
+    assert_eq!(entry["entry"]["state"], "succeeded", "{entry}");
+}
+
+#[tokio::test]
+async fn plugins_metrics_and_the_openapi_document() {
+    let (api, _simulator, _running) = setup().await;
+    let (status, plugins) = api.get("/v1/plugins").await;
+    assert_eq!(status, 200);
+    assert_eq!(plugins["plugins"][0]["provider"], "paygateglobal");
+    api.get("/v1/paygateglobal/main/balance").await;
+    let (status, metrics) = api.get("/metrics").await;
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().expect("text");
+    assert!(metrics.contains("gatehouse_requests_total{provider=\"paygateglobal\",operation=\"balance\"}"), "{metrics}");
+    assert!(metrics.contains("gatehouse_provider_latency_seconds_bucket"), "{metrics}");
+    assert!(!metrics.contains(TOKEN));
+    let served = reqwest::get(format!("{}/openapi.json", api.base_url)).await.expect("openapi").text().await.expect("text");
+    assert_eq!(served, gatehouse_host::service::api::OPENAPI_JSON);
+}
+
+#[test]
+fn the_openapi_document_and_the_router_do_not_drift() {
+    let document: Value = serde_json::from_str(gatehouse_host::service::api::OPENAPI_JSON).expect("valid JSON");
+    let paths = document["paths"].as_object().expect("paths");
+    let table = gatehouse_host::service::api::route_table();
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, methods) in paths {
+        for method in methods.as_object().expect("methods").keys() {
+            documented.insert((path.clone(), method.clone()));
+        }
+    }
+    let mut served = std::collections::BTreeSet::new();
+    for (path, methods) in table {
+        for method in methods {
+            served.insert((path.clone(), method));
+        }
+    }
+    let only_documented: Vec<_> = documented.difference(&served).collect();
+    let only_served: Vec<_> = served.difference(&documented).collect();
+    assert!(only_documented.is_empty() && only_served.is_empty(), "documented but not served: {only_documented:?}; served but not documented: {only_served:?}");
+}
