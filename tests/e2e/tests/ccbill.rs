@@ -19,7 +19,9 @@ const SUB_PASSWORD: &str = "Sub S3cret+pass/0001";
 const WRONG_PASSWORD: &str = "Wrong P@ss&guess=7";
 
 fn form_encoded(text: &str) -> String {
-    gatehouse_host::plugin_api::http::encode_form(&[("", text)]).trim_start_matches('=').to_string()
+    gatehouse_host::plugin_api::http::encode_form(&[("", text)])
+        .trim_start_matches('=')
+        .to_string()
 }
 
 async fn setup() -> (TestHost, CcBillSimulator, RunningSimulator) {
@@ -44,11 +46,27 @@ secrets = {{ password = "{password}" }}
     let sub = format!(r#"username = "{SUB_USER}", client_subacc = "0001""#);
     let accounts = [
         account("main_csv", &main, MAIN_PASSWORD),
-        account("main_xml", &format!(r#"{main}, response_format = "xml""#), MAIN_PASSWORD),
+        account(
+            "main_xml",
+            &format!(r#"{main}, response_format = "xml""#),
+            MAIN_PASSWORD,
+        ),
         account("sub_csv", &sub, SUB_PASSWORD),
-        account("sub_xml", &format!(r#"{sub}, response_format = "xml""#), SUB_PASSWORD),
-        account("main_bare", &format!(r#"username = "{MAIN_USER}""#), MAIN_PASSWORD),
-        account("conflicting", &format!(r#"{main}, client_subacc = "0001""#), MAIN_PASSWORD),
+        account(
+            "sub_xml",
+            &format!(r#"{sub}, response_format = "xml""#),
+            SUB_PASSWORD,
+        ),
+        account(
+            "main_bare",
+            &format!(r#"username = "{MAIN_USER}""#),
+            MAIN_PASSWORD,
+        ),
+        account(
+            "conflicting",
+            &format!(r#"{main}, client_subacc = "0001""#),
+            MAIN_PASSWORD,
+        ),
         account("wrong", &main, WRONG_PASSWORD),
     ]
     .concat();
@@ -82,28 +100,81 @@ async fn both_actions_in_both_formats_for_main_and_sub_account_credentials() {
         ("sub_xml", "0001", "sub"),
     ];
     for (index, (account, subaccount, login)) in accounts.into_iter().enumerate() {
-        let dispatched = host.call_full("ccbill", account, payout(1495)).await.expect("payout");
-        assert_eq!(dispatched.outcome.status, OutcomeStatus::Succeeded, "{account}: {:?}", dispatched.outcome);
-        assert_eq!(dispatched.outcome.amount.map(|amount| amount.minor_units), Some(1495));
+        let dispatched = host
+            .call_full("ccbill", account, payout(1495))
+            .await
+            .expect("payout");
+        assert_eq!(
+            dispatched.outcome.status,
+            OutcomeStatus::Succeeded,
+            "{account}: {:?}",
+            dispatched.outcome
+        );
+        assert_eq!(
+            dispatched.outcome.amount.map(|amount| amount.minor_units),
+            Some(1495)
+        );
         assert_eq!(dispatched.provider_requests, 1);
-        let recorded = simulator.payouts().get(index).cloned().expect("the simulator recorded the payout");
-        assert_eq!((recorded.client_accnum.as_str(), recorded.subaccount.as_str()), (ACCNUM, subaccount));
+        let recorded = simulator
+            .payouts()
+            .get(index)
+            .cloned()
+            .expect("the simulator recorded the payout");
+        assert_eq!(
+            (
+                recorded.client_accnum.as_str(),
+                recorded.subaccount.as_str()
+            ),
+            (ACCNUM, subaccount)
+        );
         assert_eq!(recorded.login, login);
         assert_eq!(recorded.amount, "14.95");
-        assert_eq!(recorded.original_subscription_id.as_deref(), Some("1234567891"));
+        assert_eq!(
+            recorded.original_subscription_id.as_deref(),
+            Some("1234567891")
+        );
 
         let transaction_type = ["one_time", "recurring", "rebill", "recurring"][index];
-        let outcome = host.call("ccbill", account, refund(transaction_type)).await.expect("refund");
-        assert_eq!(outcome.status, OutcomeStatus::Succeeded, "{account}: {outcome:?}");
-        let recorded = simulator.refunds().get(index).cloned().expect("the simulator recorded the refund");
+        let outcome = host
+            .call("ccbill", account, refund(transaction_type))
+            .await
+            .expect("refund");
+        assert_eq!(
+            outcome.status,
+            OutcomeStatus::Succeeded,
+            "{account}: {outcome:?}"
+        );
+        let recorded = simulator
+            .refunds()
+            .get(index)
+            .cloned()
+            .expect("the simulator recorded the refund");
         assert_eq!(recorded.subaccount.as_deref(), Some(subaccount));
-        assert_eq!(recorded.trans_type, ["ONETIME", "RECURRING", "REBILL", "RECURRING"][index]);
-        assert_eq!((recorded.subscription_id.as_str(), recorded.original_subscription_id.as_str()), ("1234567890", "1234567891"));
+        assert_eq!(
+            recorded.trans_type,
+            ["ONETIME", "RECURRING", "REBILL", "RECURRING"][index]
+        );
+        assert_eq!(
+            (
+                recorded.subscription_id.as_str(),
+                recorded.original_subscription_id.as_str()
+            ),
+            ("1234567890", "1234567891")
+        );
     }
     // A bare main-account login may refund (the seed requires a sub-account only for payouts).
-    let outcome = host.call("ccbill", "main_bare", refund("rebill")).await.expect("refund");
+    let outcome = host
+        .call("ccbill", "main_bare", refund("rebill"))
+        .await
+        .expect("refund");
     assert_eq!(outcome.status, OutcomeStatus::Succeeded, "{outcome:?}");
-    assert_eq!(simulator.refunds().last().and_then(|refund| refund.subaccount.clone()), None);
+    assert_eq!(
+        simulator
+            .refunds()
+            .last()
+            .and_then(|refund| refund.subaccount.clone()),
+        None
+    );
     // Every request was a POST form: the password never travelled in a URL.
     let requests = simulator.requests();
     assert_eq!(requests.len(), 9);
@@ -127,7 +198,11 @@ async fn every_listed_result_code_through_the_host() {
         (-4, OutcomeStatus::Failed, Some(ErrorKind::NotFound)),
         (-5, OutcomeStatus::Failed, Some(ErrorKind::InvalidRequest)),
         (-6, OutcomeStatus::Failed, Some(ErrorKind::InvalidRequest)),
-        (-7, OutcomeStatus::Unknown, Some(ErrorKind::ProviderUnavailable)),
+        (
+            -7,
+            OutcomeStatus::Unknown,
+            Some(ErrorKind::ProviderUnavailable),
+        ),
         (-8, OutcomeStatus::Failed, Some(ErrorKind::Authentication)),
         (-9, OutcomeStatus::Failed, Some(ErrorKind::Authentication)),
         (-10, OutcomeStatus::Failed, Some(ErrorKind::Authentication)),
@@ -149,20 +224,39 @@ async fn every_listed_result_code_through_the_host() {
             _ => ("main_xml", refund("rebill")),
         };
         simulator.answer_next(*code);
-        let dispatched = host.call_full("ccbill", account, command).await.expect("an outcome");
+        let dispatched = host
+            .call_full("ccbill", account, command)
+            .await
+            .expect("an outcome");
         let outcome = &dispatched.outcome;
         assert_eq!(outcome.status, *status, "{code} via {account}: {outcome:?}");
         assert_eq!(error_kind(outcome), *kind, "{code} via {account}");
-        assert_eq!(dispatched.provider_requests, 1, "{code}: money-moving requests are never resent");
+        assert_eq!(
+            dispatched.provider_requests, 1,
+            "{code}: money-moving requests are never resent"
+        );
         if let Some(error) = &outcome.error {
-            assert_eq!(error.provider_code.as_deref(), Some(code.to_string().as_str()));
+            assert_eq!(
+                error.provider_code.as_deref(),
+                Some(code.to_string().as_str())
+            );
         }
         // Login refusals and the lockout pause the account: the host sends nothing more.
-        if matches!(kind, Some(ErrorKind::Authentication | ErrorKind::RateLimited)) {
+        if matches!(
+            kind,
+            Some(ErrorKind::Authentication | ErrorKind::RateLimited)
+        ) {
             let calls = simulator.datalink_calls();
             let paused = host.call("ccbill", account, refund("rebill")).await;
-            assert!(matches!(paused, Err(DispatchError::AccountPaused { .. })), "{code}: {paused:?}");
-            assert_eq!(simulator.datalink_calls(), calls, "{code}: a paused account sends nothing");
+            assert!(
+                matches!(paused, Err(DispatchError::AccountPaused { .. })),
+                "{code}: {paused:?}"
+            );
+            assert_eq!(
+                simulator.datalink_calls(),
+                calls,
+                "{code}: a paused account sends nothing"
+            );
             assert!(host.gateway.resume_account("ccbill", account));
         }
     }
@@ -174,38 +268,71 @@ async fn every_listed_result_code_through_the_host() {
 #[tokio::test]
 async fn an_authentication_failure_stops_the_host_before_ccbill_locks_the_account() {
     let (host, simulator, _running) = setup().await;
-    let first = host.call("ccbill", "wrong", refund("rebill")).await.expect("an outcome");
+    let first = host
+        .call("ccbill", "wrong", refund("rebill"))
+        .await
+        .expect("an outcome");
     assert_eq!(first.status, OutcomeStatus::Failed);
     let error = first.error.expect("error");
-    assert_eq!((error.kind, error.provider_code.as_deref()), (ErrorKind::Authentication, Some("-1")));
+    assert_eq!(
+        (error.kind, error.provider_code.as_deref()),
+        (ErrorKind::Authentication, Some("-1"))
+    );
     assert_eq!(simulator.datalink_calls(), 1);
     // Four more attempts: every one refused by the host, none reaches CCBill.
     for attempt in 0..4 {
         let paused = host.call("ccbill", "wrong", payout(100)).await;
-        assert!(matches!(&paused, Err(DispatchError::AccountPaused { reason, .. }) if reason.contains("credentials")), "attempt {attempt}: {paused:?}");
+        assert!(
+            matches!(&paused, Err(DispatchError::AccountPaused { reason, .. }) if reason.contains("credentials")),
+            "attempt {attempt}: {paused:?}"
+        );
     }
-    assert_eq!(simulator.datalink_calls(), 1, "the host stopped sending after the first refusal");
+    assert_eq!(
+        simulator.datalink_calls(),
+        1,
+        "the host stopped sending after the first refusal"
+    );
     assert_eq!(simulator.failed_logins(ACCNUM), 1);
-    assert!(!simulator.is_locked(ACCNUM), "CCBill's lockout was never reached");
-    assert!(host.gateway.paused_accounts().iter().any(|(provider, account, _)| provider == "ccbill" && account == "wrong"));
+    assert!(
+        !simulator.is_locked(ACCNUM),
+        "CCBill's lockout was never reached"
+    );
+    assert!(
+        host.gateway
+            .paused_accounts()
+            .iter()
+            .any(|(provider, account, _)| provider == "ccbill" && account == "wrong")
+    );
     // The correctly configured accounts of the same CCBill account keep working.
-    let outcome = host.call("ccbill", "sub_csv", payout(100)).await.expect("payout");
+    let outcome = host
+        .call("ccbill", "sub_csv", payout(100))
+        .await
+        .expect("payout");
     assert_eq!(outcome.status, OutcomeStatus::Succeeded);
 
     // Without the host's protection (an operator resuming blindly), CCBill locks the account
     // after the third failure and even the right credentials get -12, which pauses too.
     for _ in 0..2 {
         assert!(host.gateway.resume_account("ccbill", "wrong"));
-        let outcome = host.call("ccbill", "wrong", refund("rebill")).await.expect("an outcome");
+        let outcome = host
+            .call("ccbill", "wrong", refund("rebill"))
+            .await
+            .expect("an outcome");
         assert_eq!(error_kind(&outcome), Some(ErrorKind::Authentication));
     }
     assert!(simulator.is_locked(ACCNUM));
-    let locked = host.call("ccbill", "main_xml", refund("rebill")).await.expect("an outcome");
+    let locked = host
+        .call("ccbill", "main_xml", refund("rebill"))
+        .await
+        .expect("an outcome");
     assert_eq!(locked.status, OutcomeStatus::Failed);
     assert_eq!(error_kind(&locked), Some(ErrorKind::RateLimited));
     let calls = simulator.datalink_calls();
     let paused = host.call("ccbill", "main_xml", refund("rebill")).await;
-    assert!(matches!(paused, Err(DispatchError::AccountPaused { .. })), "{paused:?}");
+    assert!(
+        matches!(paused, Err(DispatchError::AccountPaused { .. })),
+        "{paused:?}"
+    );
     assert_eq!(simulator.datalink_calls(), calls);
 }
 
@@ -214,28 +341,57 @@ async fn configuration_and_commands_are_checked_before_any_request() {
     let (host, simulator, running) = setup().await;
     let cases: Vec<(&str, Value, Vec<&str>)> = vec![
         ("main_bare", payout(100), vec!["using_subacc"]),
-        ("conflicting", refund("rebill"), vec!["client_subacc", "using_subacc"]),
-        ("main_csv", json!({"operation": "affiliate_payout", "affiliate_id": "1",
-                            "amount": {"minor_units": 100, "currency": "EUR"}}), vec!["amount.currency"]),
+        (
+            "conflicting",
+            refund("rebill"),
+            vec!["client_subacc", "using_subacc"],
+        ),
+        (
+            "main_csv",
+            json!({"operation": "affiliate_payout", "affiliate_id": "1",
+                            "amount": {"minor_units": 100, "currency": "EUR"}}),
+            vec!["amount.currency"],
+        ),
         ("main_csv", payout(0), vec!["amount.minor_units"]),
         ("sub_csv", refund("chargeback"), vec!["transaction_type"]),
-        ("sub_xml", json!({"operation": "affiliate_refund", "affiliate_id": " ", "subscription_id": "1",
-                           "original_subscription_id": "1", "transaction_type": "rebill"}), vec!["affiliate_id"]),
+        (
+            "sub_xml",
+            json!({"operation": "affiliate_refund", "affiliate_id": " ", "subscription_id": "1",
+                           "original_subscription_id": "1", "transaction_type": "rebill"}),
+            vec!["affiliate_id"],
+        ),
     ];
     for (account, command, fields) in cases {
-        let outcome = host.call("ccbill", account, command.clone()).await.expect("an outcome");
+        let outcome = host
+            .call("ccbill", account, command.clone())
+            .await
+            .expect("an outcome");
         assert_eq!(outcome.status, OutcomeStatus::Failed, "{account} {command}");
         let error = outcome.error.expect("error");
         assert_eq!(error.kind, ErrorKind::InvalidRequest, "{account} {command}");
-        assert_eq!(error.fields, fields, "{account} {command}: {}", error.message);
+        assert_eq!(
+            error.fields, fields,
+            "{account} {command}: {}",
+            error.message
+        );
     }
     let unsupported = host
-        .call("ccbill", "main_csv", json!({"operation": "refund", "transaction_id": "1"}))
+        .call(
+            "ccbill",
+            "main_csv",
+            json!({"operation": "refund", "transaction_id": "1"}),
+        )
         .await;
-    assert!(matches!(unsupported, Err(DispatchError::NotSupported { .. })), "{unsupported:?}");
+    assert!(
+        matches!(unsupported, Err(DispatchError::NotSupported { .. })),
+        "{unsupported:?}"
+    );
     assert_eq!(simulator.datalink_calls(), 0);
     assert!(running.calls.all().is_empty());
-    assert!(host.gateway.paused_accounts().is_empty(), "refusals before I/O pause nothing");
+    assert!(
+        host.gateway.paused_accounts().is_empty(),
+        "refusals before I/O pause nothing"
+    );
 }
 
 #[tokio::test]
@@ -243,12 +399,21 @@ async fn malformed_answers_and_transport_faults_are_unknown_never_panics() {
     let (host, simulator, running) = setup().await;
     let faults: Vec<(&str, Fault)> = vec![
         ("empty", Fault::Body(String::new())),
-        ("html", Fault::Body("<html><body><h1>502 Bad Gateway</h1></body></html>".into())),
-        ("truncated xml", Fault::Body("<?xml version='1.0'?><results>1</res".into())),
+        (
+            "html",
+            Fault::Body("<html><body><h1>502 Bad Gateway</h1></body></html>".into()),
+        ),
+        (
+            "truncated xml",
+            Fault::Body("<?xml version='1.0'?><results>1</res".into()),
+        ),
         ("csv without header", Fault::Body("\"1\"\n".into())),
         ("garbage", Fault::Body("\u{0}\u{1}garbage\u{2}".into())),
         ("huge", Fault::EnormousBody(200 * 1024)),
-        ("larger than the host takes", Fault::EnormousBody(6 * 1024 * 1024)),
+        (
+            "larger than the host takes",
+            Fault::EnormousBody(6 * 1024 * 1024),
+        ),
         ("truncated body", Fault::TruncateBody),
         ("500", Fault::Status(500, "Internal Server Error".into())),
         ("503", Fault::Status(503, "maintenance".into())),
@@ -258,19 +423,43 @@ async fn malformed_answers_and_transport_faults_are_unknown_never_panics() {
     for (index, (label, fault)) in faults.into_iter().enumerate() {
         let account = ["main_csv", "main_xml", "sub_csv", "sub_xml"][index % 4];
         running.faults.push(fault);
-        let dispatched = host.call_full("ccbill", account, payout(700)).await.expect("an outcome");
-        assert_eq!(dispatched.outcome.status, OutcomeStatus::Unknown, "{label}: {:?}", dispatched.outcome);
-        assert_eq!(dispatched.provider_requests, 1, "{label}: a payout is never resent");
+        let dispatched = host
+            .call_full("ccbill", account, payout(700))
+            .await
+            .expect("an outcome");
+        assert_eq!(
+            dispatched.outcome.status,
+            OutcomeStatus::Unknown,
+            "{label}: {:?}",
+            dispatched.outcome
+        );
+        assert_eq!(
+            dispatched.provider_requests, 1,
+            "{label}: a payout is never resent"
+        );
         // The host keeps serving.
-        let outcome = host.call("ccbill", account, refund("rebill")).await.expect("refund");
+        let outcome = host
+            .call("ccbill", account, refund("rebill"))
+            .await
+            .expect("refund");
         assert_eq!(outcome.status, OutcomeStatus::Succeeded, "after {label}");
     }
     // Past the timeout the payout ran at CCBill but the answer never came: unknown, and not
     // resent, so the affiliate is paid once.
     let before = simulator.payouts().len();
-    running.faults.push(Fault::Delay(Duration::from_millis(1500)));
-    let dispatched = host.call_full("ccbill", "sub_csv", payout(900)).await.expect("an outcome");
-    assert_eq!(dispatched.outcome.status, OutcomeStatus::Unknown, "{:?}", dispatched.outcome);
+    running
+        .faults
+        .push(Fault::Delay(Duration::from_millis(1500)));
+    let dispatched = host
+        .call_full("ccbill", "sub_csv", payout(900))
+        .await
+        .expect("an outcome");
+    assert_eq!(
+        dispatched.outcome.status,
+        OutcomeStatus::Unknown,
+        "{:?}",
+        dispatched.outcome
+    );
     assert_eq!(dispatched.provider_requests, 1);
     tokio::time::sleep(Duration::from_millis(700)).await;
     // Whether the simulator finished the request after the host gave up depends on the server
@@ -279,9 +468,18 @@ async fn malformed_answers_and_transport_faults_are_unknown_never_panics() {
 
     // A plain-text login refusal is an authentication failure, and pauses the account.
     running.faults.push(Fault::Body("Access denied".into()));
-    let outcome = host.call("ccbill", "main_csv", payout(100)).await.expect("an outcome");
-    assert_eq!((outcome.status, error_kind(&outcome)), (OutcomeStatus::Failed, Some(ErrorKind::Authentication)));
-    assert!(matches!(host.call("ccbill", "main_csv", payout(100)).await, Err(DispatchError::AccountPaused { .. })));
+    let outcome = host
+        .call("ccbill", "main_csv", payout(100))
+        .await
+        .expect("an outcome");
+    assert_eq!(
+        (outcome.status, error_kind(&outcome)),
+        (OutcomeStatus::Failed, Some(ErrorKind::Authentication))
+    );
+    assert!(matches!(
+        host.call("ccbill", "main_csv", payout(100)).await,
+        Err(DispatchError::AccountPaused { .. })
+    ));
 }
 
 #[tokio::test]
@@ -304,7 +502,10 @@ async fn credentials_never_reach_outcomes_errors_or_logs() {
             form_encoded(password)
         );
         for command in [payout(1495), refund("one_time")] {
-            transcript.push_str(&format!("{:?}\n", host.call_full("ccbill", account, command.clone()).await));
+            transcript.push_str(&format!(
+                "{:?}\n",
+                host.call_full("ccbill", account, command.clone()).await
+            ));
             host.gateway.resume_account("ccbill", account);
             let answers = [
                 Fault::Body(echo.clone()),
@@ -317,7 +518,8 @@ async fn credentials_never_reach_outcomes_errors_or_logs() {
                 running.faults.push(fault);
                 let result = host.call("ccbill", account, command.clone()).await;
                 if let Ok(outcome) = &result {
-                    transcript.push_str(&serde_json::to_string(outcome).expect("outcome serializes"));
+                    transcript
+                        .push_str(&serde_json::to_string(outcome).expect("outcome serializes"));
                 }
                 transcript.push_str(&format!("{result:?}\n"));
                 host.gateway.resume_account("ccbill", account);
@@ -325,14 +527,23 @@ async fn credentials_never_reach_outcomes_errors_or_logs() {
             }
             for code in [-1, -5, -7, -12, -13] {
                 simulator.answer_next(code);
-                transcript.push_str(&format!("{:?}\n", host.call("ccbill", account, command.clone()).await));
+                transcript.push_str(&format!(
+                    "{:?}\n",
+                    host.call("ccbill", account, command.clone()).await
+                ));
                 host.gateway.resume_account("ccbill", account);
                 simulator.reset();
             }
         }
     }
-    assert!(transcript.contains("Authentication"), "the transcript holds the errors");
-    assert!(transcript.contains("echo: clientAccnum"), "the transcript quotes provider text");
+    assert!(
+        transcript.contains("Authentication"),
+        "the transcript holds the errors"
+    );
+    assert!(
+        transcript.contains("echo: clientAccnum"),
+        "the transcript quotes provider text"
+    );
     transcript.push_str(&gatehouse_e2e::captured_logs());
     for credential in [
         MAIN_PASSWORD.to_string(),
