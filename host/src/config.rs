@@ -319,6 +319,74 @@ impl Config {
     }
 }
 
+/// Builds a configuration in code, for platforms that embed the host. It writes the same TOML a
+/// file would hold and parses it, so a built configuration is checked exactly like a file.
+pub struct ConfigBuilder {
+    plugins_dir: PathBuf,
+    text: String,
+}
+
+impl ConfigBuilder {
+    /// A bearer key for the HTTP API (an `"${ENV_VAR}"` reference or the key itself).
+    pub fn api_key(mut self, key: &str) -> Self {
+        self.text.push_str(&format!("[api]\nkeys = [{}]\n\n", toml_string(key)));
+        self
+    }
+
+    /// An account of `provider` at `base_url`, with its settings and secrets.
+    pub fn account(
+        mut self,
+        provider: &str,
+        account: &str,
+        base_url: &str,
+        settings: &[(&str, &str)],
+        secrets: &[(&str, &str)],
+    ) -> Self {
+        let table = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(key, value)| format!("{} = {}", toml_string(key), toml_string(value)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        self.text.push_str(&format!(
+            "[providers.{}.accounts.{}]\nbase_url = {}\nsettings = {{ {} }}\nsecrets = {{ {} }}\n\n",
+            toml_string(provider),
+            toml_string(account),
+            toml_string(base_url),
+            table(settings),
+            table(secrets)
+        ));
+        self
+    }
+
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let text = format!(
+            "[host]\nplugins_dir = {}\n\n{}",
+            toml_string(&self.plugins_dir.to_string_lossy()),
+            self.text
+        );
+        let mut config = Config::parse(&text, Path::new("<built in code>"))?;
+        config.host.plugins_dir = self.plugins_dir;
+        config.source = None;
+        Ok(config)
+    }
+}
+
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}
+
+impl Config {
+    /// Starts a configuration in code; see [`ConfigBuilder`].
+    pub fn builder(plugins_dir: impl Into<PathBuf>) -> ConfigBuilder {
+        ConfigBuilder {
+            plugins_dir: plugins_dir.into(),
+            text: String::new(),
+        }
+    }
+}
+
 impl SecretValue {
     /// Resolves the reference. The error says what is missing, never the value.
     pub fn resolve(&self) -> Result<ResolvedSecret, String> {

@@ -292,3 +292,28 @@ fn the_openapi_document_and_the_router_do_not_drift() {
     let only_served: Vec<_> = served.difference(&documented).collect();
     assert!(only_documented.is_empty() && only_served.is_empty(), "documented but not served: {only_documented:?}; served but not documented: {only_served:?}");
 }
+
+#[tokio::test]
+async fn the_embedding_example_compiles_and_runs() {
+    let (simulator, running) = PayGateSimulator::start(TOKEN).await.expect("simulator");
+    drop(simulator);
+    let dir = tempfile::tempdir().expect("folder");
+    gatehouse_e2e::install(
+        &gatehouse_e2e::library("gatehouse-plugin-paygateglobal"),
+        dir.path(),
+        &gatehouse_e2e::plugin_file_name("paygateglobal"),
+    );
+    let output = tokio::process::Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "-p", "gatehouse-host", "--example", "embed", "--"])
+        .arg(dir.path())
+        .arg(running.base_url())
+        .arg(TOKEN)
+        .output()
+        .await
+        .expect("cargo run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("\"status\":\"succeeded\""), "{stdout}");
+    assert!(stdout.contains("mounted API health: ok"), "{stdout}");
+    assert!(stdout.contains("\"provider\":\"paygateglobal\""), "{stdout}");
+}
