@@ -373,16 +373,15 @@ impl Ledger for SqliteLedger {
             )
         })?;
         self.write(action, |transaction, now| {
-            if let Some(key) = &new.idempotency_key {
-                if let Some(existing) =
+            if let Some(key) = &new.idempotency_key
+                && let Some(existing) =
                     self.entry_by_key(transaction, action, &new.provider, &new.account, key)?
-                {
-                    return if existing.request_hash == new.request_hash {
-                        Ok(Begin::Existing(existing))
-                    } else {
-                        Err(LedgerError::KeyReused { key: key.clone() })
-                    };
-                }
+            {
+                return if existing.request_hash == new.request_hash {
+                    Ok(Begin::Existing(existing))
+                } else {
+                    Err(LedgerError::KeyReused { key: key.clone() })
+                };
             }
             if self.entry_by_id(transaction, action, &new.id)?.is_some() {
                 return Err(LedgerError::DuplicateId { id: new.id.clone() });

@@ -878,7 +878,8 @@ fn money_columns_refuse_floating_point() {
             "UPDATE entries SET amount_minor_units = 4.5 WHERE id = 'gh_1'",
             [],
         );
-    assert!(update.is_err(), "a STRICT INTEGER column must refuse 4.5");
+    let error = update.expect_err("a STRICT INTEGER column must refuse 4.5");
+    assert!(error.to_string().contains("REAL"), "{error}");
 }
 
 #[test]
