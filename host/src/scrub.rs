@@ -16,10 +16,21 @@ pub struct Scrubber {
 
 impl Scrubber {
     pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
+        // A provider that echoes a request back shows the secret the way it was sent: raw, or
+        // form/percent-encoded. Each form is scrubbed.
         let mut secrets: Vec<String> = secrets
             .into_iter()
             .filter(|secret| secret.len() >= MIN_SCRUBBED_LENGTH)
+            .flat_map(|secret| {
+                let form = gatehouse_plugin_api::http::encode_form(&[("", &secret)])
+                    .trim_start_matches('=')
+                    .to_string();
+                let percent = form.replace('+', "%20");
+                [secret, form, percent]
+            })
             .collect();
+        secrets.sort();
+        secrets.dedup();
         // Longest first, so a secret containing another is replaced whole.
         secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
         Self { secrets }
@@ -59,5 +70,12 @@ mod tests {
             scrubber.text("bad hunter22-long and hunter22, tok"),
             "bad *** and ***, tok"
         );
+    }
+
+    #[test]
+    fn replaces_encoded_forms_too() {
+        let scrubber = Scrubber::new(["p&ss w=rd".to_string()]);
+        assert_eq!(scrubber.text("password=p%26ss+w%3Drd&x=1"), "password=***&x=1");
+        assert_eq!(scrubber.text("p%26ss%20w%3Drd"), "***");
     }
 }

@@ -162,6 +162,9 @@ impl FfiHttpResponse {
 }
 
 /// A step as the host sees it: state stays opaque text, outcome and error are typed.
+// A step lives for one exchange and is moved, never stored: boxing the larger variant would
+// add an allocation per step for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum HostStep {
     Send {

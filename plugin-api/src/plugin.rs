@@ -16,6 +16,9 @@ use crate::manifest::Manifest;
 use crate::outcome::Outcome;
 
 /// One step of a flow, as a plugin returns it.
+// A step lives for one exchange and is moved, never stored: boxing the larger variant would
+// add an allocation per step for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Step<S> {
     /// Send this request; the host calls [`Plugin::resume`] with the answer and `state`.
