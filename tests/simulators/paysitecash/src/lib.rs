@@ -53,6 +53,11 @@ pub const SCRIPTS: [&str; 6] = [
     "affiliates_month.php",
 ];
 
+/// The lower-case hex md5 of `password`: what the provider expects as `pass`.
+pub fn md5_hex(password: &str) -> String {
+    hex::encode(Md5::digest(password.as_bytes()))
+}
+
 /// What a test can read about the simulator (also served at `GET /_sim/state`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimState {
@@ -98,7 +103,7 @@ impl PaysiteCashSimulator {
     pub fn new(user: &str, password: &str) -> Self {
         Self {
             user: Arc::new(user.to_string()),
-            password_md5: Arc::new(hex::encode(Md5::digest(password.as_bytes()))),
+            password_md5: Arc::new(md5_hex(password)),
             inner: Arc::new(Mutex::new(Inner {
                 failed_logins: VecDeque::new(),
                 failed_logins_total: 0,
