@@ -30,6 +30,12 @@ pub struct AccountRuntime {
     limiter: DefaultDirectRateLimiter,
     pub concurrency: Semaphore,
     pause: Mutex<Option<Pause>>,
+    /// Whether the current credentials have been accepted by the provider at least once.
+    credentials_proven: std::sync::atomic::AtomicBool,
+    /// Held by the one flow allowed to run while the credentials are unproven: providers lock
+    /// accounts after a few failed logins, so with credentials that may be wrong, requests go
+    /// one at a time and the first refusal pauses all the others before they are sent.
+    probe: tokio::sync::Mutex<()>,
 }
 
 impl AccountRuntime {
@@ -41,6 +47,25 @@ impl AccountRuntime {
             concurrency: Semaphore::new(policy.max_concurrency.max(1)),
             policy,
             pause: Mutex::new(None),
+            credentials_proven: std::sync::atomic::AtomicBool::new(false),
+            probe: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn credentials_proven(&self) -> bool {
+        self.credentials_proven.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn mark_credentials_proven(&self) {
+        self.credentials_proven.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// While the credentials are unproven, waits for the single probe slot; afterwards, free.
+    pub async fn probe_slot(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if self.credentials_proven() {
+            None
+        } else {
+            Some(self.probe.lock().await)
         }
     }
 

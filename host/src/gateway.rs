@@ -278,6 +278,17 @@ impl Gateway {
                 until_unix: pause.until_unix,
             });
         }
+        // With credentials not yet accepted by the provider, flows run one at a time (see
+        // `AccountRuntime::probe_slot`); the pause is checked again once the slot is ours.
+        let probe = if operation == Operation::Webhook { None } else { runtime.probe_slot().await };
+        if let Some(pause) = runtime.paused() {
+            return Err(DispatchError::AccountPaused {
+                provider: request.provider.clone(),
+                account: request.account.clone(),
+                reason: pause.reason,
+                until_unix: pause.until_unix,
+            });
+        }
         let reference = if operation.moves_money() || operation == Operation::PaymentPage {
             Some(request.reference.clone().unwrap_or_else(new_reference))
         } else {
@@ -332,8 +343,14 @@ impl Gateway {
                 );
                 tracing::warn!(provider = %request.provider, account = %request.account, "account paused after a rate-limit answer");
             }
-            _ => {}
+            _ => {
+                // The provider answered without refusing the credentials.
+                if provider_requests > 0 && !matches!(result, Err(DispatchError::Provider(ref error)) if error.kind == ErrorKind::ProviderUnavailable) {
+                    runtime.mark_credentials_proven();
+                }
+            }
         }
+        drop(probe);
         result.map(|outcome| Dispatched {
             outcome,
             plugin_version: plugin.manifest.plugin_version.clone(),
@@ -470,6 +487,10 @@ impl Flow<'_> {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // A pause set by another flow while this one waited stops it before it sends.
+            if let Some(pause) = self.runtime.paused() {
+                return Err(TransportFailure::NotSent(format!("the account is paused: {}", pause.reason)));
+            }
             let started = Instant::now();
             let result = send_once(&self.gateway.inner.client, request, timeout, self.max_response_bytes).await;
             self.provider_requests += 1;

@@ -37,6 +37,58 @@ pub async fn prepare(folder: &Path, listen: &str) -> anyhow::Result<Sandbox> {
     );
     simulators.push(("paygateglobal", running));
 
+    let xsolla_credentials = gatehouse_sim_xsolla::Credentials::default();
+    let (xsolla, running) = gatehouse_sim_xsolla::XsollaSimulator::start(xsolla_credentials.clone()).await?;
+    let saved_account = xsolla.add_saved_account("player-1", "card", "Visa **** 1111");
+    let _ = writeln!(
+        accounts,
+        "# The simulator keeps one saved card (id {saved_account}) for user `player-1`.\n\
+         [providers.xsolla.accounts.main]\nbase_url = \"{}\"\n\
+         settings = {{ merchant_id = \"{}\", project_id = \"{}\", sandbox = \"true\", sandbox_paystation_url = \"{}/paystation4/\" }}\n\
+         secrets = {{ api_key = \"{}\", project_secret_key = \"{}\" }}\n",
+        running.base_url(),
+        xsolla_credentials.merchant_id,
+        xsolla_credentials.project_id,
+        running.base_url(),
+        xsolla_credentials.api_key,
+        xsolla_credentials.project_secret_key
+    );
+    simulators.push(("xsolla", running));
+
+    let (kolmisoft, running) = gatehouse_sim_kolmisoft::KolmisoftSimulator::start("sandbox-kolmisoft-secret", "admin").await?;
+    let today = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() as i64);
+    for (user_id, username, amount, currency) in [(2, "alice", "12.5000", "EUR"), (3, "bob", "100", "USD"), (2, "alice", "7.25", "EUR")] {
+        kolmisoft.add_payment(gatehouse_sim_kolmisoft::Payment::new(user_id, username, today - 60, amount, currency));
+    }
+    let _ = writeln!(
+        accounts,
+        "[providers.kolmisoft.accounts.main]\nbase_url = \"{}/billing\"\nsettings = {{ username = \"admin\" }}\nsecrets = {{ secret_key = \"sandbox-kolmisoft-secret\" }}\n",
+        running.base_url()
+    );
+    simulators.push(("kolmisoft", running));
+
+    let (_ccbill, running) = gatehouse_sim_ccbill::CcBillSimulator::start().await?;
+    let _ = writeln!(
+        accounts,
+        "[providers.ccbill.accounts.main]\nbase_url = \"{}\"\nsettings = {{ client_accnum = \"{}\", username = \"{}\", using_subacc = \"0000\" }}\nsecrets = {{ password = \"{}\" }}\n",
+        running.base_url(),
+        gatehouse_sim_ccbill::SEED_ACCNUM,
+        gatehouse_sim_ccbill::SEED_USERNAME,
+        gatehouse_sim_ccbill::SEED_PASSWORD
+    );
+    simulators.push(("ccbill", running));
+
+    let (_paysite, running) = gatehouse_sim_paysitecash::PaysiteCashSimulator::start("webmaster", "sandbox-paysite-password").await?;
+    let _ = writeln!(
+        accounts,
+        "# Paysite Cash locks an account after 3 failed logins in 5 minutes: keep its rate low.\n\
+         [providers.paysitecash.accounts.main]\nbase_url = \"{}\"\nrate_limit_per_minute = 30\nsettings = {{ user = \"webmaster\" }}\nsecrets = {{ password = \"sandbox-paysite-password\" }}\n",
+        gatehouse_sim_paysitecash::PaysiteCashSimulator::stats_base_url(&running)
+    );
+    simulators.push(("paysitecash", running));
+
     let config_path = folder.join("plugins.toml");
     let config = format!(
         "# Written by `gatehouse sandbox`: every provider points at a simulator on loopback.\n\

@@ -3,18 +3,18 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::time::Duration;
 
-use notify::RecursiveMode;
-use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
 use crate::config::Config;
 use crate::gateway::Gateway;
 
 /// Keeps the watch alive; dropping it stops watching.
 pub struct WatchHandle {
-    _plugins: notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>,
-    _config: Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>>,
+    _plugins: RecommendedWatcher,
+    _config: Option<RecommendedWatcher>,
 }
 
 /// The last configuration reload error, if the newest file was refused.
@@ -33,15 +33,24 @@ pub fn watch(gateway: &Gateway) -> notify::Result<WatchHandle> {
     let plugins_dir = gateway.registry().plugins_dir().to_path_buf();
 
     let scanner = gateway.clone();
-    let mut plugins = new_debouncer(debounce, move |result: DebounceEventResult| {
-        if result.is_ok() {
-            scanner.reload_plugins();
-        }
+    let plugins = debounced_watch(&plugins_dir, debounce, |_| true, move || {
+        scanner.reload_plugins();
     })?;
-    plugins.watcher().watch(&plugins_dir, RecursiveMode::NonRecursive)?;
 
     let config_watch = match config.source.clone() {
-        Some(path) => Some(watch_config(gateway.clone(), path, debounce)?),
+        Some(path) => {
+            // Editors replace files by renaming over them, which ends a watch on the file itself,
+            // so the folder is watched and events are filtered by name.
+            let folder = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            let file_name = path.file_name().map(|name| name.to_os_string());
+            let reloader = gateway.clone();
+            Some(debounced_watch(
+                &folder,
+                debounce,
+                move |changed: &Path| changed.file_name().map(|name| name.to_os_string()) == file_name,
+                move || reload_config(&reloader, &path),
+            )?)
+        }
         None => None,
     };
     Ok(WatchHandle {
@@ -50,27 +59,43 @@ pub fn watch(gateway: &Gateway) -> notify::Result<WatchHandle> {
     })
 }
 
-fn watch_config(
-    gateway: Gateway,
-    path: PathBuf,
+/// Watches `folder` (not recursively) and calls `on_change` once things have been quiet for
+/// `debounce` after a change to a path `relevant` accepts. Access events are ignored: the host
+/// reads the files it watches, and reacting to its own reads would loop forever.
+fn debounced_watch(
+    folder: &Path,
     debounce: Duration,
-) -> notify::Result<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>> {
-    // Editors replace files by renaming over them, which ends a watch on the file itself, so the
-    // folder is watched and events are filtered by name.
-    let folder = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let file_name = path.file_name().map(|name| name.to_os_string());
-    let mut debouncer = new_debouncer(debounce, move |result: DebounceEventResult| {
-        let Ok(events) = result else { return };
-        if !events
-            .iter()
-            .any(|event| event.path.file_name().map(|name| name.to_os_string()) == file_name)
-        {
+    relevant: impl Fn(&Path) -> bool + Send + 'static,
+    on_change: impl Fn() + Send + 'static,
+) -> notify::Result<RecommendedWatcher> {
+    let (changes, changed) = channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
+        let Ok(event) = result else { return };
+        if matches!(event.kind, EventKind::Access(_)) {
             return;
         }
-        reload_config(&gateway, &path);
+        if event.paths.iter().any(|path| relevant(path)) {
+            let _ = changes.send(());
+        }
     })?;
-    debouncer.watcher().watch(&folder, RecursiveMode::NonRecursive)?;
-    Ok(debouncer)
+    watcher.watch(folder, RecursiveMode::NonRecursive)?;
+    std::thread::Builder::new()
+        .name("gatehouse-watch".into())
+        .spawn(move || {
+            // Wait for a change, then for quiet, then act; stop when the watcher is dropped.
+            while changed.recv().is_ok() {
+                loop {
+                    match changed.recv_timeout(debounce) {
+                        Ok(()) => continue,
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                on_change();
+            }
+        })
+        .map_err(|error| notify::Error::generic(&error.to_string()))?;
+    Ok(watcher)
 }
 
 /// Reads the configuration again; a refused file leaves the previous configuration in force.

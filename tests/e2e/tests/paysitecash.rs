@@ -408,3 +408,34 @@ async fn the_password_and_its_md5_appear_in_no_answer_and_no_log() {
         assert!(!logs.contains(secret), "{secret} in the host's logs");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_with_a_wrong_password_never_reach_the_lockout() {
+    let (host, simulator, _running) = setup().await;
+    let host = std::sync::Arc::new(host);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let host = host.clone();
+        tasks.push(tokio::spawn(async move {
+            host.call("paysitecash", "wrong", report("webmasters", json!({})))
+                .await
+        }));
+    }
+    let mut authentication_errors = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Err(DispatchError::Provider(error)) if error.kind == ErrorKind::Authentication => {
+                authentication_errors += 1
+            }
+            Err(DispatchError::AccountPaused { .. }) => {}
+            other => panic!("unexpected answer: {other:?}"),
+        }
+    }
+    // Until the credentials have been accepted once, requests go one at a time: the first
+    // refusal pauses the account before any other request is sent.
+    assert_eq!(authentication_errors, 1);
+    let state = simulator.state();
+    assert!(state.failed_logins < 3, "{state:?}");
+    assert!(!state.locked, "{state:?}");
+    assert_eq!(simulator.call_count(), 1);
+}
