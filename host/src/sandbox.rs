@@ -46,7 +46,7 @@ pub async fn prepare(folder: &Path, listen: &str) -> anyhow::Result<Sandbox> {
          [providers.xsolla.accounts.main]\nbase_url = \"{}\"\n\
          settings = {{ merchant_id = \"{}\", project_id = \"{}\", sandbox = \"true\", sandbox_paystation_url = \"{}/paystation4/\" }}\n\
          secrets = {{ api_key = \"{}\", project_secret_key = \"{}\" }}\n",
-        running.base_url(),
+        gatehouse_sim_xsolla::XsollaSimulator::api_base_url(&running),
         xsolla_credentials.merchant_id,
         xsolla_credentials.project_id,
         running.base_url(),
