@@ -40,6 +40,8 @@ pub struct Config {
     pub api: ApiSettings,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSection>,
+    #[serde(default)]
+    pub webhooks: WebhookSettings,
     /// Where the file was read from; relative paths in it are relative to its folder.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -88,6 +90,18 @@ pub struct ApiSettings {
     /// Bearer keys accepted on every non-webhook route.
     #[serde(default)]
     pub keys: Vec<SecretValue>,
+}
+
+/// What the host does with verified webhook events besides storing them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Where each stored event is POSTed (at least once, in order, retried with backoff).
+    #[serde(default)]
+    pub forward_url: Option<String>,
+    /// Sent as `Authorization: Bearer <key>` with every forwarded event.
+    #[serde(default)]
+    pub forward_key: Option<SecretValue>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -283,6 +297,17 @@ impl Config {
                 }
             }
         }
+        if let Some(url) = &self.webhooks.forward_url {
+            let parsed = url::Url::parse(url)
+                .map_err(|error| invalid(0, format!("webhooks.forward_url `{url}` is not a URL: {error}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(invalid(0, "webhooks.forward_url must be http or https".into()));
+            }
+        }
+        if let Some(key) = &self.webhooks.forward_key {
+            key.resolve()
+                .map_err(|message| invalid(key.line(text), format!("webhooks.forward_key: {message}")))?;
+        }
         for key in &self.api.keys {
             key.resolve()
                 .map_err(|message| invalid(key.line(text), format!("api.keys: {message}")))?;
@@ -314,6 +339,7 @@ impl Config {
             },
             api: ApiSettings::default(),
             providers: BTreeMap::new(),
+            webhooks: WebhookSettings::default(),
             source: None,
         }
     }

@@ -21,6 +21,9 @@ pub async fn serve(
     let grace = Duration::from_millis(gateway.config().host.shutdown_grace_ms);
     let service = Service::new(gateway.clone(), ledger);
     let reconciler = service.spawn_reconciler(Duration::from_secs(60));
+    let mut cursor_file = gateway.config().host.ledger.clone().into_os_string();
+    cursor_file.push(".forwarded");
+    let forwarder = super::service::forward::spawn_forwarder(service.clone(), cursor_file.into());
     let router = api::router(service);
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let draining_gateway = gateway.clone();
@@ -36,12 +39,14 @@ pub async fn serve(
     tokio::select! {
         result = &mut server => {
             reconciler.abort();
+            forwarder.abort();
             return result.unwrap_or_else(|error| Err(std::io::Error::other(error.to_string())));
         }
         _ = stopped => {}
     }
     let finished = tokio::time::timeout(grace, &mut server).await;
     reconciler.abort();
+    forwarder.abort();
     match finished {
         Ok(result) => result.unwrap_or_else(|error| Err(std::io::Error::other(error.to_string()))),
         Err(_) => {

@@ -7,6 +7,7 @@
 //! provider again.
 
 pub mod api;
+pub mod forward;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

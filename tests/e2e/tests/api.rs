@@ -317,3 +317,67 @@ async fn the_embedding_example_compiles_and_runs() {
     assert!(stdout.contains("mounted API health: ok"), "{stdout}");
     assert!(stdout.contains("\"provider\":\"paygateglobal\""), "{stdout}");
 }
+
+#[tokio::test]
+async fn verified_events_are_forwarded_with_retries() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // The platform's receiver: refuses the first two deliveries, then accepts.
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let received: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(Vec::new()));
+    let receiver = axum::Router::new().route(
+        "/events",
+        axum::routing::post({
+            let (attempts, received) = (attempts.clone(), received.clone());
+            move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {
+                let (attempts, received) = (attempts.clone(), received.clone());
+                async move {
+                    assert_eq!(
+                        headers.get("authorization").and_then(|v| v.to_str().ok()),
+                        Some("Bearer forward-key-77")
+                    );
+                    if attempts.fetch_add(1, Ordering::SeqCst) < 2 {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    received.lock().expect("lock").push(body);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let platform = gatehouse_sim_common::serve(receiver).await.expect("receiver");
+
+    let (simulator, running) = PayGateSimulator::start(TOKEN).await.expect("simulator");
+    let api = ApiHost::start(
+        &["gatehouse-plugin-paygateglobal"],
+        &format!(
+            "[webhooks]\nforward_url = \"{}/events\"\nforward_key = \"forward-key-77\"\n\n[providers.paygateglobal.accounts.main]\nbase_url = \"{}\"\nsecrets = {{ auth_token = \"{TOKEN}\" }}\n",
+            platform.base_url(),
+            running.base_url()
+        ),
+    )
+    .await;
+    let (_, charge) = api.post(CHARGES, charge_body()).await;
+    let reference = charge["reference"].as_str().expect("reference").to_string();
+    simulator.settle(&reference, PAID).await;
+    let transaction = simulator.transaction(&reference).expect("transaction");
+    let callback = gatehouse_sim_paygateglobal::callback_body(&transaction);
+    let webhook = format!("{}/webhooks/paygateglobal/main", api.base_url);
+    api.client.post(&webhook).json(&callback).send().await.expect("callback");
+    api.client.post(&webhook).json(&callback).send().await.expect("replayed callback");
+
+    let mut delivered = Vec::new();
+    for _ in 0..100 {
+        delivered = received.lock().expect("lock").clone();
+        if !delivered.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let delivered_after = received.lock().expect("lock").clone();
+    assert_eq!(delivered_after.len(), 1, "one event, delivered once: {delivered_after:?}");
+    assert_eq!(delivered[0]["event"]["reference"], reference.as_str());
+    assert_eq!(delivered[0]["event"]["status"], "succeeded");
+    assert!(attempts.load(Ordering::SeqCst) >= 3, "delivered after two refusals");
+}
