@@ -225,6 +225,34 @@ impl Gateway {
         Ok(plugin)
     }
 
+    /// Checks, before anything is recorded or sent, that the account can take a command now:
+    /// configured correctly for its plugin, and not paused.
+    pub fn check_account(&self, provider: &str, account: &str, command: &Command) -> Result<(), DispatchError> {
+        let plugin = self.preflight(provider, account, command)?;
+        let config = self.inner.config.load();
+        let section = config.account(provider, account).ok_or_else(|| DispatchError::UnknownAccount {
+            provider: provider.to_string(),
+            account: account.to_string(),
+        })?;
+        let resolved = resolve_account(&plugin.manifest, account, section).map_err(|problems| {
+            DispatchError::AccountMisconfigured {
+                provider: provider.to_string(),
+                account: account.to_string(),
+                problems,
+            }
+        })?;
+        let runtime = self.inner.accounts.get(provider, account, &resolved.fingerprint, &section.policy());
+        if let Some(pause) = runtime.paused() {
+            return Err(DispatchError::AccountPaused {
+                provider: provider.to_string(),
+                account: account.to_string(),
+                reason: pause.reason,
+                until_unix: pause.until_unix,
+            });
+        }
+        Ok(())
+    }
+
     /// Dispatches a command and reports how it went.
     pub async fn dispatch_request(&self, request: DispatchRequest) -> Result<Dispatched, DispatchError> {
         if self.inner.shutting_down.load(Ordering::SeqCst) {
@@ -378,7 +406,14 @@ struct Flow<'a> {
 
 impl Flow<'_> {
     async fn run(mut self, inbound_body: Vec<u8>) -> (Result<Outcome, DispatchError>, u32) {
-        let result = self.drive(inbound_body).await;
+        let result = match self.drive(inbound_body).await {
+            // Once a money-moving request has been sent, no error is a definitive failure: the
+            // provider may have acted even if the plugin then failed to read its answer.
+            Err(DispatchError::Provider(error)) if self.operation.moves_money() && self.provider_requests > 0 => {
+                Ok(Outcome::unknown(self.scrubber.error(error)))
+            }
+            other => other,
+        };
         (result, self.provider_requests)
     }
 

@@ -58,13 +58,18 @@ enum Commands {
     },
     /// Settle unknown, pending and interrupted ledger entries through the providers' status
     /// operations now, and print what happened.
-    Reconcile,
+    Reconcile {
+        /// Entries still `sending` younger than this are left alone: a running server may have
+        /// them in flight. Use 0 when no server runs on this ledger.
+        #[arg(long, default_value_t = 600)]
+        sending_min_age_secs: u64,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Commands::Plugins { .. } | Commands::Call { .. } | Commands::Reconcile => "warn",
+        Commands::Plugins { .. } | Commands::Call { .. } | Commands::Reconcile { .. } => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -138,11 +143,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(config).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Commands::Reconcile => {
+        Commands::Reconcile { sending_min_age_secs } => {
             let ledger = open_ledger(&config)?;
             let gateway = Gateway::start(config).await;
             let service = gatehouse_host::service::Service::new(gateway, ledger);
-            let report = service.reconcile(10_000).await;
+            let report = service
+                .reconcile_with(10_000, std::time::Duration::from_secs(sending_min_age_secs))
+                .await;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

@@ -146,7 +146,12 @@ fn service_error(error: &ServiceError) -> Response {
         }),
         _ => None,
     };
-    api_error(status, error.code(), &error.to_string(), extra)
+    let code = match error {
+        // A replayed refusal answers with the code the first request got.
+        ServiceError::RecordedRefusal { code, .. } => code.as_str(),
+        other => other.code(),
+    };
+    api_error(status, code, &error.to_string(), extra)
 }
 
 async fn require_api_key(State(service): State<Service>, request: Request, next: Next) -> Response {

@@ -48,6 +48,10 @@ pub enum ServiceError {
     Ledger(String),
     #[error("the command with this idempotency key is still running; retry later")]
     InProgress,
+    /// The first request with this idempotency key was refused before anything was sent; a retry
+    /// gets the same answer.
+    #[error("{message}")]
+    RecordedRefusal { code: String, message: String },
 }
 
 impl From<LedgerError> for ServiceError {
@@ -67,6 +71,7 @@ impl ServiceError {
             Self::InvalidKey(_) => "invalid_request",
             Self::Ledger(_) => "ledger_error",
             Self::InProgress => "in_progress",
+            Self::RecordedRefusal { .. } => "recorded_refusal",
         }
     }
 
@@ -77,6 +82,14 @@ impl ServiceError {
             Self::InvalidKey(_) => 400,
             Self::Ledger(_) => 500,
             Self::InProgress => 409,
+            Self::RecordedRefusal { code, .. } => match code.as_str() {
+                "unknown_provider" | "unknown_account" => 404,
+                "not_supported" => 501,
+                "invalid_request" => 422,
+                "account_paused" | "rate_limited" => 429,
+                "shutting_down" => 503,
+                _ => 409,
+            },
         }
     }
 }
@@ -140,8 +153,9 @@ impl Service {
         if let Some(key) = &idempotency_key {
             validate_key(key)?;
         }
-        // Refuse what can be refused before anything is recorded or sent.
-        self.gateway.preflight(provider, account, &command)?;
+        // Refuse what can be refused before anything is recorded or sent, so that a refusal that
+        // may pass later (a paused account) does not bind the idempotency key.
+        self.gateway.check_account(provider, account, &command)?;
         let hash = request_hash(provider, account, &command);
         let begin = self.ledger.begin(NewEntry {
             id: new_reference(),
@@ -201,6 +215,12 @@ impl Service {
                 .get(&entry.id)?
                 .ok_or_else(|| ServiceError::Ledger(format!("entry {} vanished", entry.id)))?;
         }
+        if let (None, Some(refusal)) = (&entry.outcome, &entry.refusal) {
+            return Err(ServiceError::RecordedRefusal {
+                code: refusal.code.clone(),
+                message: refusal.message.clone(),
+            });
+        }
         let outcome = match (&entry.outcome, entry.state) {
             (Some(outcome), _) => outcome.clone(),
             // Left `sending` by a crash: it may have reached the provider. Reconciliation settles it.
@@ -229,7 +249,17 @@ impl Service {
     /// Settles `unknown`, `pending` and crash-interrupted entries through the provider's status
     /// operation, or flags them for an operator when the provider has none.
     pub async fn reconcile(&self, limit: usize) -> ReconcileReport {
+        self.reconcile_with(limit, Duration::ZERO).await
+    }
+
+    /// Like [`Service::reconcile`], but leaves alone entries still `sending` that are younger
+    /// than `sending_min_age`: run from another process than the server, this process cannot
+    /// see which dispatches the server still has in flight.
+    pub async fn reconcile_with(&self, limit: usize, sending_min_age: Duration) -> ReconcileReport {
         let mut report = ReconcileReport::default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs() as i64);
         let entries = match self.ledger.unresolved(limit) {
             Ok(entries) => entries,
             Err(error) => {
@@ -239,6 +269,12 @@ impl Service {
         };
         for entry in entries {
             if self.lock_in_flight().contains_key(&entry.id) {
+                continue;
+            }
+            if entry.state == EntryState::Sending
+                && now.saturating_sub(entry.created_at_unix) < sending_min_age.as_secs() as i64
+            {
+                report.still_open += 1;
                 continue;
             }
             report.examined += 1;

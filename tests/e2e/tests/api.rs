@@ -381,3 +381,33 @@ async fn verified_events_are_forwarded_with_retries() {
     assert_eq!(delivered[0]["event"]["status"], "succeeded");
     assert!(attempts.load(Ordering::SeqCst) >= 3, "delivered after two refusals");
 }
+
+#[tokio::test]
+async fn a_refusal_before_sending_does_not_bind_the_idempotency_key() {
+    let (simulator, running) = PayGateSimulator::start(TOKEN).await.expect("simulator");
+    drop(simulator);
+    let api = ApiHost::start(
+        &["gatehouse-plugin-paygateglobal"],
+        &format!(
+            "[providers.paygateglobal.accounts.main]\nbase_url = \"{}\"\nsecrets = {{ auth_token = \"wrong-token\" }}\n",
+            running.base_url()
+        ),
+    )
+    .await;
+    let key = [("Idempotency-Key", "order-pause-1")];
+    // The first charge meets a refused token: failed, and the account is paused.
+    let (status, _, first) = api.request(Method::POST, CHARGES, Some(charge_body()), &[("Idempotency-Key", "order-pause-0")]).await;
+    assert_eq!((status, first["status"].as_str()), (200, Some("failed")), "{first}");
+    // While paused, a new key is refused before anything is recorded...
+    let (status, _, paused) = api.request(Method::POST, CHARGES, Some(charge_body()), &key).await;
+    assert_eq!((status, paused["error"]["code"].as_str()), (429, Some("account_paused")), "{paused}");
+    let (_, ledger) = api.get("/v1/ledger").await;
+    assert_eq!(ledger["entries"].as_array().expect("entries").len(), 1, "only the first charge: {ledger}");
+    // ...so once the account is resumed, the same key is free to run.
+    let (status, _) = api.post("/v1/paygateglobal/main/resume", json!({})).await;
+    assert_eq!(status, 200);
+    let (status, _, retried) = api.request(Method::POST, CHARGES, Some(charge_body()), &key).await;
+    assert_eq!(status, 200, "{retried}");
+    assert_eq!(retried["replayed"], false);
+    assert_eq!(running.calls.count("/api/v1/pay"), 2);
+}

@@ -99,7 +99,7 @@ async fn sigkill_between_send_and_record_loses_nothing_and_doubles_nothing() {
     // Reconcile from the command line while the host is down: the provider has the payment,
     // pending; the entry leaves `sending`.
     let output = Command::new(gatehouse_binary())
-        .args(["--config", config.to_str().expect("utf-8"), "reconcile"])
+        .args(["--config", config.to_str().expect("utf-8"), "reconcile", "--sending-min-age-secs", "0"])
         .output()
         .expect("reconcile runs");
     let report: Value = serde_json::from_slice(&output.stdout).expect("reconcile prints JSON");

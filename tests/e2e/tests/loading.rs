@@ -209,6 +209,18 @@ async fn misbehaving_plugins_fail_their_own_request_only() {
     let text = format!("{leaked:?}");
     assert!(!text.contains("super-secret-key-123"), "{text}");
     assert!(text.contains("***"), "{text}");
+    // A panic after a money-moving request was sent: the provider may have acted, so the
+    // outcome is unknown (to be reconciled), never a failure.
+    let charge = host
+        .call(
+            "misbehaving",
+            "main",
+            json!({"operation": "charge", "amount": {"minor_units": 100, "currency": "USD"}}),
+        )
+        .await
+        .expect("an outcome, not an error");
+    assert_eq!(charge.status, OutcomeStatus::Unknown);
+    assert_eq!(charge.error.map(|error| error.kind), Some(ErrorKind::PluginFault));
     // Other requests, to this plugin and others, are served.
     let refund = host
         .call("misbehaving", "main", json!({"operation": "refund", "transaction_id": "1"}))
