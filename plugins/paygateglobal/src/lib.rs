@@ -358,8 +358,11 @@ fn finish_callback(
     amount_minor_units: i64,
     payment_method: Option<String>,
 ) -> Outcome {
-    let claimed = gatehouse_plugin_api::Money::new(amount_minor_units, transformers::xof());
     let confirmed = read_status(response);
+    let claimed = match transformers::xof() {
+        Ok(currency) => gatehouse_plugin_api::Money::new(amount_minor_units, currency),
+        Err(error) => return Outcome::failed(error),
+    };
     let (verified, status, error) = match &confirmed {
         Ok(outcome) => {
             let same_transaction = outcome.provider_reference.as_deref() == Some(tx_reference.as_str());

@@ -10,8 +10,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 /// PayGateGlobal amounts are whole FCFA: ISO 4217 `XOF`, exponent 0.
-pub fn xof() -> Currency {
-    Currency::from_code("XOF").expect("XOF is an ISO 4217 currency")
+pub fn xof() -> Result<Currency, ProviderError> {
+    Currency::from_code("XOF").map_err(|error| ProviderError::plugin_fault(error.to_string()))
 }
 
 /// The networks method 1 accepts (`network`), as the document spells them.
@@ -29,7 +29,7 @@ pub fn normalize_network(network: &str) -> Result<&'static str, ProviderError> {
 
 /// Checks an amount can be sent: XOF, whole, positive.
 pub fn amount_to_wire(amount: &Money) -> Result<i64, ProviderError> {
-    if amount.currency != xof() {
+    if amount.currency != xof()? {
         return Err(ProviderError::invalid_request(format!(
             "PayGateGlobal takes amounts in XOF (FCFA), not {}",
             amount.currency
@@ -138,7 +138,7 @@ fn status_code(value: &Value) -> Option<i64> {
 /// An amount in whole FCFA, written as a JSON number or string (`500`, `"500"`, `500.0`).
 pub fn amount_from_wire(raw: &RawValue) -> Result<Money, ProviderError> {
     let text = raw.get().trim().trim_matches('"');
-    Money::parse_decimal(text, xof()).map_err(|error| {
+    Money::parse_decimal(text, xof()?).map_err(|error| {
         ProviderError::malformed_response(format!("PayGateGlobal sent an unusable amount: {error}"))
     })
 }

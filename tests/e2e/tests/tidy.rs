@@ -1,0 +1,71 @@
+//! Tidy checks, run as ordinary tests so `cargo test` is the one gate.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+fn rust_files(folder: &Path, files: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(folder).expect("readable folder") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            rust_files(&path, files);
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            files.push(path);
+        }
+    }
+}
+
+/// The contract crate is what plugin authors build against alone: it must not pull in the host
+/// or anything else of this workspace.
+#[test]
+fn plugin_api_depends_on_no_workspace_crate() {
+    let manifest = std::fs::read_to_string(root().join("plugin-api/Cargo.toml")).expect("manifest");
+    let dependencies = manifest.split("[dependencies]").nth(1).expect("a dependencies table");
+    assert!(!dependencies.contains("path ="), "plugin-api must have no path dependencies");
+    assert!(
+        !dependencies.contains("gatehouse-"),
+        "plugin-api must not depend on another gatehouse crate"
+    );
+}
+
+/// A panic in a plugin becomes a plugin-fault error, but it is still a bug: plugin code (outside
+/// its tests) handles every input with errors. Lines marked `// tidy: allow-panic` carry a reason.
+#[test]
+fn plugin_code_does_not_unwrap() {
+    let mut offenders = Vec::new();
+    for entry in std::fs::read_dir(root().join("plugins")).expect("plugins") {
+        let source = entry.expect("entry").path().join("src");
+        if !source.is_dir() {
+            continue;
+        }
+        let mut files = Vec::new();
+        rust_files(&source, &mut files);
+        for file in files {
+            let relative = file.strip_prefix(&source).unwrap_or(&file).to_string_lossy().into_owned();
+            if relative.starts_with("tests/") || relative.contains("/tests/") || relative.ends_with("tests.rs") {
+                continue;
+            }
+            let contents = std::fs::read_to_string(&file).expect("source");
+            // Stop at an in-file test module.
+            let code = contents.split("#[cfg(test)]").next().unwrap_or("");
+            for (number, line) in code.lines().enumerate() {
+                let trimmed = line.trim_start();
+                if trimmed.starts_with("//") || line.contains("tidy: allow-panic") {
+                    continue;
+                }
+                if [".unwrap()", ".expect(", "panic!(", "unimplemented!(", "todo!("]
+                    .iter()
+                    .any(|pattern| line.contains(pattern))
+                {
+                    offenders.push(format!("{}:{}: {}", file.display(), number + 1, trimmed));
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "plugin code that can panic:\n{}", offenders.join("\n"));
+}
