@@ -21,19 +21,35 @@ use gatehouse_host::{Config, Gateway};
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let plugins_dir = args.next().unwrap_or_else(|| "target/plugins".into());
-    let paygate_url = args.next().unwrap_or_else(|| "https://paygateglobal.com".into());
-    let paygate_token = args.next().unwrap_or_else(|| "${PAYGATEGLOBAL_AUTH_TOKEN}".into());
+    let paygate_url = args
+        .next()
+        .unwrap_or_else(|| "https://paygateglobal.com".into());
+    let paygate_token = args
+        .next()
+        .unwrap_or_else(|| "${PAYGATEGLOBAL_AUTH_TOKEN}".into());
 
     // 1. Configuration as a struct, checked like a file.
     let config = Config::builder(&plugins_dir)
         .api_key("platform-internal-key")
-        .account("paygateglobal", "main", &paygate_url, &[], &[("auth_token", &paygate_token)])
+        .account(
+            "paygateglobal",
+            "main",
+            &paygate_url,
+            &[],
+            &[("auth_token", &paygate_token)],
+        )
         .build()?;
     let gateway = Gateway::start(config).await;
 
     // 2. Dispatch a normalized command directly, as a library.
     let outcome = gateway
-        .dispatch("paygateglobal", "main", Command::Balance { extra: Default::default() })
+        .dispatch(
+            "paygateglobal",
+            "main",
+            Command::Balance {
+                extra: Default::default(),
+            },
+        )
         .await?;
     println!("balance outcome: {}", serde_json::to_string(&outcome)?);
 
@@ -48,7 +64,12 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let client = reqwest::Client::new();
-    let health = client.get(format!("http://{address}/payments/healthz")).send().await?.text().await?;
+    let health = client
+        .get(format!("http://{address}/payments/healthz"))
+        .send()
+        .await?
+        .text()
+        .await?;
     let plugins = client
         .get(format!("http://{address}/payments/v1/plugins"))
         .bearer_auth("platform-internal-key")

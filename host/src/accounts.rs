@@ -53,11 +53,13 @@ impl AccountRuntime {
     }
 
     pub fn credentials_proven(&self) -> bool {
-        self.credentials_proven.load(std::sync::atomic::Ordering::Acquire)
+        self.credentials_proven
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn mark_credentials_proven(&self) {
-        self.credentials_proven.store(true, std::sync::atomic::Ordering::Release);
+        self.credentials_proven
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// While the credentials are unproven, waits for the single probe slot; afterwards, free.
@@ -71,8 +73,14 @@ impl AccountRuntime {
 
     /// The current pause, if one is in force.
     pub fn paused(&self) -> Option<Pause> {
-        let mut pause = self.pause.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if pause.as_ref().is_some_and(|pause| pause.until <= Instant::now()) {
+        let mut pause = self
+            .pause
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if pause
+            .as_ref()
+            .is_some_and(|pause| pause.until <= Instant::now())
+        {
             *pause = None;
         }
         pause.clone()
@@ -83,7 +91,10 @@ impl AccountRuntime {
             .checked_add(duration)
             .and_then(|until| until.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map_or(u64::MAX, |since| since.as_secs());
-        *self.pause.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Pause {
+        *self
+            .pause
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Pause {
             reason,
             until_unix,
             until: Instant::now() + duration,
@@ -125,13 +136,23 @@ pub struct AccountRuntimes {
 impl AccountRuntimes {
     /// The runtime for an account with this fingerprint, replacing one made for an older
     /// configuration of the same account.
-    pub fn get(&self, provider: &str, account: &str, fingerprint: &str, policy: &AccountPolicy) -> Arc<AccountRuntime> {
-        let mut runtimes = self.runtimes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    pub fn get(
+        &self,
+        provider: &str,
+        account: &str,
+        fingerprint: &str,
+        policy: &AccountPolicy,
+    ) -> Arc<AccountRuntime> {
+        let mut runtimes = self
+            .runtimes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let key = (provider.to_string(), account.to_string());
         match runtimes.get(&key) {
             Some(runtime) if runtime.fingerprint == fingerprint => runtime.clone(),
             _ => {
-                let runtime = Arc::new(AccountRuntime::new(fingerprint.to_string(), policy.clone()));
+                let runtime =
+                    Arc::new(AccountRuntime::new(fingerprint.to_string(), policy.clone()));
                 runtimes.insert(key, runtime.clone());
                 runtime
             }

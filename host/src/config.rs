@@ -205,8 +205,12 @@ pub struct SecretValue(Spanned<SecretRef>);
 pub enum SecretRef {
     /// `"${ENV_VAR}"`, or an inline value (allowed for sandbox configurations; warned about).
     Text(String),
-    Env { env: String },
-    File { file: String },
+    Env {
+        env: String,
+    },
+    File {
+        file: String,
+    },
 }
 
 impl fmt::Debug for SecretValue {
@@ -243,9 +247,7 @@ impl Config {
     /// Parses configuration text; `path` is used for messages and to resolve relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|error| {
-            let line = error
-                .span()
-                .map_or(0, |span| line_of(text, span.start));
+            let line = error.span().map_or(0, |span| line_of(text, span.start));
             ConfigError::Invalid {
                 path: path.to_path_buf(),
                 line,
@@ -274,20 +276,32 @@ impl Config {
             for (account, settings) in &section.accounts {
                 let name = format!("providers.{provider}.accounts.{account}");
                 if !is_identifier(account) {
-                    return Err(invalid(0, format!("account name `{account}` must be letters, digits, `-` or `_`")));
+                    return Err(invalid(
+                        0,
+                        format!("account name `{account}` must be letters, digits, `-` or `_`"),
+                    ));
                 }
                 if let Some(base_url) = &settings.base_url {
-                    let parsed = url::Url::parse(base_url)
-                        .map_err(|error| invalid(0, format!("{name}.base_url `{base_url}` is not a URL: {error}")))?;
+                    let parsed = url::Url::parse(base_url).map_err(|error| {
+                        invalid(
+                            0,
+                            format!("{name}.base_url `{base_url}` is not a URL: {error}"),
+                        )
+                    })?;
                     if !matches!(parsed.scheme(), "http" | "https") {
                         return Err(invalid(0, format!("{name}.base_url must be http or https")));
                     }
                 }
                 let policy = settings.policy();
-                if policy.timeout_ms == 0 || policy.rate_limit_per_minute == 0 || policy.max_concurrency == 0 {
+                if policy.timeout_ms == 0
+                    || policy.rate_limit_per_minute == 0
+                    || policy.max_concurrency == 0
+                {
                     return Err(invalid(
                         0,
-                        format!("{name}: timeout_ms, rate_limit_per_minute and max_concurrency must be positive"),
+                        format!(
+                            "{name}: timeout_ms, rate_limit_per_minute and max_concurrency must be positive"
+                        ),
                     ));
                 }
                 for (key, value) in &settings.secrets {
@@ -298,15 +312,23 @@ impl Config {
             }
         }
         if let Some(url) = &self.webhooks.forward_url {
-            let parsed = url::Url::parse(url)
-                .map_err(|error| invalid(0, format!("webhooks.forward_url `{url}` is not a URL: {error}")))?;
+            let parsed = url::Url::parse(url).map_err(|error| {
+                invalid(
+                    0,
+                    format!("webhooks.forward_url `{url}` is not a URL: {error}"),
+                )
+            })?;
             if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(invalid(0, "webhooks.forward_url must be http or https".into()));
+                return Err(invalid(
+                    0,
+                    "webhooks.forward_url must be http or https".into(),
+                ));
             }
         }
         if let Some(key) = &self.webhooks.forward_key {
-            key.resolve()
-                .map_err(|message| invalid(key.line(text), format!("webhooks.forward_key: {message}")))?;
+            key.resolve().map_err(|message| {
+                invalid(key.line(text), format!("webhooks.forward_key: {message}"))
+            })?;
         }
         for key in &self.api.keys {
             key.resolve()
@@ -355,7 +377,8 @@ pub struct ConfigBuilder {
 impl ConfigBuilder {
     /// A bearer key for the HTTP API (an `"${ENV_VAR}"` reference or the key itself).
     pub fn api_key(mut self, key: &str) -> Self {
-        self.text.push_str(&format!("[api]\nkeys = [{}]\n\n", toml_string(key)));
+        self.text
+            .push_str(&format!("[api]\nkeys = [{}]\n\n", toml_string(key)));
         self
     }
 
@@ -450,7 +473,8 @@ fn from_env(variable: &str) -> Result<ResolvedSecret, String> {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset).map_or(0, |before| before.matches('\n').count() + 1)
+    text.get(..offset)
+        .map_or(0, |before| before.matches('\n').count() + 1)
 }
 
 fn is_identifier(name: &str) -> bool {
@@ -491,12 +515,16 @@ secrets = { auth_token = "${GATEHOUSE_TEST_TOKEN_A}" }
         let secret = account.secrets["auth_token"].resolve().expect("resolves");
         assert_eq!(secret.value.expose(), "tok-123");
         assert!(!secret.inline);
-        assert_eq!(format!("{:?}", account.secrets["auth_token"]), "${GATEHOUSE_TEST_TOKEN_A}");
+        assert_eq!(
+            format!("{:?}", account.secrets["auth_token"]),
+            "${GATEHOUSE_TEST_TOKEN_A}"
+        );
     }
 
     #[test]
     fn errors_name_file_line_and_key() {
-        let error = parse("[host]\nplugins_dir = \"p\"\nplugin_dir = \"typo\"\n").expect_err("unknown key");
+        let error =
+            parse("[host]\nplugins_dir = \"p\"\nplugin_dir = \"typo\"\n").expect_err("unknown key");
         let text = error.to_string();
         assert!(text.starts_with("/etc/gatehouse/plugins.toml:3:"), "{text}");
         assert!(text.contains("plugin_dir"), "{text}");
@@ -507,10 +535,14 @@ secrets = { auth_token = "${GATEHOUSE_TEST_TOKEN_A}" }
         .expect_err("unset variable");
         let text = error.to_string();
         assert!(text.contains(":2:"), "{text}");
-        assert!(text.contains("providers.x.accounts.a.secrets.key"), "{text}");
+        assert!(
+            text.contains("providers.x.accounts.a.secrets.key"),
+            "{text}"
+        );
         assert!(text.contains("GATEHOUSE_TEST_UNSET_VARIABLE"), "{text}");
 
-        let error = parse("[providers.x.accounts.a]\nbase_url = \"ftp://h\"\n").expect_err("scheme");
+        let error =
+            parse("[providers.x.accounts.a]\nbase_url = \"ftp://h\"\n").expect_err("scheme");
         assert!(error.to_string().contains("http or https"));
 
         let error = parse("[providers.x.accounts.a]\ntimeout_ms = \"soon\"\n").expect_err("type");
@@ -519,7 +551,8 @@ secrets = { auth_token = "${GATEHOUSE_TEST_TOKEN_A}" }
 
     #[test]
     fn inline_secrets_never_print() {
-        let config = parse("[providers.x.accounts.a]\nsecrets = { key = \"hunter2\" }\n").expect("valid");
+        let config =
+            parse("[providers.x.accounts.a]\nsecrets = { key = \"hunter2\" }\n").expect("valid");
         let printed = format!("{config:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
     }

@@ -10,7 +10,10 @@ pub enum DispatchError {
     #[error("provider `{provider}` has no account `{account}` in the configuration")]
     UnknownAccount { provider: String, account: String },
     #[error("provider `{provider}` does not support `{operation}`")]
-    NotSupported { provider: String, operation: Operation },
+    NotSupported {
+        provider: String,
+        operation: Operation,
+    },
     #[error("invalid command: {message}")]
     InvalidCommand { message: String },
     #[error("account `{provider}/{account}` is misconfigured: {}", problems.join("; "))]
@@ -26,7 +29,9 @@ pub enum DispatchError {
         reason: String,
         until_unix: u64,
     },
-    #[error("account `{provider}/{account}` allows {per_minute} requests a minute; the next slot is {wait_ms} ms away")]
+    #[error(
+        "account `{provider}/{account}` allows {per_minute} requests a minute; the next slot is {wait_ms} ms away"
+    )]
     RateLimited {
         provider: String,
         account: String,

@@ -80,7 +80,10 @@ impl Gateway {
     /// A gateway for `config`. Plugins are not loaded yet: call [`Gateway::reload_plugins`]
     /// (blocking) or [`Gateway::start`].
     pub fn new(config: Config) -> Self {
-        let registry = Registry::new(config.host.plugins_dir.clone(), config.host.max_loaded_libraries);
+        let registry = Registry::new(
+            config.host.plugins_dir.clone(),
+            config.host.max_loaded_libraries,
+        );
         Self {
             inner: Arc::new(GatewayInner {
                 config: ArcSwap::from_pointee(config),
@@ -89,7 +92,9 @@ impl Gateway {
                 accounts: AccountRuntimes::default(),
                 metrics: Metrics::default(),
                 plugin_pool: PluginPool::new(
-                    std::thread::available_parallelism().map_or(2, |cores| cores.get()).clamp(2, 16),
+                    std::thread::available_parallelism()
+                        .map_or(2, |cores| cores.get())
+                        .clamp(2, 16),
                 ),
                 shutting_down: AtomicBool::new(false),
             }),
@@ -127,10 +132,14 @@ impl Gateway {
         for event in &events {
             match event {
                 ScanEvent::Loaded { provider, .. } => {
-                    self.inner.metrics.increment("gatehouse_plugin_reloads_total", &[("provider", provider)]);
+                    self.inner
+                        .metrics
+                        .increment("gatehouse_plugin_reloads_total", &[("provider", provider)]);
                 }
                 ScanEvent::Failed { file, .. } => {
-                    let file = file.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+                    let file = file
+                        .file_name()
+                        .map_or_else(String::new, |name| name.to_string_lossy().into_owned());
                     self.inner
                         .metrics
                         .increment("gatehouse_plugin_load_failures_total", &[("file", &file)]);
@@ -160,21 +169,31 @@ impl Gateway {
     }
 
     /// Dispatches `command` to `provider`'s `account`.
-    pub async fn dispatch(&self, provider: &str, account: &str, command: Command) -> Result<Outcome, DispatchError> {
+    pub async fn dispatch(
+        &self,
+        provider: &str,
+        account: &str,
+        command: Command,
+    ) -> Result<Outcome, DispatchError> {
         self.dispatch_request(DispatchRequest::new(provider, account, command))
             .await
             .map(|dispatched| dispatched.outcome)
     }
 
     /// Checks what can be checked before any I/O: provider, account, operation, extra fields.
-    pub fn preflight(&self, provider: &str, account: &str, command: &Command) -> Result<Arc<LoadedPlugin>, DispatchError> {
-        let plugin = self
-            .inner
-            .registry
-            .get(provider)
-            .ok_or_else(|| DispatchError::UnknownProvider {
-                provider: provider.to_string(),
-            })?;
+    pub fn preflight(
+        &self,
+        provider: &str,
+        account: &str,
+        command: &Command,
+    ) -> Result<Arc<LoadedPlugin>, DispatchError> {
+        let plugin =
+            self.inner
+                .registry
+                .get(provider)
+                .ok_or_else(|| DispatchError::UnknownProvider {
+                    provider: provider.to_string(),
+                })?;
         let operation = command.operation();
         if !plugin.manifest.supports(operation) {
             return Err(DispatchError::NotSupported {
@@ -182,7 +201,13 @@ impl Gateway {
                 operation,
             });
         }
-        if self.inner.config.load().account(provider, account).is_none() {
+        if self
+            .inner
+            .config
+            .load()
+            .account(provider, account)
+            .is_none()
+        {
             return Err(DispatchError::UnknownAccount {
                 provider: provider.to_string(),
                 account: account.to_string(),
@@ -200,11 +225,20 @@ impl Gateway {
                 return Err(DispatchError::InvalidCommand {
                     message: format!(
                         "extra.{unknown} is not a field of `{provider}` `{operation}` (known: {})",
-                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 });
             }
-            for field in plugin.manifest.extra_fields.iter().filter(|field| field.operation == operation && field.required) {
+            for field in plugin
+                .manifest
+                .extra_fields
+                .iter()
+                .filter(|field| field.operation == operation && field.required)
+            {
                 if !extra.contains_key(&field.name) {
                     return Err(DispatchError::InvalidCommand {
                         message: format!("extra.{} is required: {}", field.name, field.description),
@@ -227,13 +261,21 @@ impl Gateway {
 
     /// Checks, before anything is recorded or sent, that the account can take a command now:
     /// configured correctly for its plugin, and not paused.
-    pub fn check_account(&self, provider: &str, account: &str, command: &Command) -> Result<(), DispatchError> {
+    pub fn check_account(
+        &self,
+        provider: &str,
+        account: &str,
+        command: &Command,
+    ) -> Result<(), DispatchError> {
         let plugin = self.preflight(provider, account, command)?;
         let config = self.inner.config.load();
-        let section = config.account(provider, account).ok_or_else(|| DispatchError::UnknownAccount {
-            provider: provider.to_string(),
-            account: account.to_string(),
-        })?;
+        let section =
+            config
+                .account(provider, account)
+                .ok_or_else(|| DispatchError::UnknownAccount {
+                    provider: provider.to_string(),
+                    account: account.to_string(),
+                })?;
         let resolved = resolve_account(&plugin.manifest, account, section).map_err(|problems| {
             DispatchError::AccountMisconfigured {
                 provider: provider.to_string(),
@@ -241,7 +283,10 @@ impl Gateway {
                 problems,
             }
         })?;
-        let runtime = self.inner.accounts.get(provider, account, &resolved.fingerprint, &section.policy());
+        let runtime =
+            self.inner
+                .accounts
+                .get(provider, account, &resolved.fingerprint, &section.policy());
         if let Some(pause) = runtime.paused() {
             return Err(DispatchError::AccountPaused {
                 provider: provider.to_string(),
@@ -254,13 +299,21 @@ impl Gateway {
     }
 
     /// Dispatches a command and reports how it went.
-    pub async fn dispatch_request(&self, request: DispatchRequest) -> Result<Dispatched, DispatchError> {
+    pub async fn dispatch_request(
+        &self,
+        request: DispatchRequest,
+    ) -> Result<Dispatched, DispatchError> {
         if self.inner.shutting_down.load(Ordering::SeqCst) {
             return Err(DispatchError::ShuttingDown);
         }
         let operation = request.command.operation();
-        let labels = [("provider", request.provider.as_str()), ("operation", operation.as_str())];
-        self.inner.metrics.increment("gatehouse_requests_total", &labels);
+        let labels = [
+            ("provider", request.provider.as_str()),
+            ("operation", operation.as_str()),
+        ];
+        self.inner
+            .metrics
+            .increment("gatehouse_requests_total", &labels);
         let result = self.dispatch_checked(request.clone(), operation).await;
         let (status, code) = match &result {
             Ok(dispatched) => (dispatched.outcome.status.as_str(), "none"),
@@ -268,12 +321,21 @@ impl Gateway {
         };
         self.inner.metrics.increment(
             "gatehouse_outcomes_total",
-            &[("provider", &request.provider), ("operation", operation.as_str()), ("status", status), ("error", code)],
+            &[
+                ("provider", &request.provider),
+                ("operation", operation.as_str()),
+                ("status", status),
+                ("error", code),
+            ],
         );
         result
     }
 
-    async fn dispatch_checked(&self, request: DispatchRequest, operation: Operation) -> Result<Dispatched, DispatchError> {
+    async fn dispatch_checked(
+        &self,
+        request: DispatchRequest,
+        operation: Operation,
+    ) -> Result<Dispatched, DispatchError> {
         let plugin = self.preflight(&request.provider, &request.account, &request.command)?;
         let config = self.inner.config.load_full();
         let section = config
@@ -294,10 +356,10 @@ impl Gateway {
             }
         })?;
         let policy = section.policy();
-        let runtime = self
-            .inner
-            .accounts
-            .get(&request.provider, &request.account, &fingerprint, &policy);
+        let runtime =
+            self.inner
+                .accounts
+                .get(&request.provider, &request.account, &fingerprint, &policy);
         if let Some(pause) = runtime.paused() {
             return Err(DispatchError::AccountPaused {
                 provider: request.provider.clone(),
@@ -308,7 +370,11 @@ impl Gateway {
         }
         // With credentials not yet accepted by the provider, flows run one at a time (see
         // `AccountRuntime::probe_slot`); the pause is checked again once the slot is ours.
-        let probe = if operation == Operation::Webhook { None } else { runtime.probe_slot().await };
+        let probe = if operation == Operation::Webhook {
+            None
+        } else {
+            runtime.probe_slot().await
+        };
         if let Some(pause) = runtime.paused() {
             return Err(DispatchError::AccountPaused {
                 provider: request.provider.clone(),
@@ -373,7 +439,9 @@ impl Gateway {
             }
             _ => {
                 // The provider answered without refusing the credentials.
-                if provider_requests > 0 && !matches!(result, Err(DispatchError::Provider(ref error)) if error.kind == ErrorKind::ProviderUnavailable) {
+                if provider_requests > 0
+                    && !matches!(result, Err(DispatchError::Provider(ref error)) if error.kind == ErrorKind::ProviderUnavailable)
+                {
                     runtime.mark_credentials_proven();
                 }
             }
@@ -409,7 +477,9 @@ impl Flow<'_> {
         let result = match self.drive(inbound_body).await {
             // Once a money-moving request has been sent, no error is a definitive failure: the
             // provider may have acted even if the plugin then failed to read its answer.
-            Err(DispatchError::Provider(error)) if self.operation.moves_money() && self.provider_requests > 0 => {
+            Err(DispatchError::Provider(error))
+                if self.operation.moves_money() && self.provider_requests > 0 =>
+            {
                 Ok(Outcome::unknown(self.scrubber.error(error)))
             }
             other => other,
@@ -462,10 +532,12 @@ impl Flow<'_> {
                     "gatehouse_plugin_calls_over_budget_total",
                     &[("provider", self.provider)],
                 );
-                Err(DispatchError::Provider(ProviderError::plugin_fault(format!(
-                    "the plugin did not answer within its {} ms budget",
-                    self.budget.as_millis()
-                ))))
+                Err(DispatchError::Provider(ProviderError::plugin_fault(
+                    format!(
+                        "the plugin did not answer within its {} ms budget",
+                        self.budget.as_millis()
+                    ),
+                )))
             }
         }
     }
@@ -481,7 +553,10 @@ impl Flow<'_> {
         }
     }
 
-    fn finish_after_transport_failure(&self, failure: TransportFailure) -> Result<Outcome, DispatchError> {
+    fn finish_after_transport_failure(
+        &self,
+        failure: TransportFailure,
+    ) -> Result<Outcome, DispatchError> {
         let kind = match failure {
             TransportFailure::TooLarge { .. } => ErrorKind::MalformedResponse,
             _ => ErrorKind::ProviderUnavailable,
@@ -524,10 +599,19 @@ impl Flow<'_> {
             attempt += 1;
             // A pause set by another flow while this one waited stops it before it sends.
             if let Some(pause) = self.runtime.paused() {
-                return Err(TransportFailure::NotSent(format!("the account is paused: {}", pause.reason)));
+                return Err(TransportFailure::NotSent(format!(
+                    "the account is paused: {}",
+                    pause.reason
+                )));
             }
             let started = Instant::now();
-            let result = send_once(&self.gateway.inner.client, request, timeout, self.max_response_bytes).await;
+            let result = send_once(
+                &self.gateway.inner.client,
+                request,
+                timeout,
+                self.max_response_bytes,
+            )
+            .await;
             self.provider_requests += 1;
             let elapsed = started.elapsed();
             let status_label = match &result {
@@ -537,7 +621,11 @@ impl Flow<'_> {
                 Err(TransportFailure::TooLarge { .. }) => "too_large".into(),
             };
             let metrics = &self.gateway.inner.metrics;
-            metrics.observe("gatehouse_provider_latency_seconds", &[("provider", self.provider)], elapsed);
+            metrics.observe(
+                "gatehouse_provider_latency_seconds",
+                &[("provider", self.provider)],
+                elapsed,
+            );
             metrics.increment(
                 "gatehouse_provider_requests_total",
                 &[("provider", self.provider), ("status", &status_label)],
@@ -570,7 +658,9 @@ impl Flow<'_> {
 fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX))
+        .map_or(0, |since| {
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+        })
 }
 
 /// A fresh host-made reference: `gh_` and 32 hex digits of a random UUID.

@@ -26,15 +26,15 @@ pub mod metrics;
 pub mod plugin_pool;
 pub mod registry;
 pub mod resolve;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
 pub mod scrub;
 pub mod server;
 pub mod service;
-#[cfg(feature = "sandbox")]
-pub mod sandbox;
 pub mod transport;
 pub mod watcher;
 
 pub use config::Config;
 pub use error::DispatchError;
-pub use gateway::{DispatchRequest, Dispatched, Gateway};
 pub use gatehouse_plugin_api as plugin_api;
+pub use gateway::{DispatchRequest, Dispatched, Gateway};

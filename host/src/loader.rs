@@ -22,7 +22,11 @@ pub enum LoadError {
     #[error(
         "{file}: refused: {what} is writable by other users (mode {mode:o}); loading code from it would hand the host to whoever can write there"
     )]
-    InsecurePermissions { file: String, what: String, mode: u32 },
+    InsecurePermissions {
+        file: String,
+        what: String,
+        mode: u32,
+    },
     #[error("{file}: not a loadable library: {message}")]
     NotALibrary { file: String, message: String },
     #[error("{file}: not a Gatehouse plugin: it exports no abi_stable root module")]
@@ -76,14 +80,26 @@ impl std::fmt::Debug for LoadedPlugin {
 impl LoadedPlugin {
     /// Starts a flow. The plugin's entry point catches its own panics.
     pub fn start(&self, invocation_json: &str, inbound_body: &[u8]) -> HostStep {
-        (self.module.start())(RStr::from_str(invocation_json), RSlice::from_slice(inbound_body))
-            .into_host_step()
+        (self.module.start())(
+            RStr::from_str(invocation_json),
+            RSlice::from_slice(inbound_body),
+        )
+        .into_host_step()
     }
 
     /// Continues a flow with the provider's answer.
-    pub fn resume(&self, invocation_json: &str, state: &str, response: &FfiHttpResponse) -> HostStep {
-        (self.module.resume())(RStr::from_str(invocation_json), RStr::from_str(state), response)
-            .into_host_step()
+    pub fn resume(
+        &self,
+        invocation_json: &str,
+        state: &str,
+        response: &FfiHttpResponse,
+    ) -> HostStep {
+        (self.module.resume())(
+            RStr::from_str(invocation_json),
+            RStr::from_str(state),
+            response,
+        )
+        .into_host_step()
     }
 }
 
@@ -109,9 +125,10 @@ pub fn load_plugin(file: &Path, bytes: &[u8], copy_dir: &Path) -> Result<LoadedP
         file: name.clone(),
         message: format!("cannot create {}: {error}", copy_dir.display()),
     })?;
-    let stem = file
-        .file_stem()
-        .map_or_else(|| "plugin".into(), |stem| stem.to_string_lossy().into_owned());
+    let stem = file.file_stem().map_or_else(
+        || "plugin".into(),
+        |stem| stem.to_string_lossy().into_owned(),
+    );
     let copy = copy_dir.join(format!(
         "{stem}-{generation}-{}.{}",
         &sha256[..12],
@@ -153,7 +170,11 @@ fn open_and_check(name: &str, copy: &Path) -> Result<(PluginModuleRef, String), 
     })?;
     // The contract version is compared by this host's rules (see plugin-api's crate docs)
     // instead of abi_stable's, which would refuse an older plugin of the same 0.MINOR.
-    let plugin_version = header.root_mod_consts().version_strings().version.to_string();
+    let plugin_version = header
+        .root_mod_consts()
+        .version_strings()
+        .version
+        .to_string();
     if !contract_compatible(CONTRACT_VERSION, &plugin_version) {
         return Err(LoadError::ContractVersion {
             file: name.to_string(),
@@ -183,18 +204,22 @@ fn open_and_check(name: &str, copy: &Path) -> Result<(PluginModuleRef, String), 
 }
 
 fn read_manifest(name: &str, module: PluginModuleRef) -> Result<Manifest, LoadError> {
-    let json = (module.manifest())().into_result().map_err(|message| LoadError::Manifest {
-        file: name.to_string(),
-        message: bounded(&message),
-    })?;
+    let json = (module.manifest())()
+        .into_result()
+        .map_err(|message| LoadError::Manifest {
+            file: name.to_string(),
+            message: bounded(&message),
+        })?;
     let manifest: Manifest = serde_json::from_str(&json).map_err(|error| LoadError::Manifest {
         file: name.to_string(),
         message: format!("not a readable manifest: {error}"),
     })?;
-    manifest.validate().map_err(|problems| LoadError::Manifest {
-        file: name.to_string(),
-        message: problems.join("; "),
-    })?;
+    manifest
+        .validate()
+        .map_err(|problems| LoadError::Manifest {
+            file: name.to_string(),
+            message: problems.join("; "),
+        })?;
     Ok(manifest)
 }
 
@@ -207,7 +232,8 @@ fn check_object_file(name: &str, bytes: &[u8]) -> Result<(), LoadError> {
         file: name.to_string(),
         message,
     };
-    let parsed = object::File::parse(bytes).map_err(|error| not_a_library(format!("not a complete object file: {error}")))?;
+    let parsed = object::File::parse(bytes)
+        .map_err(|error| not_a_library(format!("not a complete object file: {error}")))?;
     let length = bytes.len() as u64;
     for segment in parsed.segments() {
         let (offset, size) = segment.file_range();
@@ -219,7 +245,10 @@ fn check_object_file(name: &str, bytes: &[u8]) -> Result<(), LoadError> {
         }
     }
     if parsed.kind() != object::ObjectKind::Dynamic {
-        return Err(not_a_library(format!("it is a {:?} object, not a shared library", parsed.kind())));
+        return Err(not_a_library(format!(
+            "it is a {:?} object, not a shared library",
+            parsed.kind()
+        )));
     }
     Ok(())
 }

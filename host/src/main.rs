@@ -10,10 +10,19 @@ use gatehouse_host::{Config, DispatchError, DispatchRequest, Gateway};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
-#[command(name = "gatehouse", version, about = "A host for payment-provider plugins")]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "A host for payment-provider plugins"
+)]
 struct Cli {
     /// The configuration file.
-    #[arg(long, global = true, env = "GATEHOUSE_CONFIG", default_value = "plugins.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "GATEHOUSE_CONFIG",
+        default_value = "plugins.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Commands,
@@ -80,7 +89,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("gatehouse: cannot start the runtime: {error}");
@@ -116,7 +128,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             reference,
         } => {
             let mut fields: Value = serde_json::from_str(&json).context("--json is not JSON")?;
-            let object = fields.as_object_mut().context("--json must be a JSON object")?;
+            let object = fields
+                .as_object_mut()
+                .context("--json must be a JSON object")?;
             object.insert("operation".into(), Value::String(operation.clone()));
             let command: PluginCommand = serde_json::from_value(fields)
                 .with_context(|| format!("not a valid `{operation}` command"))?;
@@ -143,7 +157,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(config).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Commands::Reconcile { sending_min_age_secs } => {
+        Commands::Reconcile {
+            sending_min_age_secs,
+        } => {
             let ledger = open_ledger(&config)?;
             let gateway = Gateway::start(config).await;
             let service = gatehouse_host::service::Service::new(gateway, ledger);
@@ -151,14 +167,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .reconcile_with(10_000, std::time::Duration::from_secs(sending_min_age_secs))
                 .await;
             println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         #[cfg(feature = "sandbox")]
         Commands::Sandbox { .. } => unreachable!("handled before the configuration is read"),
     }
 }
 
-fn open_ledger(config: &Config) -> anyhow::Result<std::sync::Arc<dyn gatehouse_host::ledger::Ledger>> {
+fn open_ledger(
+    config: &Config,
+) -> anyhow::Result<std::sync::Arc<dyn gatehouse_host::ledger::Ledger>> {
     let ledger = gatehouse_host::ledger::SqliteLedger::open(&config.host.ledger)
         .with_context(|| format!("cannot open the ledger {}", config.host.ledger.display()))?;
     Ok(std::sync::Arc::new(ledger))
@@ -168,13 +190,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.host.listen.clone();
     let ledger = open_ledger(&config)?;
     let gateway = Gateway::start(config).await;
-    let _watch = gatehouse_host::watcher::watch(&gateway).context("cannot watch the plugins folder")?;
+    let _watch =
+        gatehouse_host::watcher::watch(&gateway).context("cannot watch the plugins folder")?;
     print_plugins(&gateway, false)?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "serving the API");
-    gatehouse_host::server::serve(gateway, ledger, listener, gatehouse_host::server::shutdown_signal()).await?;
+    gatehouse_host::server::serve(
+        gateway,
+        ledger,
+        listener,
+        gatehouse_host::server::shutdown_signal(),
+    )
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -187,9 +216,18 @@ async fn sandbox(folder: &std::path::Path, listen: &str) -> anyhow::Result<ExitC
     for (provider, simulator) in &sandbox.simulators {
         println!("  simulator {provider:<14} {}", simulator.base_url());
     }
-    println!("  plugins installed: {}", sandbox.installed_plugins.join(", "));
-    println!("  API: http://{listen}  (Authorization: Bearer {})", gatehouse_host::sandbox::SANDBOX_API_KEY);
-    println!("  try: curl -s -H 'Authorization: Bearer {}' http://{listen}/v1/plugins", gatehouse_host::sandbox::SANDBOX_API_KEY);
+    println!(
+        "  plugins installed: {}",
+        sandbox.installed_plugins.join(", ")
+    );
+    println!(
+        "  API: http://{listen}  (Authorization: Bearer {})",
+        gatehouse_host::sandbox::SANDBOX_API_KEY
+    );
+    println!(
+        "  try: curl -s -H 'Authorization: Bearer {}' http://{listen}/v1/plugins",
+        gatehouse_host::sandbox::SANDBOX_API_KEY
+    );
     serve(config).await?;
     drop(sandbox);
     Ok(ExitCode::SUCCESS)
@@ -227,7 +265,10 @@ fn print_plugins(gateway: &Gateway, as_json: bool) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    println!("plugins folder: {}", gateway.registry().plugins_dir().display());
+    println!(
+        "plugins folder: {}",
+        gateway.registry().plugins_dir().display()
+    );
     if statuses.is_empty() {
         println!("no plugin loaded");
     }
@@ -246,7 +287,10 @@ fn print_plugins(gateway: &Gateway, as_json: bool) -> anyhow::Result<()> {
         println!("load error: {}", failure.error);
     }
     for (provider, account, pause) in &pauses {
-        println!("paused: {provider}/{account} until {} — {}", pause.until_unix, pause.reason);
+        println!(
+            "paused: {provider}/{account} until {} — {}",
+            pause.until_unix, pause.reason
+        );
     }
     Ok(())
 }

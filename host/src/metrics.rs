@@ -7,7 +7,8 @@ use std::time::Duration;
 
 /// Upper bounds of the latency histogram buckets, in microseconds (rendered in seconds).
 const LATENCY_BUCKETS: [u64; 12] = [
-    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 5_000_000,
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    5_000_000,
 ];
 
 type Labels = Vec<(&'static str, String)>;
@@ -38,7 +39,10 @@ impl Metrics {
 
     pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], elapsed: Duration) {
         let key = (name, own(labels));
-        let mut histograms = self.histograms.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut histograms = self
+            .histograms
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let histogram = histograms.entry(key).or_default();
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         for (index, bound) in LATENCY_BUCKETS.iter().enumerate() {
@@ -63,7 +67,10 @@ impl Metrics {
     /// Everything, in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters = self.counters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let counters = self
+            .counters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut last_name = "";
         for ((name, labels), value) in counters.iter() {
             if *name != last_name {
@@ -73,7 +80,10 @@ impl Metrics {
             let _ = writeln!(out, "{name}{} {value}", render_labels(labels, None));
         }
         drop(counters);
-        let histograms = self.histograms.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let histograms = self
+            .histograms
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         last_name = "";
         for ((name, labels), histogram) in histograms.iter() {
             if *name != last_name {
@@ -88,7 +98,12 @@ impl Metrics {
                     histogram.buckets[index]
                 );
             }
-            let _ = writeln!(out, "{name}_bucket{} {}", render_labels(labels, Some("+Inf")), histogram.count);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{} {}",
+                render_labels(labels, Some("+Inf")),
+                histogram.count
+            );
             let _ = writeln!(
                 out,
                 "{name}_sum{} {}.{:06}",
@@ -96,7 +111,12 @@ impl Metrics {
                 histogram.sum_micros / 1_000_000,
                 histogram.sum_micros % 1_000_000
             );
-            let _ = writeln!(out, "{name}_count{} {}", render_labels(labels, None), histogram.count);
+            let _ = writeln!(
+                out,
+                "{name}_count{} {}",
+                render_labels(labels, None),
+                histogram.count
+            );
         }
         out
     }
@@ -109,12 +129,17 @@ fn seconds_text(micros: u64) -> String {
     if fraction == 0 {
         whole.to_string()
     } else {
-        format!("{whole}.{fraction:06}").trim_end_matches('0').to_string()
+        format!("{whole}.{fraction:06}")
+            .trim_end_matches('0')
+            .to_string()
     }
 }
 
 fn own(labels: &[(&'static str, &str)]) -> Labels {
-    labels.iter().map(|(key, value)| (*key, value.to_string())).collect()
+    labels
+        .iter()
+        .map(|(key, value)| (*key, value.to_string()))
+        .collect()
 }
 
 fn render_labels(labels: &Labels, le: Option<&str>) -> String {
@@ -133,5 +158,8 @@ fn render_labels(labels: &Labels, le: Option<&str>) -> String {
 }
 
 fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -80,7 +80,8 @@ struct ScanState {
 
 impl Registry {
     pub fn new(plugins_dir: PathBuf, max_loaded_libraries: usize) -> Self {
-        let copy_dir = std::env::temp_dir().join(format!("gatehouse-plugins-{}", std::process::id()));
+        let copy_dir =
+            std::env::temp_dir().join(format!("gatehouse-plugins-{}", std::process::id()));
         Self {
             plugins_dir,
             copy_dir,
@@ -140,7 +141,9 @@ impl Registry {
         for file in removed {
             if let Some(record) = state.files.remove(&file)
                 && let Some(provider) = record.provider
-                && active.get(&provider).is_some_and(|plugin| plugin.file == file)
+                && active
+                    .get(&provider)
+                    .is_some_and(|plugin| plugin.file == file)
             {
                 active.remove(&provider);
                 events.push(ScanEvent::Retired { provider, file });
@@ -157,10 +160,17 @@ impl Registry {
                 }
             };
             let sha256 = sha256_hex(&bytes);
-            if state.files.get(&file).is_some_and(|record| record.sha256 == sha256) {
+            if state
+                .files
+                .get(&file)
+                .is_some_and(|record| record.sha256 == sha256)
+            {
                 continue;
             }
-            let previous_provider = state.files.get(&file).and_then(|record| record.provider.clone());
+            let previous_provider = state
+                .files
+                .get(&file)
+                .and_then(|record| record.provider.clone());
             let outcome = if state.libraries_loaded >= self.max_loaded_libraries {
                 Err(LoadError::TooManyLibraries {
                     file: file.display().to_string(),
@@ -216,9 +226,11 @@ impl Registry {
                     });
                 }
                 Err(error) => {
-                    let still_serving = previous_provider
-                        .clone()
-                        .filter(|provider| active.get(provider).is_some_and(|plugin| plugin.file == file));
+                    let still_serving = previous_provider.clone().filter(|provider| {
+                        active
+                            .get(provider)
+                            .is_some_and(|plugin| plugin.file == file)
+                    });
                     state.files.insert(
                         file.clone(),
                         FileRecord {
@@ -285,7 +297,9 @@ impl Registry {
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, ScanState> {
         // A panic while scanning leaves nothing half-updated that matters: recover the state.
-        self.scan_state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.scan_state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -315,12 +329,16 @@ fn log_event(event: &ScanEvent) {
             version,
             file,
             replaced,
-        } => tracing::info!(%provider, %version, file = %file.display(), replaced = ?replaced, "plugin loaded"),
+        } => {
+            tracing::info!(%provider, %version, file = %file.display(), replaced = ?replaced, "plugin loaded")
+        }
         ScanEvent::Failed {
             file,
             error,
             still_serving,
-        } => tracing::error!(file = %file.display(), %error, still_serving = ?still_serving, "plugin refused"),
+        } => {
+            tracing::error!(file = %file.display(), %error, still_serving = ?still_serving, "plugin refused")
+        }
         ScanEvent::Retired { provider, file } => {
             tracing::info!(%provider, file = %file.display(), "plugin retired")
         }

@@ -67,7 +67,10 @@ pub fn resolve_account(
     for key in manifest.config_keys.iter().filter(|key| key.required) {
         if !settings.contains_key(&key.name) && !secrets.contains_key(&key.name) {
             let table = if key.secret { "secrets" } else { "settings" };
-            problems.push(format!("{table}.{} is required: {}", key.name, key.description));
+            problems.push(format!(
+                "{table}.{} is required: {}",
+                key.name, key.description
+            ));
         }
     }
     if !problems.is_empty() {

@@ -29,7 +29,8 @@ pub async fn prepare(folder: &Path, listen: &str) -> anyhow::Result<Sandbox> {
     let mut simulators = Vec::new();
     let mut accounts = String::new();
 
-    let (_paygate, running) = gatehouse_sim_paygateglobal::PayGateSimulator::start("sandbox-paygate-token").await?;
+    let (_paygate, running) =
+        gatehouse_sim_paygateglobal::PayGateSimulator::start("sandbox-paygate-token").await?;
     let _ = writeln!(
         accounts,
         "[providers.paygateglobal.accounts.main]\nbase_url = \"{}\"\nsecrets = {{ auth_token = \"sandbox-paygate-token\" }}\n",
@@ -38,7 +39,8 @@ pub async fn prepare(folder: &Path, listen: &str) -> anyhow::Result<Sandbox> {
     simulators.push(("paygateglobal", running));
 
     let xsolla_credentials = gatehouse_sim_xsolla::Credentials::default();
-    let (xsolla, running) = gatehouse_sim_xsolla::XsollaSimulator::start(xsolla_credentials.clone()).await?;
+    let (xsolla, running) =
+        gatehouse_sim_xsolla::XsollaSimulator::start(xsolla_credentials.clone()).await?;
     let saved_account = xsolla.add_saved_account("player-1", "card", "Visa **** 1111");
     let _ = writeln!(
         accounts,
@@ -55,12 +57,24 @@ pub async fn prepare(folder: &Path, listen: &str) -> anyhow::Result<Sandbox> {
     );
     simulators.push(("xsolla", running));
 
-    let (kolmisoft, running) = gatehouse_sim_kolmisoft::KolmisoftSimulator::start("sandbox-kolmisoft-secret", "admin").await?;
+    let (kolmisoft, running) =
+        gatehouse_sim_kolmisoft::KolmisoftSimulator::start("sandbox-kolmisoft-secret", "admin")
+            .await?;
     let today = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_secs() as i64);
-    for (user_id, username, amount, currency) in [(2, "alice", "12.5000", "EUR"), (3, "bob", "100", "USD"), (2, "alice", "7.25", "EUR")] {
-        kolmisoft.add_payment(gatehouse_sim_kolmisoft::Payment::new(user_id, username, today - 60, amount, currency));
+    for (user_id, username, amount, currency) in [
+        (2, "alice", "12.5000", "EUR"),
+        (3, "bob", "100", "USD"),
+        (2, "alice", "7.25", "EUR"),
+    ] {
+        kolmisoft.add_payment(gatehouse_sim_kolmisoft::Payment::new(
+            user_id,
+            username,
+            today - 60,
+            amount,
+            currency,
+        ));
     }
     let _ = writeln!(
         accounts,
@@ -80,7 +94,11 @@ pub async fn prepare(folder: &Path, listen: &str) -> anyhow::Result<Sandbox> {
     );
     simulators.push(("ccbill", running));
 
-    let (_paysite, running) = gatehouse_sim_paysitecash::PaysiteCashSimulator::start("webmaster", "sandbox-paysite-password").await?;
+    let (_paysite, running) = gatehouse_sim_paysitecash::PaysiteCashSimulator::start(
+        "webmaster",
+        "sandbox-paysite-password",
+    )
+    .await?;
     let _ = writeln!(
         accounts,
         "# Paysite Cash locks an account after 3 failed logins in 5 minutes: keep its rate low.\n\
@@ -113,13 +131,23 @@ fn install_built_plugins(plugins_dir: &Path) -> anyhow::Result<Vec<String>> {
     let mut installed = Vec::new();
     for entry in std::fs::read_dir(&build_dir)? {
         let path = entry?.path();
-        let Some(name) = path.file_name().and_then(|name| name.to_str()) else { continue };
-        let Some(rest) = name.strip_prefix(&prefix) else { continue };
-        let Some(provider) = rest.strip_suffix(std::env::consts::DLL_SUFFIX) else { continue };
+        let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(provider) = rest.strip_suffix(std::env::consts::DLL_SUFFIX) else {
+            continue;
+        };
         if provider == "template" {
             continue;
         }
-        let file = format!("{}{provider}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+        let file = format!(
+            "{}{provider}{}",
+            std::env::consts::DLL_PREFIX,
+            std::env::consts::DLL_SUFFIX
+        );
         let temporary = plugins_dir.join(format!(".{file}.tmp"));
         std::fs::copy(&path, &temporary)?;
         std::fs::rename(&temporary, plugins_dir.join(&file))?;

@@ -65,7 +65,11 @@ mod tests {
 
     #[test]
     fn replaces_every_known_secret() {
-        let scrubber = Scrubber::new(["hunter22".to_string(), "tok".to_string(), "hunter22-long".to_string()]);
+        let scrubber = Scrubber::new([
+            "hunter22".to_string(),
+            "tok".to_string(),
+            "hunter22-long".to_string(),
+        ]);
         assert_eq!(
             scrubber.text("bad hunter22-long and hunter22, tok"),
             "bad *** and ***, tok"
@@ -75,7 +79,10 @@ mod tests {
     #[test]
     fn replaces_encoded_forms_too() {
         let scrubber = Scrubber::new(["p&ss w=rd".to_string()]);
-        assert_eq!(scrubber.text("password=p%26ss+w%3Drd&x=1"), "password=***&x=1");
+        assert_eq!(
+            scrubber.text("password=p%26ss+w%3Drd&x=1"),
+            "password=***&x=1"
+        );
         assert_eq!(scrubber.text("p%26ss%20w%3Drd"), "***");
     }
 }

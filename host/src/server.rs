@@ -50,7 +50,10 @@ pub async fn serve(
     match finished {
         Ok(result) => result.unwrap_or_else(|error| Err(std::io::Error::other(error.to_string()))),
         Err(_) => {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; abandoning unfinished requests");
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "grace period over; abandoning unfinished requests"
+            );
             server.abort();
             Ok(())
         }
@@ -61,13 +64,14 @@ pub async fn serve(
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = terminate.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

@@ -121,9 +121,10 @@ pub fn loggable_url(url: &str) -> String {
             "{}://{}{}",
             parsed.scheme(),
             parsed.host_str().unwrap_or(""),
-            parsed
-                .port()
-                .map_or_else(|| parsed.path().to_string(), |port| format!(":{port}{}", parsed.path()))
+            parsed.port().map_or_else(
+                || parsed.path().to_string(),
+                |port| format!(":{port}{}", parsed.path())
+            )
         ),
         Err(_) => "<invalid url>".into(),
     }
@@ -149,8 +150,14 @@ mod tests {
 
     #[test]
     fn origins() {
-        assert!(same_origin("http://127.0.0.1:9/api?x=1", "http://127.0.0.1:9"));
-        assert!(same_origin("https://h.example/a", "https://h.example:443/base"));
+        assert!(same_origin(
+            "http://127.0.0.1:9/api?x=1",
+            "http://127.0.0.1:9"
+        ));
+        assert!(same_origin(
+            "https://h.example/a",
+            "https://h.example:443/base"
+        ));
         assert!(!same_origin("http://evil.example/", "http://h.example"));
         assert!(!same_origin("http://h.example:81/", "http://h.example"));
         assert!(!same_origin("file:///etc/passwd", "http://h.example"));

@@ -22,7 +22,10 @@ static CONFIG_ERROR: Mutex<Option<String>> = Mutex::new(None);
 
 /// The error that kept the newest `plugins.toml` from taking effect, if any.
 pub fn config_error() -> Option<String> {
-    CONFIG_ERROR.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    CONFIG_ERROR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
 }
 
 /// Starts watching. Changes are debounced (`host.reload_debounce_ms`), then the plugins folder is
@@ -33,21 +36,30 @@ pub fn watch(gateway: &Gateway) -> notify::Result<WatchHandle> {
     let plugins_dir = gateway.registry().plugins_dir().to_path_buf();
 
     let scanner = gateway.clone();
-    let plugins = debounced_watch(&plugins_dir, debounce, |_| true, move || {
-        scanner.reload_plugins();
-    })?;
+    let plugins = debounced_watch(
+        &plugins_dir,
+        debounce,
+        |_| true,
+        move || {
+            scanner.reload_plugins();
+        },
+    )?;
 
     let config_watch = match config.source.clone() {
         Some(path) => {
             // Editors replace files by renaming over them, which ends a watch on the file itself,
             // so the folder is watched and events are filtered by name.
-            let folder = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            let folder = path
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
             let file_name = path.file_name().map(|name| name.to_os_string());
             let reloader = gateway.clone();
             Some(debounced_watch(
                 &folder,
                 debounce,
-                move |changed: &Path| changed.file_name().map(|name| name.to_os_string()) == file_name,
+                move |changed: &Path| {
+                    changed.file_name().map(|name| name.to_os_string()) == file_name
+                },
                 move || reload_config(&reloader, &path),
             )?)
         }
@@ -102,19 +114,28 @@ fn debounced_watch(
 pub fn reload_config(gateway: &Gateway, path: &Path) {
     match Config::load(path) {
         Ok(new_config) => {
-            let plugins_dir_changed = new_config.host.plugins_dir != gateway.config().host.plugins_dir;
+            let plugins_dir_changed =
+                new_config.host.plugins_dir != gateway.config().host.plugins_dir;
             gateway.set_config(new_config);
-            *CONFIG_ERROR.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
-            gateway.metrics().increment("gatehouse_config_reloads_total", &[("result", "applied")]);
+            *CONFIG_ERROR
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+            gateway
+                .metrics()
+                .increment("gatehouse_config_reloads_total", &[("result", "applied")]);
             tracing::info!(file = %path.display(), "configuration reloaded");
             if plugins_dir_changed {
                 tracing::warn!("host.plugins_dir changed: it takes effect at the next restart");
             }
         }
         Err(error) => {
-            gateway.metrics().increment("gatehouse_config_reloads_total", &[("result", "refused")]);
+            gateway
+                .metrics()
+                .increment("gatehouse_config_reloads_total", &[("result", "refused")]);
             tracing::error!(%error, "configuration refused; the previous one stays in force");
-            *CONFIG_ERROR.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(error.to_string());
+            *CONFIG_ERROR
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(error.to_string());
         }
     }
 }

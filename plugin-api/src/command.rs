@@ -64,7 +64,9 @@ impl Operation {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|operation| operation.as_str() == text)
+        Self::ALL
+            .into_iter()
+            .find(|operation| operation.as_str() == text)
     }
 
     /// Whether the operation moves money: such commands are written to the ledger before they

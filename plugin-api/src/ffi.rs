@@ -72,11 +72,8 @@ pub struct PluginModule {
     pub start: extern "C" fn(invocation: RStr<'_>, inbound_body: RSlice<'_, u8>) -> FfiStep,
     /// Continues a flow with the answer to the request the last step asked for.
     #[sabi(last_prefix_field)]
-    pub resume: extern "C" fn(
-        invocation: RStr<'_>,
-        state: RStr<'_>,
-        response: &FfiHttpResponse,
-    ) -> FfiStep,
+    pub resume:
+        extern "C" fn(invocation: RStr<'_>, state: RStr<'_>, response: &FfiHttpResponse) -> FfiStep,
 }
 
 impl RootModule for PluginModuleRef {
@@ -99,7 +96,11 @@ impl From<HttpRequest> for FfiHttpRequest {
             body: request.body.into(),
             timeout_ms: request.timeout_ms.unwrap_or(0),
             retry_safe: request.retry_safe,
-            sensitive_headers: request.sensitive_headers.into_iter().map(RString::from).collect(),
+            sensitive_headers: request
+                .sensitive_headers
+                .into_iter()
+                .map(RString::from)
+                .collect(),
         }
     }
 }
@@ -167,10 +168,7 @@ impl FfiHttpResponse {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum HostStep {
-    Send {
-        request: HttpRequest,
-        state: String,
-    },
+    Send { request: HttpRequest, state: String },
     Done(Outcome),
     Failed(ProviderError),
 }

@@ -129,13 +129,24 @@ impl Manifest {
         }
         let mut key_names = BTreeSet::new();
         for key in &self.config_keys {
-            if key.name.is_empty() || !key.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                problems.push(format!("config key `{}` must be letters, digits or `_`", key.name));
+            if key.name.is_empty()
+                || !key
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                problems.push(format!(
+                    "config key `{}` must be letters, digits or `_`",
+                    key.name
+                ));
             }
             if !key_names.insert(key.name.as_str()) {
                 problems.push(format!("config key `{}` is declared twice", key.name));
             }
-            if matches!(key.name.as_str(), "base_url" | "timeout_ms" | "rate_limit_per_second" | "max_concurrency") {
+            if matches!(
+                key.name.as_str(),
+                "base_url" | "timeout_ms" | "rate_limit_per_second" | "max_concurrency"
+            ) {
                 problems.push(format!(
                     "config key `{}` is reserved for the host's account policy",
                     key.name
@@ -153,7 +164,11 @@ impl Manifest {
         if self.supports(Operation::Report) && self.reports.is_empty() {
             problems.push("the plugin supports `report` but lists no report names".into());
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 }
 

@@ -223,7 +223,9 @@ mod tests {
             Money::parse_decimal("0.001", currency("USD")),
             Err(MoneyError::TooManyDecimals { .. })
         ));
-        for garbage in ["", "1e5", "1,000", "abc", "1.2.3", "--1", ".", "NaN", "1 000"] {
+        for garbage in [
+            "", "1e5", "1,000", "abc", "1.2.3", "--1", ".", "NaN", "1 000",
+        ] {
             assert!(
                 Money::parse_decimal(garbage, currency("USD")).is_err(),
                 "{garbage:?}"
@@ -237,7 +239,11 @@ mod tests {
 
     #[test]
     fn round_trips_through_decimal_strings() {
-        for (minor, code, text) in [(1495, "USD", "14.95"), (300, "XOF", "300"), (5, "KWD", "0.005")] {
+        for (minor, code, text) in [
+            (1495, "USD", "14.95"),
+            (300, "XOF", "300"),
+            (5, "KWD", "0.005"),
+        ] {
             let money = Money::new(minor, currency(code));
             assert_eq!(money.to_decimal_string(), text);
             assert_eq!(Money::parse_decimal(text, currency(code)), Ok(money));
@@ -246,8 +252,14 @@ mod tests {
 
     #[test]
     fn refuses_unknown_and_unitless_currencies() {
-        assert!(matches!(Currency::from_code("ABC"), Err(MoneyError::UnknownCurrency(_))));
-        assert!(matches!(Currency::from_code("usd"), Err(MoneyError::UnknownCurrency(_))));
+        assert!(matches!(
+            Currency::from_code("ABC"),
+            Err(MoneyError::UnknownCurrency(_))
+        ));
+        assert!(matches!(
+            Currency::from_code("usd"),
+            Err(MoneyError::UnknownCurrency(_))
+        ));
         assert!(matches!(
             Currency::from_code("XAU"),
             Err(MoneyError::CurrencyWithoutMinorUnits(_))

@@ -61,8 +61,11 @@ pub trait Plugin: 'static {
     fn start(invocation: &Invocation, inbound_body: &[u8]) -> Step<Self::State>;
 
     /// Continues the flow with the answer to the last request.
-    fn resume(invocation: &Invocation, state: Self::State, response: &HttpResponse)
-    -> Step<Self::State>;
+    fn resume(
+        invocation: &Invocation,
+        state: Self::State,
+        response: &HttpResponse,
+    ) -> Step<Self::State>;
 }
 
 /// Builds the root module for a plugin type. Called by [`export_plugin!`](crate::export_plugin).
@@ -86,11 +89,16 @@ pub extern "C" fn ffi_manifest<P: Plugin>() -> RResult<RString, RString> {
     match catch_unwind(|| serde_json::to_string(&P::manifest())) {
         Ok(Ok(json)) => RResult::ROk(json.into()),
         Ok(Err(error)) => RResult::RErr(format!("manifest is not serializable: {error}").into()),
-        Err(panic) => RResult::RErr(format!("manifest() panicked: {}", panic_message(&*panic)).into()),
+        Err(panic) => {
+            RResult::RErr(format!("manifest() panicked: {}", panic_message(&*panic)).into())
+        }
     }
 }
 
-pub extern "C" fn ffi_start<P: Plugin>(invocation: RStr<'_>, inbound_body: RSlice<'_, u8>) -> FfiStep {
+pub extern "C" fn ffi_start<P: Plugin>(
+    invocation: RStr<'_>,
+    inbound_body: RSlice<'_, u8>,
+) -> FfiStep {
     guarded("start", || {
         let invocation = read_invocation(invocation.as_str())?;
         Ok(P::start(&invocation, inbound_body.as_slice()))
@@ -105,7 +113,9 @@ pub extern "C" fn ffi_resume<P: Plugin>(
     guarded("resume", || {
         let invocation = read_invocation(invocation.as_str())?;
         let state: P::State = serde_json::from_str(state.as_str()).map_err(|error| {
-            ProviderError::plugin_fault(format!("flow state handed back by the host is unreadable: {error}"))
+            ProviderError::plugin_fault(format!(
+                "flow state handed back by the host is unreadable: {error}"
+            ))
         })?;
         Ok(P::resume(&invocation, state, &response.to_response()))
     })
@@ -145,7 +155,9 @@ fn step_to_ffi<S: Serialize>(step: Step<S>) -> FfiStep {
             ))),
         },
         Step::Done(outcome) => match serde_json::to_string(&outcome) {
-            Ok(json) => FfiStep::Done { outcome: json.into() },
+            Ok(json) => FfiStep::Done {
+                outcome: json.into(),
+            },
             Err(error) => failed(&ProviderError::plugin_fault(format!(
                 "outcome is not serializable: {error}"
             ))),
@@ -191,9 +203,13 @@ macro_rules! export_plugin {
         #[doc(hidden)]
         #[allow(non_upper_case_globals)]
         #[unsafe(no_mangle)]
-        pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::__private::abi_stable::library::LibHeader = {
-            pub extern "C" fn erased_module() -> $crate::__private::abi_stable::library::RootModuleResult {
-                $crate::__private::abi_stable::library::__call_root_module_loader(__gatehouse_root_module)
+        pub static _1as_0lib_1header_0root_bmodule_bloader:
+            $crate::__private::abi_stable::library::LibHeader = {
+            pub extern "C" fn erased_module()
+            -> $crate::__private::abi_stable::library::RootModuleResult {
+                $crate::__private::abi_stable::library::__call_root_module_loader(
+                    __gatehouse_root_module,
+                )
             }
             unsafe {
                 $crate::__private::abi_stable::library::LibHeader::from_constructor::<

@@ -51,7 +51,12 @@ impl FlowRun {
 
     /// The only request sent; panics unless exactly one was.
     pub fn single_request(&self) -> &HttpRequest {
-        assert_eq!(self.requests.len(), 1, "expected exactly one request: {:?}", self.requests);
+        assert_eq!(
+            self.requests.len(),
+            1,
+            "expected exactly one request: {:?}",
+            self.requests
+        );
         &self.requests[0]
     }
 }
@@ -66,12 +71,25 @@ pub fn run<P: Plugin>(
     let invocation_json = serde_json::to_string(invocation).expect("invocation serializes");
     let mut script: VecDeque<HttpResponse> = responses.into_iter().collect();
     let mut requests = Vec::new();
-    let mut step = ffi_start::<P>(RStr::from_str(&invocation_json), RSlice::from_slice(inbound_body))
-        .into_host_step();
+    let mut step = ffi_start::<P>(
+        RStr::from_str(&invocation_json),
+        RSlice::from_slice(inbound_body),
+    )
+    .into_host_step();
     for _ in 0..MAX_STEPS {
         match step {
-            HostStep::Done(outcome) => return FlowRun { requests, result: Ok(outcome) },
-            HostStep::Failed(error) => return FlowRun { requests, result: Err(error) },
+            HostStep::Done(outcome) => {
+                return FlowRun {
+                    requests,
+                    result: Ok(outcome),
+                };
+            }
+            HostStep::Failed(error) => {
+                return FlowRun {
+                    requests,
+                    result: Err(error),
+                };
+            }
             HostStep::Send { request, state } => {
                 requests.push(request);
                 let Some(response) = script.pop_front() else {
@@ -79,7 +97,10 @@ pub fn run<P: Plugin>(
                         "testkit: the plugin sent request #{} but the script has no response for it",
                         requests.len()
                     ));
-                    return FlowRun { requests, result: Err(error) };
+                    return FlowRun {
+                        requests,
+                        result: Err(error),
+                    };
                 };
                 let response = FfiHttpResponse::from(response);
                 step = ffi_resume::<P>(
@@ -111,7 +132,11 @@ pub fn invocation(command_json: serde_json::Value, account: AccountConfig) -> In
 }
 
 /// Builds an account from settings and secrets.
-pub fn account(base_url: &str, settings: &[(&str, &str)], secrets: &[(&str, &str)]) -> AccountConfig {
+pub fn account(
+    base_url: &str,
+    settings: &[(&str, &str)],
+    secrets: &[(&str, &str)],
+) -> AccountConfig {
     AccountConfig {
         account: "test".into(),
         base_url: base_url.into(),
@@ -128,8 +153,12 @@ pub fn account(base_url: &str, settings: &[(&str, &str)], secrets: &[(&str, &str
 
 /// Parses a request body as JSON, failing the test with the body if it is not.
 pub fn json_body(request: &HttpRequest) -> serde_json::Value {
-    serde_json::from_slice(&request.body)
-        .unwrap_or_else(|error| panic!("body is not JSON ({error}): {}", String::from_utf8_lossy(&request.body)))
+    serde_json::from_slice(&request.body).unwrap_or_else(|error| {
+        panic!(
+            "body is not JSON ({error}): {}",
+            String::from_utf8_lossy(&request.body)
+        )
+    })
 }
 
 /// The query parameters of a request URL, decoded.

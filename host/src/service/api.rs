@@ -31,7 +31,12 @@ pub struct RouteSpec {
     pub authenticated: bool,
 }
 
-const fn route(method: &'static str, path: &'static str, operation_id: &'static str, authenticated: bool) -> RouteSpec {
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    operation_id: &'static str,
+    authenticated: bool,
+) -> RouteSpec {
     RouteSpec {
         method,
         path,
@@ -49,21 +54,51 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/v1/plugins", "listPlugins", true),
     route("POST", "/v1/{provider}/{account}/charges", "charge", true),
     route("POST", "/v1/{provider}/{account}/refunds", "refund", true),
-    route("POST", "/v1/{provider}/{account}/affiliate-payouts", "affiliatePayout", true),
-    route("POST", "/v1/{provider}/{account}/affiliate-refunds", "affiliateRefund", true),
+    route(
+        "POST",
+        "/v1/{provider}/{account}/affiliate-payouts",
+        "affiliatePayout",
+        true,
+    ),
+    route(
+        "POST",
+        "/v1/{provider}/{account}/affiliate-refunds",
+        "affiliateRefund",
+        true,
+    ),
     route("POST", "/v1/{provider}/{account}/reports", "report", true),
     route("POST", "/v1/{provider}/{account}/status", "status", true),
     route("GET", "/v1/{provider}/{account}/balance", "balance", true),
-    route("POST", "/v1/{provider}/{account}/payment-pages", "paymentPage", true),
-    route("GET", "/v1/{provider}/{account}/saved-accounts/{user_id}", "savedAccounts", true),
+    route(
+        "POST",
+        "/v1/{provider}/{account}/payment-pages",
+        "paymentPage",
+        true,
+    ),
+    route(
+        "GET",
+        "/v1/{provider}/{account}/saved-accounts/{user_id}",
+        "savedAccounts",
+        true,
+    ),
     route(
         "DELETE",
         "/v1/{provider}/{account}/saved-accounts/{user_id}/{account_type}/{account_id}",
         "deleteSavedAccount",
         true,
     ),
-    route("POST", "/v1/{provider}/{account}/sandbox/chargebacks", "sandboxChargeback", true),
-    route("POST", "/v1/{provider}/{account}/resume", "resumeAccount", true),
+    route(
+        "POST",
+        "/v1/{provider}/{account}/sandbox/chargebacks",
+        "sandboxChargeback",
+        true,
+    ),
+    route(
+        "POST",
+        "/v1/{provider}/{account}/resume",
+        "resumeAccount",
+        true,
+    ),
     route("GET", "/v1/ledger", "listLedger", true),
     route("GET", "/v1/ledger/{id}", "getLedgerEntry", true),
     route("POST", "/v1/reconcile", "reconcile", true),
@@ -82,7 +117,10 @@ pub fn router(service: Service) -> Router {
     for spec in ROUTES {
         let handler = handler_for(spec.operation_id);
         let handler = if spec.authenticated {
-            handler.layer(middleware::from_fn_with_state(service.clone(), require_api_key))
+            handler.layer(middleware::from_fn_with_state(
+                service.clone(),
+                require_api_key,
+            ))
         } else {
             handler
         };
@@ -103,15 +141,21 @@ fn handler_for(operation_id: &str) -> MethodRouter<Service> {
         "listPlugins" => get(list_plugins),
         "charge" => post(|s, p, h, b| command_route(s, p, h, b, Operation::Charge)),
         "refund" => post(|s, p, h, b| command_route(s, p, h, b, Operation::Refund)),
-        "affiliatePayout" => post(|s, p, h, b| command_route(s, p, h, b, Operation::AffiliatePayout)),
-        "affiliateRefund" => post(|s, p, h, b| command_route(s, p, h, b, Operation::AffiliateRefund)),
+        "affiliatePayout" => {
+            post(|s, p, h, b| command_route(s, p, h, b, Operation::AffiliatePayout))
+        }
+        "affiliateRefund" => {
+            post(|s, p, h, b| command_route(s, p, h, b, Operation::AffiliateRefund))
+        }
         "report" => post(|s, p, h, b| command_route(s, p, h, b, Operation::Report)),
         "status" => post(|s, p, h, b| command_route(s, p, h, b, Operation::Status)),
         "balance" => get(balance),
         "paymentPage" => post(|s, p, h, b| command_route(s, p, h, b, Operation::PaymentPage)),
         "savedAccounts" => get(saved_accounts),
         "deleteSavedAccount" => delete(delete_saved_account),
-        "sandboxChargeback" => post(|s, p, h, b| command_route(s, p, h, b, Operation::SandboxChargeback)),
+        "sandboxChargeback" => {
+            post(|s, p, h, b| command_route(s, p, h, b, Operation::SandboxChargeback))
+        }
         "resumeAccount" => post(resume_account),
         "listLedger" => get(list_ledger),
         "getLedgerEntry" => get(get_ledger_entry),
@@ -134,7 +178,8 @@ pub fn api_error(status: StatusCode, code: &str, message: &str, extra: Option<Va
 }
 
 fn service_error(error: &ServiceError) -> Response {
-    let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let extra = match error {
         ServiceError::Dispatch(dispatch) => dispatch.provider_error().map(|provider_error| {
             json!({
@@ -178,14 +223,24 @@ async fn require_api_key(State(service): State<Service>, request: Request, next:
         );
     }
     let Some(presented) = presented else {
-        return api_error(StatusCode::UNAUTHORIZED, "unauthorized", "missing `Authorization: Bearer <key>`", None);
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `Authorization: Bearer <key>`",
+            None,
+        );
     };
     // Compare against every key without stopping at the first match, in constant time each.
-    let matched = keys
-        .iter()
-        .fold(false, |matched, key| constant_time_eq(key.as_bytes(), presented.as_bytes()) | matched);
+    let matched = keys.iter().fold(false, |matched, key| {
+        constant_time_eq(key.as_bytes(), presented.as_bytes()) | matched
+    });
     if !matched {
-        return api_error(StatusCode::UNAUTHORIZED, "unauthorized", "the API key is not valid", None);
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the API key is not valid",
+            None,
+        );
     }
     next.run(request).await
 }
@@ -234,7 +289,12 @@ async fn command_route(
     operation: Operation,
 ) -> Response {
     if body.len() > MAX_COMMAND_BYTES {
-        return api_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "the command body is larger than 256 KiB", None);
+        return api_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            "the command body is larger than 256 KiB",
+            None,
+        );
     }
     let mut fields: Value = if body.is_empty() {
         json!({})
@@ -242,12 +302,22 @@ async fn command_route(
         match serde_json::from_slice(&body) {
             Ok(value) => value,
             Err(error) => {
-                return api_error(StatusCode::BAD_REQUEST, "invalid_request", &format!("the body is not JSON: {error}"), None);
+                return api_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    &format!("the body is not JSON: {error}"),
+                    None,
+                );
             }
         }
     };
     let Some(object) = fields.as_object_mut() else {
-        return api_error(StatusCode::BAD_REQUEST, "invalid_request", "the body must be a JSON object", None);
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the body must be a JSON object",
+            None,
+        );
     };
     if object.contains_key("operation") {
         return api_error(
@@ -270,11 +340,19 @@ async fn command_route(
         }
     };
     if let Some(problem) = command_problem(&command) {
-        return api_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", &problem, None);
+        return api_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            &problem,
+            None,
+        );
     }
-    let key = headers
-        .get("idempotency-key")
-        .map(|value| value.to_str().map(str::to_string).unwrap_or_else(|_| "\u{0}".into()));
+    let key = headers.get("idempotency-key").map(|value| {
+        value
+            .to_str()
+            .map(str::to_string)
+            .unwrap_or_else(|_| "\u{0}".into())
+    });
     run(&service, &provider, &account, command, key).await
 }
 
@@ -289,7 +367,13 @@ fn command_problem(command: &Command) -> Option<String> {
     }
 }
 
-async fn run(service: &Service, provider: &str, account: &str, command: Command, key: Option<String>) -> Response {
+async fn run(
+    service: &Service,
+    provider: &str,
+    account: &str,
+    command: Command,
+    key: Option<String>,
+) -> Response {
     match service.execute(provider, account, command, key).await {
         Ok(answer) => {
             let replayed = answer.replayed;
@@ -305,8 +389,20 @@ async fn run(service: &Service, provider: &str, account: &str, command: Command,
     }
 }
 
-async fn balance(State(service): State<Service>, Path((provider, account)): Path<(String, String)>) -> Response {
-    run(&service, &provider, &account, Command::Balance { extra: Default::default() }, None).await
+async fn balance(
+    State(service): State<Service>,
+    Path((provider, account)): Path<(String, String)>,
+) -> Response {
+    run(
+        &service,
+        &provider,
+        &account,
+        Command::Balance {
+            extra: Default::default(),
+        },
+        None,
+    )
+    .await
 }
 
 async fn saved_accounts(
@@ -322,7 +418,13 @@ async fn saved_accounts(
 
 async fn delete_saved_account(
     State(service): State<Service>,
-    Path((provider, account, user_id, account_type, account_id)): Path<(String, String, String, String, String)>,
+    Path((provider, account, user_id, account_type, account_id)): Path<(
+        String,
+        String,
+        String,
+        String,
+        String,
+    )>,
 ) -> Response {
     let command = Command::DeleteSavedAccount {
         user_id,
@@ -333,9 +435,13 @@ async fn delete_saved_account(
     run(&service, &provider, &account, command, None).await
 }
 
-async fn resume_account(State(service): State<Service>, Path((provider, account)): Path<(String, String)>) -> Response {
+async fn resume_account(
+    State(service): State<Service>,
+    Path((provider, account)): Path<(String, String)>,
+) -> Response {
     let was_paused = service.gateway.resume_account(&provider, &account);
-    axum::Json(json!({"provider": provider, "account": account, "was_paused": was_paused})).into_response()
+    axum::Json(json!({"provider": provider, "account": account, "was_paused": was_paused}))
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -349,7 +455,9 @@ struct LedgerQuery {
 async fn list_ledger(State(service): State<Service>, Query(query): Query<LedgerQuery>) -> Response {
     let state = match query.state.as_deref().map(parse_state).transpose() {
         Ok(state) => state,
-        Err(message) => return api_error(StatusCode::BAD_REQUEST, "invalid_request", &message, None),
+        Err(message) => {
+            return api_error(StatusCode::BAD_REQUEST, "invalid_request", &message, None);
+        }
     };
     let filter = ListFilter {
         provider: query.provider,
@@ -359,7 +467,12 @@ async fn list_ledger(State(service): State<Service>, Query(query): Query<LedgerQ
     };
     match service.ledger.list(&filter) {
         Ok(entries) => axum::Json(json!({ "entries": entries })).into_response(),
-        Err(error) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "ledger_error", &error.to_string(), None),
+        Err(error) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ledger_error",
+            &error.to_string(),
+            None,
+        ),
     }
 }
 
@@ -371,11 +484,21 @@ fn parse_state(text: &str) -> Result<EntryState, String> {
 
 async fn get_ledger_entry(State(service): State<Service>, Path(id): Path<String>) -> Response {
     match (service.ledger.get(&id), service.ledger.history(&id)) {
-        (Ok(Some(entry)), Ok(history)) => axum::Json(json!({ "entry": entry, "history": history })).into_response(),
-        (Ok(None), _) => api_error(StatusCode::NOT_FOUND, "not_found", &format!("no ledger entry `{id}`"), None),
-        (Err(error), _) | (_, Err(error)) => {
-            api_error(StatusCode::INTERNAL_SERVER_ERROR, "ledger_error", &error.to_string(), None)
+        (Ok(Some(entry)), Ok(history)) => {
+            axum::Json(json!({ "entry": entry, "history": history })).into_response()
         }
+        (Ok(None), _) => api_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no ledger entry `{id}`"),
+            None,
+        ),
+        (Err(error), _) | (_, Err(error)) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ledger_error",
+            &error.to_string(),
+            None,
+        ),
     }
 }
 
@@ -390,12 +513,17 @@ struct EventsQuery {
 }
 
 async fn list_events(State(service): State<Service>, Query(query): Query<EventsQuery>) -> Response {
-    match service
-        .ledger
-        .events(query.after.unwrap_or(0), query.limit.unwrap_or(100).min(1000))
-    {
+    match service.ledger.events(
+        query.after.unwrap_or(0),
+        query.limit.unwrap_or(100).min(1000),
+    ) {
         Ok(events) => axum::Json(json!({ "events": events })).into_response(),
-        Err(error) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "ledger_error", &error.to_string(), None),
+        Err(error) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ledger_error",
+            &error.to_string(),
+            None,
+        ),
     }
 }
 
@@ -414,12 +542,21 @@ async fn webhook(
             )
         })
         .collect();
-    match service.webhook(&provider, &account, headers, body.to_vec()).await {
+    match service
+        .webhook(&provider, &account, headers, body.to_vec())
+        .await
+    {
         Ok(handling) => {
             let status = StatusCode::from_u16(handling.reply.status).unwrap_or(StatusCode::OK);
             let mut response = (status, handling.reply.body).into_response();
-            if let Some(content_type) = handling.reply.content_type.and_then(|value| HeaderValue::from_str(&value).ok()) {
-                response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+            if let Some(content_type) = handling
+                .reply
+                .content_type
+                .and_then(|value| HeaderValue::from_str(&value).ok())
+            {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type);
             }
             response
         }

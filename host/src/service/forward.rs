@@ -55,14 +55,21 @@ pub fn spawn_forwarder(service: Service, cursor_file: PathBuf) -> tokio::task::J
                 });
                 let mut backoff = Duration::from_millis(250);
                 loop {
-                    let mut request = client.post(&url).json(&body).timeout(Duration::from_secs(10));
+                    let mut request = client
+                        .post(&url)
+                        .json(&body)
+                        .timeout(Duration::from_secs(10));
                     if let Some(key) = &key {
                         request = request.bearer_auth(key.expose());
                     }
                     match request.send().await {
                         Ok(response) if response.status().is_success() => break,
                         Ok(response) => {
-                            tracing::warn!(status = response.status().as_u16(), sequence = stored.sequence, "event forward refused; retrying")
+                            tracing::warn!(
+                                status = response.status().as_u16(),
+                                sequence = stored.sequence,
+                                "event forward refused; retrying"
+                            )
                         }
                         Err(error) => {
                             tracing::warn!(error = %error.without_url(), sequence = stored.sequence, "event forward failed; retrying")
@@ -76,10 +83,10 @@ pub fn spawn_forwarder(service: Service, cursor_file: PathBuf) -> tokio::task::J
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 cursor = stored.sequence;
-                service
-                    .gateway
-                    .metrics()
-                    .increment("gatehouse_webhook_forwarded_total", &[("provider", &stored.provider)]);
+                service.gateway.metrics().increment(
+                    "gatehouse_webhook_forwarded_total",
+                    &[("provider", &stored.provider)],
+                );
                 let temporary = cursor_file.with_extension("tmp");
                 if std::fs::write(&temporary, cursor.to_string()).is_ok() {
                     let _ = std::fs::rename(&temporary, &cursor_file);

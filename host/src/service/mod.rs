@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gatehouse_plugin_api::{Command, Details, ErrorKind, Operation, Outcome, OutcomeStatus, WebhookReply};
+use gatehouse_plugin_api::{
+    Command, Details, ErrorKind, Operation, Outcome, OutcomeStatus, WebhookReply,
+};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -193,7 +195,9 @@ impl Service {
             Err(error) => {
                 // Nothing reached the provider (the gateway turns every post-send failure of a
                 // money-moving command into an outcome), so the entry is a definitive refusal.
-                let _ = self.ledger.record_refusal(&entry.id, error.code(), &error.to_string());
+                let _ = self
+                    .ledger
+                    .record_refusal(&entry.id, error.code(), &error.to_string());
                 Err(ServiceError::Dispatch(error))
             }
         };
@@ -208,7 +212,9 @@ impl Service {
         if entry.state == EntryState::Sending {
             let waiter = self.lock_in_flight().get(&entry.id).cloned();
             if let Some(mut receiver) = waiter {
-                let _ = tokio::time::timeout(Duration::from_secs(300), receiver.wait_for(|done| *done)).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(300), receiver.wait_for(|done| *done))
+                        .await;
             }
             entry = self
                 .ledger
@@ -224,14 +230,18 @@ impl Service {
         let outcome = match (&entry.outcome, entry.state) {
             (Some(outcome), _) => outcome.clone(),
             // Left `sending` by a crash: it may have reached the provider. Reconciliation settles it.
-            (None, EntryState::Sending) => Outcome::unknown(gatehouse_plugin_api::ProviderError::new(
-                ErrorKind::ProviderUnavailable,
-                "the first attempt was interrupted; the entry is being reconciled with the provider",
-            )),
-            (None, EntryState::NeedsOperator) => Outcome::unknown(gatehouse_plugin_api::ProviderError::new(
-                ErrorKind::ProviderError,
-                "the entry needs an operator's decision",
-            )),
+            (None, EntryState::Sending) => {
+                Outcome::unknown(gatehouse_plugin_api::ProviderError::new(
+                    ErrorKind::ProviderUnavailable,
+                    "the first attempt was interrupted; the entry is being reconciled with the provider",
+                ))
+            }
+            (None, EntryState::NeedsOperator) => {
+                Outcome::unknown(gatehouse_plugin_api::ProviderError::new(
+                    ErrorKind::ProviderError,
+                    "the entry needs an operator's decision",
+                ))
+            }
             (None, _) => Outcome::new(state_to_status(entry.state)),
         };
         Ok(CommandAnswer {
@@ -243,7 +253,9 @@ impl Service {
     }
 
     fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<bool>>> {
-        self.in_flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Settles `unknown`, `pending` and crash-interrupted entries through the provider's status
@@ -311,7 +323,11 @@ impl Service {
             };
             let result = self
                 .gateway
-                .dispatch_request(DispatchRequest::new(&entry.provider, &entry.account, command))
+                .dispatch_request(DispatchRequest::new(
+                    &entry.provider,
+                    &entry.account,
+                    command,
+                ))
                 .await;
             match result {
                 Ok(dispatched) => {
@@ -365,7 +381,9 @@ impl Service {
         };
         let Details::Webhook(result) = outcome.details else {
             return Err(ServiceError::Dispatch(DispatchError::Provider(
-                gatehouse_plugin_api::ProviderError::plugin_fault("the plugin answered a webhook without a webhook result"),
+                gatehouse_plugin_api::ProviderError::plugin_fault(
+                    "the plugin answered a webhook without a webhook result",
+                ),
             )));
         };
         let mut stored = false;
@@ -373,22 +391,27 @@ impl Service {
             stored = self.ledger.record_event(provider, account, event)?;
             if stored {
                 match self.ledger.apply_event(provider, event) {
-                    Ok(Some(entry)) => tracing::info!(id = %entry.id, state = entry.state.as_str(), "webhook applied"),
+                    Ok(Some(entry)) => {
+                        tracing::info!(id = %entry.id, state = entry.state.as_str(), "webhook applied")
+                    }
                     Ok(None) => {}
                     Err(error) => tracing::error!(%error, "webhook event stored but not applied"),
                 }
-                self.gateway
-                    .metrics()
-                    .increment("gatehouse_webhook_events_total", &[("provider", provider), ("result", "stored")]);
+                self.gateway.metrics().increment(
+                    "gatehouse_webhook_events_total",
+                    &[("provider", provider), ("result", "stored")],
+                );
             } else {
-                self.gateway
-                    .metrics()
-                    .increment("gatehouse_webhook_events_total", &[("provider", provider), ("result", "replay")]);
+                self.gateway.metrics().increment(
+                    "gatehouse_webhook_events_total",
+                    &[("provider", provider), ("result", "replay")],
+                );
             }
         } else {
-            self.gateway
-                .metrics()
-                .increment("gatehouse_webhook_events_total", &[("provider", provider), ("result", "refused")]);
+            self.gateway.metrics().increment(
+                "gatehouse_webhook_events_total",
+                &[("provider", provider), ("result", "refused")],
+            );
         }
         Ok(WebhookHandling {
             reply: result.reply,
@@ -418,7 +441,9 @@ fn state_to_status(state: EntryState) -> OutcomeStatus {
         EntryState::Succeeded => OutcomeStatus::Succeeded,
         EntryState::Pending => OutcomeStatus::Pending,
         EntryState::Failed => OutcomeStatus::Failed,
-        EntryState::Sending | EntryState::Unknown | EntryState::NeedsOperator => OutcomeStatus::Unknown,
+        EntryState::Sending | EntryState::Unknown | EntryState::NeedsOperator => {
+            OutcomeStatus::Unknown
+        }
     }
 }
 

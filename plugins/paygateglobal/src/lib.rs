@@ -10,9 +10,9 @@ mod transformers;
 
 use gatehouse_plugin_api::http::{encode_form, join_url};
 use gatehouse_plugin_api::{
-    Command, ConfigKey, Details, ErrorKind, HttpRequest, HttpResponse, Invocation,
-    Manifest, Operation, Outcome, OutcomeStatus, Plugin, ProviderError, Step, WebhookEvent,
-    WebhookReply, WebhookResult, export_plugin,
+    Command, ConfigKey, Details, ErrorKind, HttpRequest, HttpResponse, Invocation, Manifest,
+    Operation, Outcome, OutcomeStatus, Plugin, ProviderError, Step, WebhookEvent, WebhookReply,
+    WebhookResult, export_plugin,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -91,7 +91,11 @@ impl Plugin for PayGateGlobal {
         result.unwrap_or_else(Step::Failed)
     }
 
-    fn resume(invocation: &Invocation, state: FlowState, response: &HttpResponse) -> Step<FlowState> {
+    fn resume(
+        invocation: &Invocation,
+        state: FlowState,
+        response: &HttpResponse,
+    ) -> Step<FlowState> {
         let result = match state {
             FlowState::Pay => finish_pay(invocation, response),
             FlowState::DuplicateLookup => finish_duplicate_lookup(response).map(Step::Done),
@@ -177,7 +181,10 @@ fn start_pay(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> 
     Ok(Step::send(request, FlowState::Pay))
 }
 
-fn finish_pay(invocation: &Invocation, response: &HttpResponse) -> Result<Step<FlowState>, ProviderError> {
+fn finish_pay(
+    invocation: &Invocation,
+    response: &HttpResponse,
+) -> Result<Step<FlowState>, ProviderError> {
     if !response.is_success() {
         return Ok(Step::Done(money_outcome_for_http_error(response)));
     }
@@ -195,8 +202,12 @@ fn finish_pay(invocation: &Invocation, response: &HttpResponse) -> Result<Step<F
         Ok(PayResult::Refused(error)) => Ok(Step::Done(Outcome::failed(error))),
         Ok(PayResult::Duplicate) => {
             let identifier = invocation.reference.clone().unwrap_or_default();
-            let request = post_json(invocation, "/api/v2/status", json!({ "identifier": identifier }))?
-                .retry_safe(true);
+            let request = post_json(
+                invocation,
+                "/api/v2/status",
+                json!({ "identifier": identifier }),
+            )?
+            .retry_safe(true);
             Ok(Step::send(request, FlowState::DuplicateLookup))
         }
         Err(error) => Ok(Step::Done(Outcome::unknown(error))),
@@ -241,14 +252,14 @@ fn payment_page(invocation: &Invocation) -> Result<Outcome, ProviderError> {
         unreachable!("payment_page is only called for payment pages")
     };
     let identifier = invocation.reference.as_deref().ok_or_else(|| {
-        ProviderError::invalid_request("a payment page needs the host-made reference as `identifier`")
+        ProviderError::invalid_request(
+            "a payment page needs the host-made reference as `identifier`",
+        )
     })?;
     let amount_text = amount_to_wire(amount)?.to_string();
     let phone = customer.phone.as_deref().map(phone_to_wire).transpose()?;
-    let mut pairs: Vec<(&str, &str)> = vec![
-        ("token", auth_token(invocation)?),
-        ("amount", &amount_text),
-    ];
+    let mut pairs: Vec<(&str, &str)> =
+        vec![("token", auth_token(invocation)?), ("amount", &amount_text)];
     if let Some(description) = description {
         pairs.push(("description", description));
     }
@@ -326,9 +337,10 @@ fn start_callback(invocation: &Invocation, body: &[u8]) -> Result<Step<FlowState
             ))));
         }
     };
-    let (Some(tx_reference), Some(identifier)) =
-        (scalar_text(&callback.tx_reference), scalar_text(&callback.identifier))
-    else {
+    let (Some(tx_reference), Some(identifier)) = (
+        scalar_text(&callback.tx_reference),
+        scalar_text(&callback.identifier),
+    ) else {
         return Ok(Step::Done(rejected_callback(
             "the callback's tx_reference and identifier must be strings or numbers".into(),
         )));
@@ -338,8 +350,12 @@ fn start_callback(invocation: &Invocation, body: &[u8]) -> Result<Step<FlowState
         Err(error) => return Ok(Step::Done(rejected_callback(error.message))),
     };
     // Unsigned: anyone can POST this. Ask the provider before believing it.
-    let request = post_json(invocation, "/api/v2/status", json!({ "identifier": identifier }))?
-        .retry_safe(true);
+    let request = post_json(
+        invocation,
+        "/api/v2/status",
+        json!({ "identifier": identifier }),
+    )?
+    .retry_safe(true);
     Ok(Step::send(
         request,
         FlowState::ConfirmCallback {
@@ -365,7 +381,8 @@ fn finish_callback(
     };
     let (verified, status, error) = match &confirmed {
         Ok(outcome) => {
-            let same_transaction = outcome.provider_reference.as_deref() == Some(tx_reference.as_str());
+            let same_transaction =
+                outcome.provider_reference.as_deref() == Some(tx_reference.as_str());
             let same_amount = outcome.amount.is_none_or(|amount| amount == claimed);
             if same_transaction && same_amount {
                 (true, outcome.status, None)
@@ -400,12 +417,16 @@ fn finish_callback(
             "claimed_amount": claimed.to_decimal_string(),
         }),
     };
-    let mut outcome = Outcome::new(if verified { OutcomeStatus::Succeeded } else { OutcomeStatus::Failed })
-        .with_details(Details::Webhook(WebhookResult {
-            event: Some(event),
-            // PayGateGlobal documents no answer format; any 2xx acknowledges the callback.
-            reply: WebhookReply::json(200, &json!({ "received": true })),
-        }));
+    let mut outcome = Outcome::new(if verified {
+        OutcomeStatus::Succeeded
+    } else {
+        OutcomeStatus::Failed
+    })
+    .with_details(Details::Webhook(WebhookResult {
+        event: Some(event),
+        // PayGateGlobal documents no answer format; any 2xx acknowledges the callback.
+        reply: WebhookReply::json(200, &json!({ "received": true })),
+    }));
     outcome.error = error;
     outcome
 }

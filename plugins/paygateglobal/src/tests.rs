@@ -28,11 +28,18 @@ fn ok(body: serde_json::Value) -> HttpResponse {
 
 #[test]
 fn charge_builds_the_documented_pay_request_and_ends_pending() {
-    let run = testkit::run::<PayGateGlobal>(&charge(), b"", [ok(json!({"tx_reference": "PG1", "status": 0}))]);
+    let run = testkit::run::<PayGateGlobal>(
+        &charge(),
+        b"",
+        [ok(json!({"tx_reference": "PG1", "status": 0}))],
+    );
     let request = run.single_request();
     assert_eq!(request.method, Method::Post);
     assert_eq!(request.url, "http://paygate.test/api/v1/pay");
-    assert!(request.retry_safe, "identifier deduplication makes resending safe");
+    assert!(
+        request.retry_safe,
+        "identifier deduplication makes resending safe"
+    );
     assert_eq!(
         json_body(request),
         json!({"auth_token": TOKEN, "phone_number": "22890123456", "amount": 500,
@@ -47,10 +54,16 @@ fn charge_builds_the_documented_pay_request_and_ends_pending() {
 fn charge_status_codes_map_to_outcomes() {
     let run = testkit::run::<PayGateGlobal>(&charge(), b"", [ok(json!({"status": 2}))]);
     assert_eq!(run.outcome().status, OutcomeStatus::Failed);
-    assert_eq!(run.outcome().error.as_ref().map(|e| e.kind), Some(ErrorKind::Authentication));
+    assert_eq!(
+        run.outcome().error.as_ref().map(|e| e.kind),
+        Some(ErrorKind::Authentication)
+    );
 
     let run = testkit::run::<PayGateGlobal>(&charge(), b"", [ok(json!({"status": 4}))]);
-    assert_eq!(run.outcome().error.as_ref().map(|e| e.kind), Some(ErrorKind::InvalidRequest));
+    assert_eq!(
+        run.outcome().error.as_ref().map(|e| e.kind),
+        Some(ErrorKind::InvalidRequest)
+    );
 
     // 6: the identifier exists; the plugin asks v2/status what became of it.
     let run = testkit::run::<PayGateGlobal>(
@@ -62,7 +75,10 @@ fn charge_status_codes_map_to_outcomes() {
         ],
     );
     assert_eq!(run.requests[1].url, "http://paygate.test/api/v2/status");
-    assert_eq!(json_body(&run.requests[1])["identifier"], "gh_test_reference");
+    assert_eq!(
+        json_body(&run.requests[1])["identifier"],
+        "gh_test_reference"
+    );
     assert_eq!(run.outcome().status, OutcomeStatus::Succeeded);
 }
 
@@ -83,16 +99,31 @@ fn charge_answers_that_may_hide_a_payment_are_unknown() {
 #[test]
 fn charge_input_is_checked_before_any_request() {
     for (command, field) in [
-        (json!({"operation": "charge", "amount": {"minor_units": 500, "currency": "USD"},
-                "customer": {"phone": "90123456"}, "payment_method": "FLOOZ"}), "amount.currency"),
-        (json!({"operation": "charge", "amount": {"minor_units": 0, "currency": "XOF"},
-                "customer": {"phone": "90123456"}, "payment_method": "FLOOZ"}), "amount.minor_units"),
-        (json!({"operation": "charge", "amount": {"minor_units": 5, "currency": "XOF"},
-                "customer": {"phone": "12ab"}, "payment_method": "FLOOZ"}), "customer.phone"),
-        (json!({"operation": "charge", "amount": {"minor_units": 5, "currency": "XOF"},
-                "customer": {"phone": "90123456"}, "payment_method": "MPESA"}), "payment_method"),
-        (json!({"operation": "charge", "amount": {"minor_units": 5, "currency": "XOF"},
-                "payment_method": "TMONEY"}), "customer.phone"),
+        (
+            json!({"operation": "charge", "amount": {"minor_units": 500, "currency": "USD"},
+                "customer": {"phone": "90123456"}, "payment_method": "FLOOZ"}),
+            "amount.currency",
+        ),
+        (
+            json!({"operation": "charge", "amount": {"minor_units": 0, "currency": "XOF"},
+                "customer": {"phone": "90123456"}, "payment_method": "FLOOZ"}),
+            "amount.minor_units",
+        ),
+        (
+            json!({"operation": "charge", "amount": {"minor_units": 5, "currency": "XOF"},
+                "customer": {"phone": "12ab"}, "payment_method": "FLOOZ"}),
+            "customer.phone",
+        ),
+        (
+            json!({"operation": "charge", "amount": {"minor_units": 5, "currency": "XOF"},
+                "customer": {"phone": "90123456"}, "payment_method": "MPESA"}),
+            "payment_method",
+        ),
+        (
+            json!({"operation": "charge", "amount": {"minor_units": 5, "currency": "XOF"},
+                "payment_method": "TMONEY"}),
+            "customer.phone",
+        ),
     ] {
         let run = testkit::run::<PayGateGlobal>(&testkit::invocation(command, account()), b"", []);
         assert!(run.requests.is_empty());
@@ -109,7 +140,9 @@ fn payment_page_url_follows_method_two() {
         account(),
     );
     let run = testkit::run::<PayGateGlobal>(&invocation, b"", []);
-    let Details::PaymentPage { url, .. } = &run.outcome().details else { panic!("no page") };
+    let Details::PaymentPage { url, .. } = &run.outcome().details else {
+        panic!("no page")
+    };
     assert!(url.starts_with("http://paygate.test/v1/page?"), "{url}");
     let request = gatehouse_plugin_api::HttpRequest::get(url.clone());
     assert_eq!(
@@ -126,20 +159,40 @@ fn payment_page_url_follows_method_two() {
 
 #[test]
 fn status_v1_and_v2_map_the_payment_table() {
-    let by_tx = testkit::invocation(json!({"operation": "status", "transaction_id": "PG1"}), account());
-    let by_identifier = testkit::invocation(json!({"operation": "status", "reference": "order-1"}), account());
+    let by_tx = testkit::invocation(
+        json!({"operation": "status", "transaction_id": "PG1"}),
+        account(),
+    );
+    let by_identifier = testkit::invocation(
+        json!({"operation": "status", "reference": "order-1"}),
+        account(),
+    );
     for (code, expected) in [
         (0, OutcomeStatus::Succeeded),
         (2, OutcomeStatus::Pending),
         (4, OutcomeStatus::Failed),
         (6, OutcomeStatus::Failed),
     ] {
-        let run = testkit::run::<PayGateGlobal>(&by_tx, b"", [ok(json!({"tx_reference": "PG1", "status": code}))]);
-        assert_eq!(run.single_request().url, "http://paygate.test/api/v1/status");
+        let run = testkit::run::<PayGateGlobal>(
+            &by_tx,
+            b"",
+            [ok(json!({"tx_reference": "PG1", "status": code}))],
+        );
+        assert_eq!(
+            run.single_request().url,
+            "http://paygate.test/api/v1/status"
+        );
         assert_eq!(json_body(run.single_request())["tx_reference"], "PG1");
         assert_eq!(run.outcome().status, expected);
-        let run = testkit::run::<PayGateGlobal>(&by_identifier, b"", [ok(json!({"tx_reference": "PG1", "status": code}))]);
-        assert_eq!(run.single_request().url, "http://paygate.test/api/v2/status");
+        let run = testkit::run::<PayGateGlobal>(
+            &by_identifier,
+            b"",
+            [ok(json!({"tx_reference": "PG1", "status": code}))],
+        );
+        assert_eq!(
+            run.single_request().url,
+            "http://paygate.test/api/v2/status"
+        );
         assert_eq!(run.outcome().status, expected);
     }
     let run = testkit::run::<PayGateGlobal>(&by_tx, b"", [ok(json!({"status": "x"}))]);
@@ -149,11 +202,18 @@ fn status_v1_and_v2_map_the_payment_table() {
 #[test]
 fn balance_is_exact() {
     let invocation = testkit::invocation(json!({"operation": "balance"}), account());
-    let run = testkit::run::<PayGateGlobal>(&invocation, b"", [ok(json!({"flooz": 15000, "tmoney": "2500"}))]);
-    let Details::Balance { balances } = &run.outcome().details else { panic!("no balance") };
+    let run = testkit::run::<PayGateGlobal>(
+        &invocation,
+        b"",
+        [ok(json!({"flooz": 15000, "tmoney": "2500"}))],
+    );
+    let Details::Balance { balances } = &run.outcome().details else {
+        panic!("no balance")
+    };
     assert_eq!(balances[0].amount.minor_units, 15000);
     assert_eq!(balances[1].amount.minor_units, 2500);
-    let run = testkit::run::<PayGateGlobal>(&invocation, b"", [ok(json!({"flooz": 1.5, "tmoney": 0}))]);
+    let run =
+        testkit::run::<PayGateGlobal>(&invocation, b"", [ok(json!({"flooz": 1.5, "tmoney": 0}))]);
     assert_eq!(run.error().kind, ErrorKind::MalformedResponse);
 }
 
@@ -162,14 +222,17 @@ fn callbacks_are_confirmed_with_the_status_api() {
     let invocation = testkit::invocation(json!({"operation": "webhook", "headers": []}), account());
     let body = json!({"tx_reference": "PG1", "identifier": "order-1", "payment_reference": "F1",
                       "amount": 500, "datetime": "2026-01-09 12:30:00", "payment_method": "FLOOZ",
-                      "phone_number": "22890123456"}).to_string();
+                      "phone_number": "22890123456"})
+    .to_string();
     let run = testkit::run::<PayGateGlobal>(
         &invocation,
         body.as_bytes(),
         [ok(json!({"tx_reference": "PG1", "status": 0}))],
     );
     assert_eq!(json_body(run.single_request())["identifier"], "order-1");
-    let Details::Webhook(result) = &run.outcome().details else { panic!("no webhook") };
+    let Details::Webhook(result) = &run.outcome().details else {
+        panic!("no webhook")
+    };
     let event = result.event.as_ref().expect("event");
     assert!(event.verified);
     assert_eq!(event.status, OutcomeStatus::Succeeded);
@@ -180,28 +243,39 @@ fn callbacks_are_confirmed_with_the_status_api() {
         body.as_bytes(),
         [ok(json!({"tx_reference": "OTHER", "status": 0}))],
     );
-    let Details::Webhook(result) = &run.outcome().details else { panic!("no webhook") };
+    let Details::Webhook(result) = &run.outcome().details else {
+        panic!("no webhook")
+    };
     assert!(!result.event.as_ref().expect("event").verified);
 
     // Garbage is answered 400 without any request.
     for garbage in [&b"not json"[..], b"", b"{\"tx_reference\": []}", b"[1,2]"] {
         let run = testkit::run::<PayGateGlobal>(&invocation, garbage, []);
         assert!(run.requests.is_empty());
-        let Details::Webhook(result) = &run.outcome().details else { panic!("no webhook") };
+        let Details::Webhook(result) = &run.outcome().details else {
+            panic!("no webhook")
+        };
         assert_eq!(result.reply.status, 400);
     }
 }
 
 #[test]
 fn unsupported_operations_are_refused() {
-    let invocation = testkit::invocation(json!({"operation": "refund", "transaction_id": "1"}), account());
+    let invocation = testkit::invocation(
+        json!({"operation": "refund", "transaction_id": "1"}),
+        account(),
+    );
     let run = testkit::run::<PayGateGlobal>(&invocation, b"", []);
     assert_eq!(run.error().kind, ErrorKind::NotSupported);
 }
 
 #[test]
 fn the_auth_token_never_appears_in_errors() {
-    for response in [HttpResponse::new(500, "x"), ok(json!({"status": 2})), HttpResponse::new(200, "garbage")] {
+    for response in [
+        HttpResponse::new(500, "x"),
+        ok(json!({"status": 2})),
+        HttpResponse::new(200, "garbage"),
+    ] {
         let run = testkit::run::<PayGateGlobal>(&charge(), b"", [response]);
         let text = format!("{:?}", run.result);
         assert!(!text.contains(TOKEN), "{text}");

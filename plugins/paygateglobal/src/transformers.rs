@@ -16,7 +16,12 @@ pub fn xof() -> Result<Currency, ProviderError> {
 
 /// The networks method 1 accepts (`network`), as the document spells them.
 pub fn normalize_network(network: &str) -> Result<&'static str, ProviderError> {
-    match network.trim().to_ascii_uppercase().replace(['-', ' '], "").as_str() {
+    match network
+        .trim()
+        .to_ascii_uppercase()
+        .replace(['-', ' '], "")
+        .as_str()
+    {
         "FLOOZ" => Ok("FLOOZ"),
         "TMONEY" => Ok("TMONEY"),
         _ => Err(ProviderError::invalid_request(format!(
@@ -171,9 +176,12 @@ pub fn pay_result(response: &PayResponse) -> Result<PayResult, ProviderError> {
             PayResult::Registered(Outcome::pending().with_provider_reference(reference))
         }
         2 => PayResult::Refused(
-            ProviderError::new(ErrorKind::Authentication, "PayGateGlobal refused the auth_token")
-                .with_provider_code("2")
-                .with_provider_message("Jeton d'authentification invalide"),
+            ProviderError::new(
+                ErrorKind::Authentication,
+                "PayGateGlobal refused the auth_token",
+            )
+            .with_provider_code("2")
+            .with_provider_message("Jeton d'authentification invalide"),
         ),
         4 => PayResult::Refused(
             ProviderError::invalid_request("PayGateGlobal refused the parameters")
@@ -200,15 +208,22 @@ pub fn payment_status(response: &StatusResponse) -> Result<Outcome, ProviderErro
         2 => (OutcomeStatus::Pending, None),
         4 => (
             OutcomeStatus::Failed,
-            Some(ProviderError::new(ErrorKind::Declined, "the payment expired before the customer confirmed it")
+            Some(
+                ProviderError::new(
+                    ErrorKind::Declined,
+                    "the payment expired before the customer confirmed it",
+                )
                 .with_provider_code("4")
-                .with_provider_message("Expiré")),
+                .with_provider_message("Expiré"),
+            ),
         ),
         6 => (
             OutcomeStatus::Failed,
-            Some(ProviderError::new(ErrorKind::Declined, "the payment was cancelled")
-                .with_provider_code("6")
-                .with_provider_message("Annulé")),
+            Some(
+                ProviderError::new(ErrorKind::Declined, "the payment was cancelled")
+                    .with_provider_code("6")
+                    .with_provider_message("Annulé"),
+            ),
         ),
         other => {
             return Err(ProviderError::malformed_response(format!(

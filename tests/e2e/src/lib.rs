@@ -42,7 +42,13 @@ fn workspace_root() -> PathBuf {
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|dir| if dir.is_absolute() { dir } else { workspace_root().join(dir) })
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
+        })
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
@@ -52,9 +58,16 @@ pub fn library(package: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let mut command = Command::new(env!("CARGO"));
-        command.current_dir(workspace_root()).arg("build").arg("--quiet");
+        command
+            .current_dir(workspace_root())
+            .arg("build")
+            .arg("--quiet");
         for package in LIBRARY_PACKAGES {
-            if workspace_root().join(package_dir(package)).join("Cargo.toml").exists() {
+            if workspace_root()
+                .join(package_dir(package))
+                .join("Cargo.toml")
+                .exists()
+            {
                 command.args(["-p", package]);
             }
         }
@@ -63,7 +76,14 @@ pub fn library(package: &str) -> PathBuf {
         // The `gatehouse` executable too: some tests run the real binary.
         let status = Command::new(env!("CARGO"))
             .current_dir(workspace_root())
-            .args(["build", "--quiet", "-p", "gatehouse-host", "--bin", "gatehouse"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "gatehouse-host",
+                "--bin",
+                "gatehouse",
+            ])
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building the gatehouse binary failed");
@@ -82,7 +102,9 @@ pub fn library(package: &str) -> PathBuf {
 /// The path of the built `gatehouse` executable.
 pub fn gatehouse_binary() -> PathBuf {
     library("gatehouse-plugin-paygateglobal");
-    let path = target_dir().join("debug").join(format!("gatehouse{}", std::env::consts::EXE_SUFFIX));
+    let path = target_dir()
+        .join("debug")
+        .join(format!("gatehouse{}", std::env::consts::EXE_SUFFIX));
     assert!(path.exists(), "{} was not built", path.display());
     path
 }
@@ -109,7 +131,11 @@ pub fn install(library_path: &Path, plugins_dir: &Path, file_name: &str) {
 
 /// The file name a provider's plugin gets in the plugins folder.
 pub fn plugin_file_name(provider: &str) -> String {
-    format!("{}{provider}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX)
+    format!(
+        "{}{provider}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
 }
 
 /// The bearer key test hosts accept.
@@ -168,27 +194,54 @@ impl TestHost {
     }
 
     /// Runs a command given as JSON (`{"operation": "charge", ...}`).
-    pub async fn call(&self, provider: &str, account: &str, command: Value) -> Result<Outcome, DispatchError> {
-        self.call_full(provider, account, command).await.map(|dispatched| dispatched.outcome)
+    pub async fn call(
+        &self,
+        provider: &str,
+        account: &str,
+        command: Value,
+    ) -> Result<Outcome, DispatchError> {
+        self.call_full(provider, account, command)
+            .await
+            .map(|dispatched| dispatched.outcome)
     }
 
     /// Runs a command and returns everything the dispatch reports.
-    pub async fn call_full(&self, provider: &str, account: &str, command: Value) -> Result<Dispatched, DispatchError> {
-        let command: PluginCommand = serde_json::from_value(command).expect("test command is valid JSON for the contract");
+    pub async fn call_full(
+        &self,
+        provider: &str,
+        account: &str,
+        command: Value,
+    ) -> Result<Dispatched, DispatchError> {
+        let command: PluginCommand =
+            serde_json::from_value(command).expect("test command is valid JSON for the contract");
         self.gateway
             .dispatch_request(DispatchRequest::new(provider, account, command))
             .await
     }
 
     /// Delivers an inbound webhook body, as the HTTP API would.
-    pub async fn webhook(&self, provider: &str, account: &str, headers: Vec<(String, String)>, body: &[u8]) -> Result<Outcome, DispatchError> {
-        let mut request = DispatchRequest::new(provider, account, PluginCommand::Webhook { headers });
+    pub async fn webhook(
+        &self,
+        provider: &str,
+        account: &str,
+        headers: Vec<(String, String)>,
+        body: &[u8],
+    ) -> Result<Outcome, DispatchError> {
+        let mut request =
+            DispatchRequest::new(provider, account, PluginCommand::Webhook { headers });
         request.inbound_body = body.to_vec();
-        self.gateway.dispatch_request(request).await.map(|dispatched| dispatched.outcome)
+        self.gateway
+            .dispatch_request(request)
+            .await
+            .map(|dispatched| dispatched.outcome)
     }
 
     /// Waits (up to `timeout`) until `condition` holds, polling.
-    pub async fn wait_until(&self, timeout: std::time::Duration, mut condition: impl FnMut(&Gateway) -> bool) -> bool {
+    pub async fn wait_until(
+        &self,
+        timeout: std::time::Duration,
+        mut condition: impl FnMut(&Gateway) -> bool,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         while tokio::time::Instant::now() < deadline {
             if condition(&self.gateway) {
@@ -211,7 +264,10 @@ struct BufferWriter;
 
 impl std::io::Write for BufferWriter {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        LOG_BUFFER.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(bytes);
+        LOG_BUFFER
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(bytes);
         Ok(bytes.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -245,9 +301,12 @@ impl ApiHost {
     pub async fn start(packages: &[&str], accounts_toml: &str) -> Self {
         let host = TestHost::start(packages, accounts_toml).await;
         let ledger: std::sync::Arc<dyn gatehouse_host::ledger::Ledger> = std::sync::Arc::new(
-            gatehouse_host::ledger::SqliteLedger::open(&host.dir.path().join("ledger.sqlite")).expect("ledger"),
+            gatehouse_host::ledger::SqliteLedger::open(&host.dir.path().join("ledger.sqlite"))
+                .expect("ledger"),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("address"));
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(gatehouse_host::server::serve(
@@ -296,7 +355,9 @@ impl ApiHost {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let (status, _, value) = self.request(reqwest::Method::POST, path, Some(body), &[]).await;
+        let (status, _, value) = self
+            .request(reqwest::Method::POST, path, Some(body), &[])
+            .await;
         (status, value)
     }
 

@@ -35,10 +35,23 @@ const CHARGES: &str = "/v1/paygateglobal/main/charges";
 async fn every_non_webhook_route_needs_an_api_key() {
     let (api, _simulator, _running) = setup().await;
     let client = reqwest::Client::new();
-    let health = client.get(format!("{}/healthz", api.base_url)).send().await.expect("health");
+    let health = client
+        .get(format!("{}/healthz", api.base_url))
+        .send()
+        .await
+        .expect("health");
     assert_eq!(health.status(), 200);
-    for (method, path) in [(Method::GET, "/v1/plugins"), (Method::POST, CHARGES), (Method::GET, "/metrics"), (Method::GET, "/v1/ledger")] {
-        let none = client.request(method.clone(), format!("{}{path}", api.base_url)).send().await.expect("send");
+    for (method, path) in [
+        (Method::GET, "/v1/plugins"),
+        (Method::POST, CHARGES),
+        (Method::GET, "/metrics"),
+        (Method::GET, "/v1/ledger"),
+    ] {
+        let none = client
+            .request(method.clone(), format!("{}{path}", api.base_url))
+            .send()
+            .await
+            .expect("send");
         assert_eq!(none.status(), 401, "{path} without a key");
         let wrong = client
             .request(method, format!("{}{path}", api.base_url))
@@ -65,18 +78,27 @@ async fn charge_status_balance_and_the_ledger() {
     assert_eq!(status, 200, "{entry}");
     assert_eq!(entry["entry"]["state"], "pending");
     assert_eq!(entry["entry"]["amount"]["minor_units"], 2500);
-    assert!(entry["history"].as_array().expect("history").len() >= 2, "{entry}");
+    assert!(
+        entry["history"].as_array().expect("history").len() >= 2,
+        "{entry}"
+    );
 
     simulator.settle(&reference, PAID).await;
     let (status, by_reference) = api
-        .post("/v1/paygateglobal/main/status", json!({"reference": reference}))
+        .post(
+            "/v1/paygateglobal/main/status",
+            json!({"reference": reference}),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(by_reference["status"], "succeeded");
 
     let (status, balance) = api.get("/v1/paygateglobal/main/balance").await;
     assert_eq!(status, 200);
-    assert_eq!(balance["details"]["balances"][0]["amount"]["minor_units"], 150_000 + 2500);
+    assert_eq!(
+        balance["details"]["balances"][0]["amount"]["minor_units"],
+        150_000 + 2500
+    );
 
     let (status, listed) = api.get("/v1/ledger?provider=paygateglobal&limit=10").await;
     assert_eq!(status, 200);
@@ -84,19 +106,29 @@ async fn charge_status_balance_and_the_ledger() {
     let (status, _) = api.get("/v1/ledger?state=bogus").await;
     assert_eq!(status, 400);
     let (status, missing) = api.get("/v1/ledger/gh_nope").await;
-    assert_eq!((status, missing["error"]["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        (status, missing["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
 }
 
 #[tokio::test]
 async fn a_retry_with_the_same_key_never_reaches_the_provider_twice() {
     let (api, _simulator, running) = setup().await;
     let key = [("Idempotency-Key", "order-1-attempt")];
-    let (status, headers, first) = api.request(Method::POST, CHARGES, Some(charge_body()), &key).await;
+    let (status, headers, first) = api
+        .request(Method::POST, CHARGES, Some(charge_body()), &key)
+        .await;
     assert_eq!(status, 200);
     assert!(headers.get("idempotent-replayed").is_none());
-    let (status, headers, second) = api.request(Method::POST, CHARGES, Some(charge_body()), &key).await;
+    let (status, headers, second) = api
+        .request(Method::POST, CHARGES, Some(charge_body()), &key)
+        .await;
     assert_eq!(status, 200);
-    assert_eq!(headers.get("idempotent-replayed").map(|v| v.as_bytes()), Some(&b"true"[..]));
+    assert_eq!(
+        headers.get("idempotent-replayed").map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
     assert_eq!(first["reference"], second["reference"]);
     assert_eq!(first["provider_reference"], second["provider_reference"]);
     assert_eq!(running.calls.count("/api/v1/pay"), 1);
@@ -114,13 +146,21 @@ async fn a_retry_with_the_same_key_never_reaches_the_provider_twice() {
 async fn twenty_concurrent_requests_with_one_key_make_one_provider_call() {
     let (api, simulator, running) = setup().await;
     // Slow the provider down so all twenty arrive while the first is in flight.
-    running.faults.push(Fault::DelayAfter(std::time::Duration::from_millis(300)));
+    running
+        .faults
+        .push(Fault::DelayAfter(std::time::Duration::from_millis(300)));
     let api = Arc::new(api);
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let api = api.clone();
         tasks.push(tokio::spawn(async move {
-            api.request(Method::POST, CHARGES, Some(charge_body()), &[("Idempotency-Key", "same-key-20")]).await
+            api.request(
+                Method::POST,
+                CHARGES,
+                Some(charge_body()),
+                &[("Idempotency-Key", "same-key-20")],
+            )
+            .await
         }));
     }
     let mut references = Vec::new();
@@ -129,7 +169,11 @@ async fn twenty_concurrent_requests_with_one_key_make_one_provider_call() {
         assert_eq!(status, 200, "{body}");
         references.push(body["reference"].as_str().expect("reference").to_string());
     }
-    assert_eq!(running.calls.count("/api/v1/pay"), 1, "exactly one provider call");
+    assert_eq!(
+        running.calls.count("/api/v1/pay"),
+        1,
+        "exactly one provider call"
+    );
     assert_eq!(simulator.transactions().len(), 1);
     references.dedup();
     assert_eq!(references.len(), 1, "every answer names the same entry");
@@ -139,18 +183,73 @@ async fn twenty_concurrent_requests_with_one_key_make_one_provider_call() {
 async fn hostile_requests_are_refused_with_clear_errors() {
     let (api, _simulator, running) = setup().await;
     let cases: Vec<(&str, Value, u16, &str)> = vec![
-        (CHARGES, json!({"amount": {"minor_units": "lots", "currency": "XOF"}}), 422, "invalid_request"),
-        (CHARGES, json!({"customer": {"phone": "90123456"}}), 422, "invalid_request"),
-        (CHARGES, json!({"amount": {"minor_units": -5, "currency": "XOF"}}), 422, "invalid_request"),
-        (CHARGES, json!({"amount": {"minor_units": 5, "currency": "ZZZ"}}), 422, "invalid_request"),
-        (CHARGES, json!({"amount": {"minor_units": 9223372036854775807i64, "currency": "XOF"}, "customer": {"phone": "90123456"}, "payment_method": "FLOOZ"}), 200, ""),
-        (CHARGES, json!({"amount": {"minor_units": 5, "currency": "XOF"}, "unexpected": true}), 422, "invalid_request"),
-        (CHARGES, json!({"operation": "refund"}), 422, "invalid_request"),
+        (
+            CHARGES,
+            json!({"amount": {"minor_units": "lots", "currency": "XOF"}}),
+            422,
+            "invalid_request",
+        ),
+        (
+            CHARGES,
+            json!({"customer": {"phone": "90123456"}}),
+            422,
+            "invalid_request",
+        ),
+        (
+            CHARGES,
+            json!({"amount": {"minor_units": -5, "currency": "XOF"}}),
+            422,
+            "invalid_request",
+        ),
+        (
+            CHARGES,
+            json!({"amount": {"minor_units": 5, "currency": "ZZZ"}}),
+            422,
+            "invalid_request",
+        ),
+        (
+            CHARGES,
+            json!({"amount": {"minor_units": 9223372036854775807i64, "currency": "XOF"}, "customer": {"phone": "90123456"}, "payment_method": "FLOOZ"}),
+            200,
+            "",
+        ),
+        (
+            CHARGES,
+            json!({"amount": {"minor_units": 5, "currency": "XOF"}, "unexpected": true}),
+            422,
+            "invalid_request",
+        ),
+        (
+            CHARGES,
+            json!({"operation": "refund"}),
+            422,
+            "invalid_request",
+        ),
         (CHARGES, json!([1, 2, 3]), 400, "invalid_request"),
-        ("/v1/nosuch/main/charges", charge_body(), 404, "unknown_provider"),
-        ("/v1/paygateglobal/nobody/charges", charge_body(), 404, "unknown_account"),
-        ("/v1/paygateglobal/main/refunds", json!({"transaction_id": "1"}), 501, "not_supported"),
-        ("/v1/paygateglobal/main/reports", json!({"report": "x"}), 501, "not_supported"),
+        (
+            "/v1/nosuch/main/charges",
+            charge_body(),
+            404,
+            "unknown_provider",
+        ),
+        (
+            "/v1/paygateglobal/nobody/charges",
+            charge_body(),
+            404,
+            "unknown_account",
+        ),
+        (
+            "/v1/paygateglobal/main/refunds",
+            json!({"transaction_id": "1"}),
+            501,
+            "not_supported",
+        ),
+        (
+            "/v1/paygateglobal/main/reports",
+            json!({"report": "x"}),
+            501,
+            "not_supported",
+        ),
     ];
     for (path, body, expected_status, expected_code) in cases {
         let (status, answer) = api.post(path, body.clone()).await;
@@ -193,14 +292,29 @@ async fn forged_and_replayed_callbacks_do_not_change_the_ledger() {
     // Forged: the payment is still pending at the provider.
     let transaction = simulator.transaction(&reference).expect("transaction");
     let mut claimed = gatehouse_sim_paygateglobal::callback_body(&transaction);
-    let response = api.client.post(&webhook).json(&claimed).send().await.expect("send");
+    let response = api
+        .client
+        .post(&webhook)
+        .json(&claimed)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(response.status(), 200);
     let (_, entry) = api.get(&format!("/v1/ledger/{reference}")).await;
-    assert_eq!(entry["entry"]["state"], "pending", "a callback the provider does not confirm changes nothing");
+    assert_eq!(
+        entry["entry"]["state"], "pending",
+        "a callback the provider does not confirm changes nothing"
+    );
 
     // Genuine: the provider confirms it; the entry settles.
     simulator.settle(&reference, PAID).await;
-    let response = api.client.post(&webhook).json(&claimed).send().await.expect("send");
+    let response = api
+        .client
+        .post(&webhook)
+        .json(&claimed)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(response.status(), 200);
     let (_, entry) = api.get(&format!("/v1/ledger/{reference}")).await;
     assert_eq!(entry["entry"]["state"], "succeeded", "{entry}");
@@ -210,7 +324,13 @@ async fn forged_and_replayed_callbacks_do_not_change_the_ledger() {
     assert_eq!(stored, 2, "{events}");
 
     // Replayed: accepted, not stored twice, nothing changes.
-    let response = api.client.post(&webhook).json(&claimed).send().await.expect("send");
+    let response = api
+        .client
+        .post(&webhook)
+        .json(&claimed)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(response.status(), 200);
     let (_, events) = api.get("/v1/events").await;
     assert_eq!(events["events"].as_array().expect("events").len(), stored);
@@ -219,13 +339,24 @@ async fn forged_and_replayed_callbacks_do_not_change_the_ledger() {
     let forged = json!({"tx_reference": "999999", "identifier": "gh_forged", "amount": 1000000,
                         "payment_reference": "X", "datetime": "2026-01-01 00:00:00",
                         "payment_method": "FLOOZ", "phone_number": "22890000000"});
-    api.client.post(&webhook).json(&forged).send().await.expect("send");
+    api.client
+        .post(&webhook)
+        .json(&forged)
+        .send()
+        .await
+        .expect("send");
     let (_, events) = api.get("/v1/events").await;
     assert_eq!(events["events"].as_array().expect("events").len(), stored);
 
     // Garbage: refused, nothing stored.
     claimed["tx_reference"] = json!([1]);
-    let response = api.client.post(&webhook).body("not json").send().await.expect("send");
+    let response = api
+        .client
+        .post(&webhook)
+        .body("not json")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(response.status(), 400);
 }
 
@@ -242,14 +373,20 @@ async fn unknown_outcomes_are_reconciled_with_the_provider() {
     let lost_reference = lost["reference"].as_str().expect("reference").to_string();
     // ...and one that went through but is still pending.
     let (_, pending) = api.post(CHARGES, charge_body()).await;
-    let pending_reference = pending["reference"].as_str().expect("reference").to_string();
+    let pending_reference = pending["reference"]
+        .as_str()
+        .expect("reference")
+        .to_string();
     simulator.settle(&pending_reference, PAID).await;
 
     let (status, report) = api.post("/v1/reconcile", json!({})).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["resolved"], 2, "{report}");
     let (_, entry) = api.get(&format!("/v1/ledger/{lost_reference}")).await;
-    assert_eq!(entry["entry"]["state"], "failed", "the provider never saw it: {entry}");
+    assert_eq!(
+        entry["entry"]["state"], "failed",
+        "the provider never saw it: {entry}"
+    );
     let (_, entry) = api.get(&format!("/v1/ledger/{pending_reference}")).await;
     assert_eq!(entry["entry"]["state"], "succeeded", "{entry}");
 }
@@ -264,16 +401,29 @@ async fn plugins_metrics_and_the_openapi_document() {
     let (status, metrics) = api.get("/metrics").await;
     assert_eq!(status, 200);
     let metrics = metrics.as_str().expect("text");
-    assert!(metrics.contains("gatehouse_requests_total{provider=\"paygateglobal\",operation=\"balance\"}"), "{metrics}");
-    assert!(metrics.contains("gatehouse_provider_latency_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics
+            .contains("gatehouse_requests_total{provider=\"paygateglobal\",operation=\"balance\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gatehouse_provider_latency_seconds_bucket"),
+        "{metrics}"
+    );
     assert!(!metrics.contains(TOKEN));
-    let served = reqwest::get(format!("{}/openapi.json", api.base_url)).await.expect("openapi").text().await.expect("text");
+    let served = reqwest::get(format!("{}/openapi.json", api.base_url))
+        .await
+        .expect("openapi")
+        .text()
+        .await
+        .expect("text");
     assert_eq!(served, gatehouse_host::service::api::OPENAPI_JSON);
 }
 
 #[test]
 fn the_openapi_document_and_the_router_do_not_drift() {
-    let document: Value = serde_json::from_str(gatehouse_host::service::api::OPENAPI_JSON).expect("valid JSON");
+    let document: Value =
+        serde_json::from_str(gatehouse_host::service::api::OPENAPI_JSON).expect("valid JSON");
     let paths = document["paths"].as_object().expect("paths");
     let table = gatehouse_host::service::api::route_table();
     let mut documented = std::collections::BTreeSet::new();
@@ -290,7 +440,10 @@ fn the_openapi_document_and_the_router_do_not_drift() {
     }
     let only_documented: Vec<_> = documented.difference(&served).collect();
     let only_served: Vec<_> = served.difference(&documented).collect();
-    assert!(only_documented.is_empty() && only_served.is_empty(), "documented but not served: {only_documented:?}; served but not documented: {only_served:?}");
+    assert!(
+        only_documented.is_empty() && only_served.is_empty(),
+        "documented but not served: {only_documented:?}; served but not documented: {only_served:?}"
+    );
 }
 
 #[tokio::test]
@@ -304,7 +457,15 @@ async fn the_embedding_example_compiles_and_runs() {
         &gatehouse_e2e::plugin_file_name("paygateglobal"),
     );
     let output = tokio::process::Command::new(env!("CARGO"))
-        .args(["run", "--quiet", "-p", "gatehouse-host", "--example", "embed", "--"])
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "gatehouse-host",
+            "--example",
+            "embed",
+            "--",
+        ])
         .arg(dir.path())
         .arg(running.base_url())
         .arg(TOKEN)
@@ -312,10 +473,17 @@ async fn the_embedding_example_compiles_and_runs() {
         .await
         .expect("cargo run");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("\"status\":\"succeeded\""), "{stdout}");
     assert!(stdout.contains("mounted API health: ok"), "{stdout}");
-    assert!(stdout.contains("\"provider\":\"paygateglobal\""), "{stdout}");
+    assert!(
+        stdout.contains("\"provider\":\"paygateglobal\""),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]
@@ -345,7 +513,9 @@ async fn verified_events_are_forwarded_with_retries() {
             }
         }),
     );
-    let platform = gatehouse_sim_common::serve(receiver).await.expect("receiver");
+    let platform = gatehouse_sim_common::serve(receiver)
+        .await
+        .expect("receiver");
 
     let (simulator, running) = PayGateSimulator::start(TOKEN).await.expect("simulator");
     let api = ApiHost::start(
@@ -363,8 +533,18 @@ async fn verified_events_are_forwarded_with_retries() {
     let transaction = simulator.transaction(&reference).expect("transaction");
     let callback = gatehouse_sim_paygateglobal::callback_body(&transaction);
     let webhook = format!("{}/webhooks/paygateglobal/main", api.base_url);
-    api.client.post(&webhook).json(&callback).send().await.expect("callback");
-    api.client.post(&webhook).json(&callback).send().await.expect("replayed callback");
+    api.client
+        .post(&webhook)
+        .json(&callback)
+        .send()
+        .await
+        .expect("callback");
+    api.client
+        .post(&webhook)
+        .json(&callback)
+        .send()
+        .await
+        .expect("replayed callback");
 
     let mut delivered = Vec::new();
     for _ in 0..100 {
@@ -376,10 +556,17 @@ async fn verified_events_are_forwarded_with_retries() {
     }
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     let delivered_after = received.lock().expect("lock").clone();
-    assert_eq!(delivered_after.len(), 1, "one event, delivered once: {delivered_after:?}");
+    assert_eq!(
+        delivered_after.len(),
+        1,
+        "one event, delivered once: {delivered_after:?}"
+    );
     assert_eq!(delivered[0]["event"]["reference"], reference.as_str());
     assert_eq!(delivered[0]["event"]["status"], "succeeded");
-    assert!(attempts.load(Ordering::SeqCst) >= 3, "delivered after two refusals");
+    assert!(
+        attempts.load(Ordering::SeqCst) >= 3,
+        "delivered after two refusals"
+    );
 }
 
 #[tokio::test]
@@ -396,17 +583,40 @@ async fn a_refusal_before_sending_does_not_bind_the_idempotency_key() {
     .await;
     let key = [("Idempotency-Key", "order-pause-1")];
     // The first charge meets a refused token: failed, and the account is paused.
-    let (status, _, first) = api.request(Method::POST, CHARGES, Some(charge_body()), &[("Idempotency-Key", "order-pause-0")]).await;
-    assert_eq!((status, first["status"].as_str()), (200, Some("failed")), "{first}");
+    let (status, _, first) = api
+        .request(
+            Method::POST,
+            CHARGES,
+            Some(charge_body()),
+            &[("Idempotency-Key", "order-pause-0")],
+        )
+        .await;
+    assert_eq!(
+        (status, first["status"].as_str()),
+        (200, Some("failed")),
+        "{first}"
+    );
     // While paused, a new key is refused before anything is recorded...
-    let (status, _, paused) = api.request(Method::POST, CHARGES, Some(charge_body()), &key).await;
-    assert_eq!((status, paused["error"]["code"].as_str()), (429, Some("account_paused")), "{paused}");
+    let (status, _, paused) = api
+        .request(Method::POST, CHARGES, Some(charge_body()), &key)
+        .await;
+    assert_eq!(
+        (status, paused["error"]["code"].as_str()),
+        (429, Some("account_paused")),
+        "{paused}"
+    );
     let (_, ledger) = api.get("/v1/ledger").await;
-    assert_eq!(ledger["entries"].as_array().expect("entries").len(), 1, "only the first charge: {ledger}");
+    assert_eq!(
+        ledger["entries"].as_array().expect("entries").len(),
+        1,
+        "only the first charge: {ledger}"
+    );
     // ...so once the account is resumed, the same key is free to run.
     let (status, _) = api.post("/v1/paygateglobal/main/resume", json!({})).await;
     assert_eq!(status, 200);
-    let (status, _, retried) = api.request(Method::POST, CHARGES, Some(charge_body()), &key).await;
+    let (status, _, retried) = api
+        .request(Method::POST, CHARGES, Some(charge_body()), &key)
+        .await;
     assert_eq!(status, 200, "{retried}");
     assert_eq!(retried["replayed"], false);
     assert_eq!(running.calls.count("/api/v1/pay"), 2);

@@ -40,7 +40,12 @@ async fn wait_healthy(base: &str) {
     panic!("the host did not become ready at {base}");
 }
 
-async fn post(client: &reqwest::Client, url: &str, body: Value, key: &str) -> reqwest::Result<(u16, Value)> {
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: Value,
+    key: &str,
+) -> reqwest::Result<(u16, Value)> {
     let response = client
         .post(url)
         .bearer_auth(API_KEY)
@@ -58,7 +63,11 @@ async fn sigkill_between_send_and_record_loses_nothing_and_doubles_nothing() {
     let dir = tempfile::tempdir().expect("folder");
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).expect("plugins folder");
-    install(&library("gatehouse-plugin-paygateglobal"), &plugins, &plugin_file_name("paygateglobal"));
+    install(
+        &library("gatehouse-plugin-paygateglobal"),
+        &plugins,
+        &plugin_file_name("paygateglobal"),
+    );
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let config = dir.path().join("plugins.toml");
@@ -76,7 +85,9 @@ async fn sigkill_between_send_and_record_loses_nothing_and_doubles_nothing() {
     let mut host = start_host(&config);
     wait_healthy(&base).await;
     // The provider registers the payment, then holds its answer: the host is waiting for it.
-    running.faults.push(Fault::DelayAfter(Duration::from_secs(30)));
+    running
+        .faults
+        .push(Fault::DelayAfter(Duration::from_secs(30)));
     let client = reqwest::Client::new();
     let charges = format!("{base}/v1/paygateglobal/main/charges");
     let body = json!({"amount": {"minor_units": 700, "currency": "XOF"},
@@ -91,15 +102,28 @@ async fn sigkill_between_send_and_record_loses_nothing_and_doubles_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(simulator.transactions().len(), 1, "the provider received the charge");
+    assert_eq!(
+        simulator.transactions().len(),
+        1,
+        "the provider received the charge"
+    );
     host.kill().expect("SIGKILL");
     let _ = host.wait();
-    assert!(first_attempt.await.expect("task").is_err(), "the caller saw the connection die");
+    assert!(
+        first_attempt.await.expect("task").is_err(),
+        "the caller saw the connection die"
+    );
 
     // Reconcile from the command line while the host is down: the provider has the payment,
     // pending; the entry leaves `sending`.
     let output = Command::new(gatehouse_binary())
-        .args(["--config", config.to_str().expect("utf-8"), "reconcile", "--sending-min-age-secs", "0"])
+        .args([
+            "--config",
+            config.to_str().expect("utf-8"),
+            "reconcile",
+            "--sending-min-age-secs",
+            "0",
+        ])
         .output()
         .expect("reconcile runs");
     let report: Value = serde_json::from_slice(&output.stdout).expect("reconcile prints JSON");
@@ -108,7 +132,9 @@ async fn sigkill_between_send_and_record_loses_nothing_and_doubles_nothing() {
     let mut host = start_host(&config);
     wait_healthy(&base).await;
     // The caller retries with the same key: the recorded entry answers, the provider is not called.
-    let (status, retry) = post(&client, &charges, body.clone(), "crash-order-1").await.expect("retry");
+    let (status, retry) = post(&client, &charges, body.clone(), "crash-order-1")
+        .await
+        .expect("retry");
     assert_eq!(status, 200, "{retry}");
     assert_eq!(retry["replayed"], true);
     assert_eq!(retry["status"], "pending", "{retry}");
@@ -117,9 +143,19 @@ async fn sigkill_between_send_and_record_loses_nothing_and_doubles_nothing() {
 
     // The customer pays; reconciliation records the provider's true state.
     let identifier = simulator.transactions()[0].identifier.clone();
-    assert_eq!(identifier, reference, "the ledger reference is the provider's identifier");
+    assert_eq!(
+        identifier, reference,
+        "the ledger reference is the provider's identifier"
+    );
     simulator.settle(&identifier, PAID).await;
-    let (status, report) = post(&client, &format!("{base}/v1/reconcile"), json!({}), "unused").await.expect("reconcile");
+    let (status, report) = post(
+        &client,
+        &format!("{base}/v1/reconcile"),
+        json!({}),
+        "unused",
+    )
+    .await
+    .expect("reconcile");
     assert_eq!(status, 200);
     assert_eq!(report["resolved"], 1, "{report}");
     let entry: Value = client
@@ -132,13 +168,20 @@ async fn sigkill_between_send_and_record_loses_nothing_and_doubles_nothing() {
         .await
         .expect("json");
     assert_eq!(entry["entry"]["state"], "succeeded", "{entry}");
-    assert_eq!(simulator.transactions().len(), 1, "one charge at the provider");
+    assert_eq!(
+        simulator.transactions().len(),
+        1,
+        "one charge at the provider"
+    );
 
     // SIGTERM: graceful shutdown, exit code 0.
     #[cfg(unix)]
     {
         let pid = host.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
         let status = host.wait().expect("exit");
         assert!(status.success(), "graceful shutdown exits 0: {status:?}");
     }

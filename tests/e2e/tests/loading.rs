@@ -43,7 +43,9 @@ async fn hot_reload_under_load_fails_no_request() {
     let host = Arc::new(host);
 
     // A request that is in flight across the swap: the simulator holds its answer.
-    running.faults.push(Fault::Delay(Duration::from_millis(600)));
+    running
+        .faults
+        .push(Fault::Delay(Duration::from_millis(600)));
     let slow_host = host.clone();
     let in_flight = tokio::spawn(async move {
         slow_host
@@ -57,12 +59,19 @@ async fn hot_reload_under_load_fails_no_request() {
     let served_by_new = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..8 {
-        let (host, stop, failures, served_by_new) =
-            (host.clone(), stop.clone(), failures.clone(), served_by_new.clone());
+        let (host, stop, failures, served_by_new) = (
+            host.clone(),
+            stop.clone(),
+            failures.clone(),
+            served_by_new.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut requests = 0usize;
             while !stop.load(Ordering::SeqCst) {
-                match host.call_full("paygateglobal", "main", json!({"operation": "balance"})).await {
+                match host
+                    .call_full("paygateglobal", "main", json!({"operation": "balance"}))
+                    .await
+                {
                     Ok(dispatched) if dispatched.outcome.status == OutcomeStatus::Succeeded => {
                         if dispatched.plugin_version == "1.1.0" {
                             served_by_new.fetch_add(1, Ordering::SeqCst);
@@ -100,10 +109,23 @@ async fn hot_reload_under_load_fails_no_request() {
     for worker in workers {
         total += worker.await.expect("worker");
     }
-    let slow = in_flight.await.expect("task").expect("the in-flight request finished");
-    assert_eq!(slow.plugin_version, "1.0.0", "a request finishes on the version it started with");
-    assert_eq!(failures.load(Ordering::SeqCst), 0, "requests failed across the swap ({total} sent)");
-    assert!(served_by_new.load(Ordering::SeqCst) > 0, "new requests see the new version");
+    let slow = in_flight
+        .await
+        .expect("task")
+        .expect("the in-flight request finished");
+    assert_eq!(
+        slow.plugin_version, "1.0.0",
+        "a request finishes on the version it started with"
+    );
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "requests failed across the swap ({total} sent)"
+    );
+    assert!(
+        served_by_new.load(Ordering::SeqCst) > 0,
+        "new requests see the new version"
+    );
     let after = host
         .call_full("paygateglobal", "main", json!({"operation": "balance"}))
         .await
@@ -124,11 +146,20 @@ async fn bad_libraries_are_refused_and_the_old_version_keeps_serving() {
     std::fs::write(&text_file, "this is not a library\n").expect("write text");
 
     let cases = [
-        (library("gatehouse-fixture-not-a-plugin"), "not a Gatehouse plugin"),
+        (
+            library("gatehouse-fixture-not-a-plugin"),
+            "not a Gatehouse plugin",
+        ),
         (truncated, "not a loadable library"),
         (text_file, "not a loadable library"),
-        (library("gatehouse-fixture-contract-old-version"), "built against gatehouse-plugin-api 0.0.9"),
-        (library("gatehouse-fixture-contract-other-layout"), "types differ from this host's"),
+        (
+            library("gatehouse-fixture-contract-old-version"),
+            "built against gatehouse-plugin-api 0.0.9",
+        ),
+        (
+            library("gatehouse-fixture-contract-other-layout"),
+            "types differ from this host's",
+        ),
     ];
     for (bad, expected) in cases {
         install(&bad, &host.plugins_dir(), &target);
@@ -136,12 +167,24 @@ async fn bad_libraries_are_refused_and_the_old_version_keeps_serving() {
         let failure = events
             .iter()
             .find_map(|event| match event {
-                ScanEvent::Failed { error, still_serving, .. } => Some((error.to_string(), still_serving.clone())),
+                ScanEvent::Failed {
+                    error,
+                    still_serving,
+                    ..
+                } => Some((error.to_string(), still_serving.clone())),
                 _ => None,
             })
             .unwrap_or_else(|| panic!("{} was not refused: {events:?}", bad.display()));
-        assert!(failure.0.contains(expected), "{expected:?} not in {:?}", failure.0);
-        assert!(failure.0.contains(&target), "the error names the file: {}", failure.0);
+        assert!(
+            failure.0.contains(expected),
+            "{expected:?} not in {:?}",
+            failure.0
+        );
+        assert!(
+            failure.0.contains(&target),
+            "the error names the file: {}",
+            failure.0
+        );
         assert_eq!(failure.1.as_deref(), Some("paygateglobal"));
         assert_eq!(version_of(&host, "paygateglobal").as_deref(), Some("1.0.0"));
         let outcome = host
@@ -149,7 +192,13 @@ async fn bad_libraries_are_refused_and_the_old_version_keeps_serving() {
             .await
             .expect("the old version keeps serving");
         assert_eq!(outcome.status, OutcomeStatus::Succeeded);
-        assert!(host.gateway.registry().failures().iter().any(|f| f.error.contains(expected)));
+        assert!(
+            host.gateway
+                .registry()
+                .failures()
+                .iter()
+                .any(|f| f.error.contains(expected))
+        );
     }
     // Putting the good file back clears the error.
     install(&real, &host.plugins_dir(), &target);
@@ -162,14 +211,26 @@ async fn a_new_file_is_loaded_without_restart_and_a_removed_one_retires() {
     let (mut host, _simulator, _running) = paygate_host().await;
     host.watch();
     assert!(host.gateway.registry().get("misbehaving").is_none());
-    install(&library("gatehouse-fixture-misbehaving-plugin"), &host.plugins_dir(), &plugin_file_name("misbehaving"));
+    install(
+        &library("gatehouse-fixture-misbehaving-plugin"),
+        &host.plugins_dir(),
+        &plugin_file_name("misbehaving"),
+    );
     assert!(
-        host.wait_until(Duration::from_secs(10), |g| g.registry().get("misbehaving").is_some()).await,
+        host.wait_until(Duration::from_secs(10), |g| g
+            .registry()
+            .get("misbehaving")
+            .is_some())
+            .await,
         "a dropped-in plugin is loaded by the watcher"
     );
     std::fs::remove_file(host.plugins_dir().join(plugin_file_name("misbehaving"))).expect("remove");
     assert!(
-        host.wait_until(Duration::from_secs(10), |g| g.registry().get("misbehaving").is_none()).await,
+        host.wait_until(Duration::from_secs(10), |g| g
+            .registry()
+            .get("misbehaving")
+            .is_none())
+            .await,
         "a removed plugin is retired"
     );
     assert!(host.gateway.registry().get("paygateglobal").is_some());
@@ -178,33 +239,60 @@ async fn a_new_file_is_loaded_without_restart_and_a_removed_one_retires() {
 #[tokio::test]
 async fn misbehaving_plugins_fail_their_own_request_only() {
     let (host, _simulator, running) = paygate_host().await;
-    install(&library("gatehouse-fixture-misbehaving-plugin"), &host.plugins_dir(), &plugin_file_name("misbehaving"));
+    install(
+        &library("gatehouse-fixture-misbehaving-plugin"),
+        &host.plugins_dir(),
+        &plugin_file_name("misbehaving"),
+    );
     host.gateway.reload_plugins();
 
     // A panic inside an operation.
-    let panicked = host.call("misbehaving", "main", json!({"operation": "balance"})).await;
+    let panicked = host
+        .call("misbehaving", "main", json!({"operation": "balance"}))
+        .await;
     match &panicked {
         Err(DispatchError::Provider(error)) => {
             assert_eq!(error.kind, ErrorKind::PluginFault);
-            assert!(error.message.contains("deliberate panic"), "{}", error.message);
+            assert!(
+                error.message.contains("deliberate panic"),
+                "{}",
+                error.message
+            );
         }
         other => panic!("expected a plugin fault, got {other:?}"),
     }
     // A plugin call that never returns fails within the budget; the host stays responsive.
     let started = std::time::Instant::now();
     let hung = host
-        .call("misbehaving", "main", json!({"operation": "report", "report": "forever"}))
+        .call(
+            "misbehaving",
+            "main",
+            json!({"operation": "report", "report": "forever"}),
+        )
         .await;
-    assert!(matches!(&hung, Err(DispatchError::Provider(error)) if error.kind == ErrorKind::PluginFault), "{hung:?}");
+    assert!(
+        matches!(&hung, Err(DispatchError::Provider(error)) if error.kind == ErrorKind::PluginFault),
+        "{hung:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     // A request outside the account's base URL is never sent.
     let calls = running.calls.all().len();
-    let exfiltration = host.call("misbehaving", "main", json!({"operation": "status", "transaction_id": "1"})).await;
+    let exfiltration = host
+        .call(
+            "misbehaving",
+            "main",
+            json!({"operation": "status", "transaction_id": "1"}),
+        )
+        .await;
     assert!(exfiltration.is_err(), "{exfiltration:?}");
     assert_eq!(running.calls.all().len(), calls);
     // A secret echoed by a plugin is scrubbed before it leaves the host.
     let leaked = host
-        .call("misbehaving", "main", json!({"operation": "payment_page", "amount": {"minor_units": 1, "currency": "USD"}}))
+        .call(
+            "misbehaving",
+            "main",
+            json!({"operation": "payment_page", "amount": {"minor_units": 1, "currency": "USD"}}),
+        )
         .await;
     let text = format!("{leaked:?}");
     assert!(!text.contains("super-secret-key-123"), "{text}");
@@ -220,14 +308,24 @@ async fn misbehaving_plugins_fail_their_own_request_only() {
         .await
         .expect("an outcome, not an error");
     assert_eq!(charge.status, OutcomeStatus::Unknown);
-    assert_eq!(charge.error.map(|error| error.kind), Some(ErrorKind::PluginFault));
+    assert_eq!(
+        charge.error.map(|error| error.kind),
+        Some(ErrorKind::PluginFault)
+    );
     // Other requests, to this plugin and others, are served.
     let refund = host
-        .call("misbehaving", "main", json!({"operation": "refund", "transaction_id": "1"}))
+        .call(
+            "misbehaving",
+            "main",
+            json!({"operation": "refund", "transaction_id": "1"}),
+        )
         .await
         .expect("refund still served");
     assert_eq!(refund.status, OutcomeStatus::Succeeded);
-    let balance = host.call("paygateglobal", "main", json!({"operation": "balance"})).await.expect("balance");
+    let balance = host
+        .call("paygateglobal", "main", json!({"operation": "balance"}))
+        .await
+        .expect("balance");
     assert_eq!(balance.status, OutcomeStatus::Succeeded);
 }
 
@@ -235,7 +333,9 @@ async fn misbehaving_plugins_fail_their_own_request_only() {
 async fn configuration_changes_apply_without_restart() {
     let (mut host, _simulator, running) = paygate_host().await;
     host.watch();
-    let missing = host.call("paygateglobal", "second", json!({"operation": "balance"})).await;
+    let missing = host
+        .call("paygateglobal", "second", json!({"operation": "balance"}))
+        .await;
     assert!(matches!(missing, Err(DispatchError::UnknownAccount { .. })));
     let original = std::fs::read_to_string(host.config_path()).expect("config");
     let extended = format!(
@@ -246,19 +346,30 @@ async fn configuration_changes_apply_without_restart() {
     std::fs::write(&temporary, &extended).expect("write");
     std::fs::rename(&temporary, host.config_path()).expect("rename");
     assert!(
-        host.wait_until(Duration::from_secs(10), |g| g.config().account("paygateglobal", "second").is_some()).await,
+        host.wait_until(Duration::from_secs(10), |g| g
+            .config()
+            .account("paygateglobal", "second")
+            .is_some())
+            .await,
         "the new account was picked up"
     );
-    host.call("paygateglobal", "second", json!({"operation": "balance"})).await.expect("new account serves");
+    host.call("paygateglobal", "second", json!({"operation": "balance"}))
+        .await
+        .expect("new account serves");
 
     // A broken file is refused; the previous configuration stays in force.
     std::fs::write(&temporary, format!("{extended}\n[host]\nbogus = 1\n")).expect("write");
     std::fs::rename(&temporary, host.config_path()).expect("rename");
     assert!(
-        host.wait_until(Duration::from_secs(10), |_| gatehouse_host::watcher::config_error().is_some()).await,
+        host.wait_until(Duration::from_secs(10), |_| {
+            gatehouse_host::watcher::config_error().is_some()
+        })
+        .await,
         "the broken file was noticed"
     );
-    host.call("paygateglobal", "second", json!({"operation": "balance"})).await.expect("previous configuration still in force");
+    host.call("paygateglobal", "second", json!({"operation": "balance"}))
+        .await
+        .expect("previous configuration still in force");
 }
 
 #[cfg(unix)]
@@ -267,9 +378,19 @@ async fn plugins_writable_by_others_are_refused() {
     use std::os::unix::fs::PermissionsExt;
     let (host, _simulator, _running) = paygate_host().await;
     let file = host.plugins_dir().join(plugin_file_name("misbehaving"));
-    install(&library("gatehouse-fixture-misbehaving-plugin"), &host.plugins_dir(), &plugin_file_name("misbehaving"));
+    install(
+        &library("gatehouse-fixture-misbehaving-plugin"),
+        &host.plugins_dir(),
+        &plugin_file_name("misbehaving"),
+    );
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).expect("chmod");
     host.gateway.reload_plugins();
     assert!(host.gateway.registry().get("misbehaving").is_none());
-    assert!(host.gateway.registry().failures().iter().any(|f| f.error.contains("writable by other users")));
+    assert!(
+        host.gateway
+            .registry()
+            .failures()
+            .iter()
+            .any(|f| f.error.contains("writable by other users"))
+    );
 }

@@ -27,7 +27,11 @@ async fn the_sandbox_serves_every_provider_without_credentials() {
     let client = reqwest::Client::new();
     let mut plugins = Value::Null;
     for _ in 0..200 {
-        if let Ok(response) = client.get(format!("{base}/v1/plugins")).bearer_auth("sandbox-key").send().await
+        if let Ok(response) = client
+            .get(format!("{base}/v1/plugins"))
+            .bearer_auth("sandbox-key")
+            .send()
+            .await
             && response.status() == 200
         {
             plugins = response.json().await.expect("json");
@@ -42,7 +46,16 @@ async fn the_sandbox_serves_every_provider_without_credentials() {
         .map(|plugin| plugin["provider"].as_str().unwrap_or_default().to_string())
         .collect();
     providers.sort();
-    assert_eq!(providers, ["ccbill", "kolmisoft", "paygateglobal", "paysitecash", "xsolla"]);
+    assert_eq!(
+        providers,
+        [
+            "ccbill",
+            "kolmisoft",
+            "paygateglobal",
+            "paysitecash",
+            "xsolla"
+        ]
+    );
     assert_eq!(plugins["load_errors"], json!([]));
 
     let charge = client
@@ -65,7 +78,10 @@ async fn the_sandbox_serves_every_provider_without_credentials() {
         .expect("report");
     assert_eq!(report.status(), 200);
     let report: Value = report.json().await.expect("json");
-    assert_eq!(report["details"]["records"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        report["details"]["records"].as_array().map(Vec::len),
+        Some(3)
+    );
     let _ = sandbox.kill();
     let _ = sandbox.wait();
 }

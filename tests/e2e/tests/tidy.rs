@@ -25,8 +25,14 @@ fn rust_files(folder: &Path, files: &mut Vec<PathBuf>) {
 #[test]
 fn plugin_api_depends_on_no_workspace_crate() {
     let manifest = std::fs::read_to_string(root().join("plugin-api/Cargo.toml")).expect("manifest");
-    let dependencies = manifest.split("[dependencies]").nth(1).expect("a dependencies table");
-    assert!(!dependencies.contains("path ="), "plugin-api must have no path dependencies");
+    let dependencies = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .expect("a dependencies table");
+    assert!(
+        !dependencies.contains("path ="),
+        "plugin-api must have no path dependencies"
+    );
     assert!(
         !dependencies.contains("gatehouse-"),
         "plugin-api must not depend on another gatehouse crate"
@@ -46,8 +52,15 @@ fn plugin_code_does_not_unwrap() {
         let mut files = Vec::new();
         rust_files(&source, &mut files);
         for file in files {
-            let relative = file.strip_prefix(&source).unwrap_or(&file).to_string_lossy().into_owned();
-            if relative.starts_with("tests/") || relative.contains("/tests/") || relative.ends_with("tests.rs") {
+            let relative = file
+                .strip_prefix(&source)
+                .unwrap_or(&file)
+                .to_string_lossy()
+                .into_owned();
+            if relative.starts_with("tests/")
+                || relative.contains("/tests/")
+                || relative.ends_with("tests.rs")
+            {
                 continue;
             }
             let contents = std::fs::read_to_string(&file).expect("source");
@@ -58,14 +71,24 @@ fn plugin_code_does_not_unwrap() {
                 if trimmed.starts_with("//") || line.contains("tidy: allow-panic") {
                     continue;
                 }
-                if [".unwrap()", ".expect(", "panic!(", "unimplemented!(", "todo!("]
-                    .iter()
-                    .any(|pattern| line.contains(pattern))
+                if [
+                    ".unwrap()",
+                    ".expect(",
+                    "panic!(",
+                    "unimplemented!(",
+                    "todo!(",
+                ]
+                .iter()
+                .any(|pattern| line.contains(pattern))
                 {
                     offenders.push(format!("{}:{}: {}", file.display(), number + 1, trimmed));
                 }
             }
         }
     }
-    assert!(offenders.is_empty(), "plugin code that can panic:\n{}", offenders.join("\n"));
+    assert!(
+        offenders.is_empty(),
+        "plugin code that can panic:\n{}",
+        offenders.join("\n")
+    );
 }

@@ -54,7 +54,10 @@ pub async fn serve_on(address: SocketAddr, router: Router) -> std::io::Result<Ru
     let faults = Faults::default();
     let calls = CallLog::default();
     let router = router
-        .layer(middleware::from_fn_with_state(faults.clone(), inject_faults))
+        .layer(middleware::from_fn_with_state(
+            faults.clone(),
+            inject_faults,
+        ))
         .layer(middleware::from_fn_with_state(calls.clone(), log_calls));
     let (shutdown, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -128,7 +131,10 @@ impl CallLog {
     pub fn count(&self, path_prefix: &str) -> usize {
         self.all()
             .iter()
-            .filter(|line| line.split_once(' ').is_some_and(|(_, path)| path.starts_with(path_prefix)))
+            .filter(|line| {
+                line.split_once(' ')
+                    .is_some_and(|(_, path)| path.starts_with(path_prefix))
+            })
             .count()
     }
 }
@@ -137,7 +143,10 @@ async fn log_calls(State(calls): State<CallLog>, request: Request, next: Next) -
     let line = format!(
         "{} {}",
         request.method(),
-        request.uri().path_and_query().map_or("/", |path| path.as_str())
+        request
+            .uri()
+            .path_and_query()
+            .map_or("/", |path| path.as_str())
     );
     calls.0.lock().expect("call log lock").push(line);
     next.run(request).await
@@ -175,7 +184,9 @@ async fn inject_faults(State(faults): State<Faults>, request: Request, next: Nex
         Fault::TruncateBody => {
             let response = next.run(request).await;
             let (mut parts, body) = response.into_parts();
-            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+            let bytes = axum::body::to_bytes(body, usize::MAX)
+                .await
+                .unwrap_or_default();
             let half = bytes.slice(0..bytes.len() / 2);
             parts.headers.remove(header::CONTENT_LENGTH);
             Response::from_parts(parts, Body::from(half))
@@ -183,7 +194,9 @@ async fn inject_faults(State(faults): State<Faults>, request: Request, next: Nex
         Fault::ResetMidBody => {
             let response = next.run(request).await;
             let (mut parts, body) = response.into_parts();
-            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+            let bytes = axum::body::to_bytes(body, usize::MAX)
+                .await
+                .unwrap_or_default();
             let half = bytes.slice(0..bytes.len() / 2);
             // Announce the full length, send half, then fail the stream: the client sees the
             // connection break in the middle of the body.
@@ -193,7 +206,10 @@ async fn inject_faults(State(faults): State<Faults>, request: Request, next: Nex
             );
             let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
                 Ok(half),
-                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset")),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected reset",
+                )),
             ];
             Response::from_parts(parts, Body::from_stream(futures_util::stream::iter(chunks)))
         }
@@ -212,7 +228,10 @@ async fn inject_faults(State(faults): State<Faults>, request: Request, next: Nex
 }
 
 /// Answers a request form or JSON body as key/value pairs, whichever the client sent.
-pub fn parse_form_or_json(content_type: Option<&str>, body: &[u8]) -> Option<Vec<(String, String)>> {
+pub fn parse_form_or_json(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Option<Vec<(String, String)>> {
     if content_type.is_some_and(|value| value.starts_with("application/json")) {
         let value: serde_json::Value = serde_json::from_slice(body).ok()?;
         let object = value.as_object()?;

@@ -138,7 +138,9 @@ impl PayGateSimulator {
     }
 
     fn token_ok(&self, fields: &HashMap<String, String>, name: &str) -> bool {
-        fields.get(name).is_some_and(|token| token == self.auth_token.as_str())
+        fields
+            .get(name)
+            .is_some_and(|token| token == self.auth_token.as_str())
     }
 }
 
@@ -156,7 +158,9 @@ pub fn callback_body(transaction: &Transaction) -> Value {
 }
 
 fn fields_of(headers: &HeaderMap, body: &[u8]) -> Option<HashMap<String, String>> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
     parse_form_or_json(content_type, body).map(|pairs| pairs.into_iter().collect())
 }
 
@@ -168,7 +172,9 @@ async fn pay(State(sim): State<PayGateSimulator>, headers: HeaderMap, body: Byte
         return Json(json!({"status": 2})).into_response();
     }
     let phone = fields.get("phone_number").cloned().unwrap_or_default();
-    let amount = fields.get("amount").and_then(|amount| amount.parse::<i64>().ok());
+    let amount = fields
+        .get("amount")
+        .and_then(|amount| amount.parse::<i64>().ok());
     let identifier = fields.get("identifier").cloned().unwrap_or_default();
     let network = fields.get("network").cloned().unwrap_or_default();
     let phone_ok = (8..=15).contains(&phone.len()) && phone.bytes().all(|b| b.is_ascii_digit());
@@ -214,7 +220,10 @@ async fn page(State(sim): State<PayGateSimulator>, Query(query): Query<PageQuery
         return (StatusCode::UNAUTHORIZED, Html("<p>Jeton invalide</p>")).into_response();
     }
     let (Some(amount), Some(identifier)) = (
-        query.amount.and_then(|amount| amount.parse::<i64>().ok()).filter(|a| *a > 0),
+        query
+            .amount
+            .and_then(|amount| amount.parse::<i64>().ok())
+            .filter(|a| *a > 0),
         query.identifier.filter(|identifier| !identifier.is_empty()),
     ) else {
         return (StatusCode::BAD_REQUEST, Html("<p>Paramètres invalides</p>")).into_response();
@@ -242,16 +251,32 @@ async fn page(State(sim): State<PayGateSimulator>, Query(query): Query<PageQuery
 }
 
 fn unauthorized() -> Response {
-    (StatusCode::UNAUTHORIZED, Json(json!({"message": "invalid auth_token"}))).into_response()
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"message": "invalid auth_token"})),
+    )
+        .into_response()
 }
 
 fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, Json(json!({"message": "transaction not found"}))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"message": "transaction not found"})),
+    )
+        .into_response()
 }
 
-async fn status_by_reference(State(sim): State<PayGateSimulator>, headers: HeaderMap, body: Bytes) -> Response {
+async fn status_by_reference(
+    State(sim): State<PayGateSimulator>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(fields) = fields_of(&headers, &body) else {
-        return (StatusCode::BAD_REQUEST, Json(json!({"message": "bad request"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"message": "bad request"})),
+        )
+            .into_response();
     };
     if !sim.token_ok(&fields, "auth_token") {
         return unauthorized();
@@ -271,9 +296,17 @@ async fn status_by_reference(State(sim): State<PayGateSimulator>, headers: Heade
     }
 }
 
-async fn status_by_identifier(State(sim): State<PayGateSimulator>, headers: HeaderMap, body: Bytes) -> Response {
+async fn status_by_identifier(
+    State(sim): State<PayGateSimulator>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(fields) = fields_of(&headers, &body) else {
-        return (StatusCode::BAD_REQUEST, Json(json!({"message": "bad request"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"message": "bad request"})),
+        )
+            .into_response();
     };
     if !sim.token_ok(&fields, "auth_token") {
         return unauthorized();
@@ -292,9 +325,17 @@ async fn status_by_identifier(State(sim): State<PayGateSimulator>, headers: Head
     }
 }
 
-async fn check_balance(State(sim): State<PayGateSimulator>, headers: HeaderMap, body: Bytes) -> Response {
+async fn check_balance(
+    State(sim): State<PayGateSimulator>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(fields) = fields_of(&headers, &body) else {
-        return (StatusCode::BAD_REQUEST, Json(json!({"message": "bad request"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"message": "bad request"})),
+        )
+            .into_response();
     };
     if !sim.token_ok(&fields, "auth_token") {
         return unauthorized();
@@ -308,7 +349,10 @@ struct CallbackUrl {
     url: Option<String>,
 }
 
-async fn set_callback_url_route(State(sim): State<PayGateSimulator>, Json(body): Json<CallbackUrl>) -> StatusCode {
+async fn set_callback_url_route(
+    State(sim): State<PayGateSimulator>,
+    Json(body): Json<CallbackUrl>,
+) -> StatusCode {
     sim.set_callback_url(body.url);
     StatusCode::NO_CONTENT
 }
