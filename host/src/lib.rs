@@ -18,6 +18,7 @@
 
 pub mod accounts;
 pub mod config;
+pub mod conformance;
 pub mod error;
 pub mod gateway;
 pub mod ledger;
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod plugin_pool;
 pub mod registry;
 pub mod resolve;
+pub mod scaffold;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod scrub;

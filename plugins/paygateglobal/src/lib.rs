@@ -197,7 +197,7 @@ fn finish_pay(
     match pay_result(&parsed) {
         Ok(PayResult::Registered(outcome)) => Ok(Step::Done(match amount {
             Some(amount) => outcome.with_amount(amount),
-            None => outcome,
+            None => *outcome,
         })),
         Ok(PayResult::Refused(error)) => Ok(Step::Done(Outcome::failed(error))),
         Ok(PayResult::Duplicate) => {

@@ -152,7 +152,7 @@ pub fn amount_from_wire(raw: &RawValue) -> Result<Money, ProviderError> {
 /// 6 duplicate identifier.
 pub enum PayResult {
     /// Registered: the customer confirms on their phone; the payment is pending until then.
-    Registered(Outcome),
+    Registered(Box<Outcome>),
     /// A transaction with our identifier exists already: look it up to learn its state.
     Duplicate,
     Refused(ProviderError),
@@ -173,7 +173,7 @@ pub fn pay_result(response: &PayResponse) -> Result<PayResult, ProviderError> {
                         "PayGateGlobal registered the payment but sent no `tx_reference`",
                     )
                 })?;
-            PayResult::Registered(Outcome::pending().with_provider_reference(reference))
+            PayResult::Registered(Box::new(Outcome::pending().with_provider_reference(reference)))
         }
         2 => PayResult::Refused(
             ProviderError::new(
