@@ -65,6 +65,9 @@ enum Commands {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
     },
+    /// Plugin authors' tools.
+    #[command(subcommand)]
+    Plugin(PluginCommands),
     /// Settle unknown, pending and interrupted ledger entries through the providers' status
     /// operations now, and print what happened.
     Reconcile {
@@ -75,10 +78,30 @@ enum Commands {
     },
 }
 
+#[derive(Subcommand)]
+enum PluginCommands {
+    /// Load a plugin file as the host would and check it against the contract; exits non-zero
+    /// with a readable report when anything fails.
+    Check {
+        file: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a new plugin crate from the template.
+    New {
+        /// The provider id (lower case letters, digits, `-`, `_`).
+        name: String,
+        /// The folder the crate is created in (`<destination>/<name>`).
+        #[arg(long, default_value = "plugins")]
+        destination: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Commands::Plugins { .. } | Commands::Call { .. } | Commands::Reconcile { .. } => "warn",
+        Commands::Plugins { .. } | Commands::Call { .. } | Commands::Reconcile { .. } | Commands::Plugin(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -112,6 +135,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     #[cfg(feature = "sandbox")]
     if let Commands::Sandbox { folder, listen } = &cli.command {
         return sandbox(folder, listen).await;
+    }
+    if let Commands::Plugin(command) = &cli.command {
+        return plugin_tool(command);
     }
     let config = Config::load(&cli.config)?;
     match cli.command {
@@ -175,6 +201,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         #[cfg(feature = "sandbox")]
         Commands::Sandbox { .. } => unreachable!("handled before the configuration is read"),
+        Commands::Plugin(_) => unreachable!("handled before the configuration is read"),
+    }
+}
+
+fn plugin_tool(command: &PluginCommands) -> anyhow::Result<ExitCode> {
+    match command {
+        PluginCommands::Check { file, json } => {
+            let report = gatehouse_host::conformance::check_plugin_file(file);
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        PluginCommands::New { name, destination } => {
+            let created = gatehouse_host::scaffold::new_plugin(name, destination)?;
+            println!("created {}", created.display());
+            println!("next: add it to the workspace (plugins/* is globbed), then `cargo test -p gatehouse-plugin-{name}`");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
