@@ -74,6 +74,8 @@ struct GatewayInner {
     metrics: Metrics,
     plugin_pool: PluginPool,
     shutting_down: AtomicBool,
+    /// Why the newest configuration file was refused, if it was.
+    config_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Gateway {
@@ -97,6 +99,7 @@ impl Gateway {
                         .clamp(2, 16),
                 ),
                 shutting_down: AtomicBool::new(false),
+                config_error: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -124,6 +127,23 @@ impl Gateway {
     /// Replaces the configuration; requests already running keep the one they started with.
     pub fn set_config(&self, config: Config) {
         self.inner.config.store(Arc::new(config));
+    }
+
+    /// Why the newest `plugins.toml` was refused (the previous one stays in force), if it was.
+    pub fn config_error(&self) -> Option<String> {
+        self.inner
+            .config_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub fn set_config_error(&self, error: Option<String>) {
+        *self
+            .inner
+            .config_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = error;
     }
 
     /// Rescans the plugins folder (blocking: file I/O and `dlopen`).

@@ -2,7 +2,6 @@
 //! changed `plugins.toml` takes effect without a restart.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::time::Duration;
 
@@ -15,17 +14,6 @@ use crate::gateway::Gateway;
 pub struct WatchHandle {
     _plugins: RecommendedWatcher,
     _config: Option<RecommendedWatcher>,
-}
-
-/// The last configuration reload error, if the newest file was refused.
-static CONFIG_ERROR: Mutex<Option<String>> = Mutex::new(None);
-
-/// The error that kept the newest `plugins.toml` from taking effect, if any.
-pub fn config_error() -> Option<String> {
-    CONFIG_ERROR
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone()
 }
 
 /// Starts watching. Changes are debounced (`host.reload_debounce_ms`), then the plugins folder is
@@ -117,9 +105,7 @@ pub fn reload_config(gateway: &Gateway, path: &Path) {
             let plugins_dir_changed =
                 new_config.host.plugins_dir != gateway.config().host.plugins_dir;
             gateway.set_config(new_config);
-            *CONFIG_ERROR
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+            gateway.set_config_error(None);
             gateway
                 .metrics()
                 .increment("gatehouse_config_reloads_total", &[("result", "applied")]);
@@ -133,9 +119,7 @@ pub fn reload_config(gateway: &Gateway, path: &Path) {
                 .metrics()
                 .increment("gatehouse_config_reloads_total", &[("result", "refused")]);
             tracing::error!(%error, "configuration refused; the previous one stays in force");
-            *CONFIG_ERROR
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(error.to_string());
+            gateway.set_config_error(Some(error.to_string()));
         }
     }
 }

@@ -275,7 +275,7 @@ async fn list_plugins(State(service): State<Service>) -> Response {
         "plugins": service.gateway.registry().statuses(),
         "load_errors": service.gateway.registry().failures(),
         "paused_accounts": pauses,
-        "config_error": crate::watcher::config_error(),
+        "config_error": service.gateway.config_error(),
         "libraries_loaded": service.gateway.registry().libraries_loaded(),
     }))
     .into_response()

@@ -361,10 +361,10 @@ async fn configuration_changes_apply_without_restart() {
     std::fs::write(&temporary, format!("{extended}\n[host]\nbogus = 1\n")).expect("write");
     std::fs::rename(&temporary, host.config_path()).expect("rename");
     assert!(
-        host.wait_until(Duration::from_secs(10), |_| {
-            gatehouse_host::watcher::config_error().is_some()
-        })
-        .await,
+        host.wait_until(Duration::from_secs(10), |gateway| gateway
+            .config_error()
+            .is_some())
+            .await,
         "the broken file was noticed"
     );
     host.call("paygateglobal", "second", json!({"operation": "balance"}))
