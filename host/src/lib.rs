@@ -27,9 +27,9 @@ pub mod metrics;
 pub mod plugin_pool;
 pub mod registry;
 pub mod resolve;
-pub mod scaffold;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+pub mod scaffold;
 pub mod scrub;
 pub mod server;
 pub mod service;

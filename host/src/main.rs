@@ -101,7 +101,10 @@ enum PluginCommands {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Commands::Plugins { .. } | Commands::Call { .. } | Commands::Reconcile { .. } | Commands::Plugin(_) => "warn",
+        Commands::Plugins { .. }
+        | Commands::Call { .. }
+        | Commands::Reconcile { .. }
+        | Commands::Plugin(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -214,12 +217,18 @@ fn plugin_tool(command: &PluginCommands) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", report.render());
             }
-            Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         PluginCommands::New { name, destination } => {
             let created = gatehouse_host::scaffold::new_plugin(name, destination)?;
             println!("created {}", created.display());
-            println!("next: add it to the workspace (plugins/* is globbed), then `cargo test -p gatehouse-plugin-{name}`");
+            println!(
+                "next: add it to the workspace (plugins/* is globbed), then `cargo test -p gatehouse-plugin-{name}`"
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
