@@ -72,11 +72,17 @@ pub fn base64(text: &str) -> String {
     let input = text.as_bytes();
     let mut out = String::new();
     for chunk in input.chunks(3) {
-        let bytes = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let bytes = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let triple = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
         for index in 0..4 {
             if index <= chunk.len() {
-                out.push(char::from(ALPHABET[((triple >> (18 - 6 * index)) & 63) as usize]));
+                out.push(char::from(
+                    ALPHABET[((triple >> (18 - 6 * index)) & 63) as usize],
+                ));
             } else {
                 out.push('=');
             }
@@ -111,20 +117,26 @@ pub fn closed_port() -> u16 {
 
 impl Simulators {
     pub async fn start() -> Self {
-        let (pgg, pgg_running) = PayGateSimulator::start(PGG_TOKEN).await.expect("paygateglobal simulator");
-        let (xsolla, xsolla_running) = XsollaSimulator::start(Credentials::default()).await.expect("xsolla simulator");
-        let card = xsolla.add_saved_account(XSOLLA_USER, "card", "Visa");
-        let (kolmisoft, kolmisoft_running) = KolmisoftSimulator::start(KOLMISOFT_SECRET, KOLMISOFT_USER)
+        let (pgg, pgg_running) = PayGateSimulator::start(PGG_TOKEN)
             .await
-            .expect("kolmisoft simulator");
+            .expect("paygateglobal simulator");
+        let (xsolla, xsolla_running) = XsollaSimulator::start(Credentials::default())
+            .await
+            .expect("xsolla simulator");
+        let card = xsolla.add_saved_account(XSOLLA_USER, "card", "Visa");
+        let (kolmisoft, kolmisoft_running) =
+            KolmisoftSimulator::start(KOLMISOFT_SECRET, KOLMISOFT_USER)
+                .await
+                .expect("kolmisoft simulator");
         kolmisoft.add_payment(Payment::new(7, "alee", 1_748_739_600, "99.1234", "USD"));
         let ccbill = CcBillSimulator::new();
         ccbill.add_account(CCBILL_ACCNUM, &["0000", "0001", "0002"]);
         ccbill.add_main_user(CCBILL_ACCNUM, CCBILL_USER, CCBILL_PASSWORD);
         let (ccbill, ccbill_running) = ccbill.serve().await.expect("ccbill simulator");
-        let (paysite, paysite_running) = PaysiteCashSimulator::start(PAYSITE_USER, PAYSITE_PASSWORD)
-            .await
-            .expect("paysitecash simulator");
+        let (paysite, paysite_running) =
+            PaysiteCashSimulator::start(PAYSITE_USER, PAYSITE_PASSWORD)
+                .await
+                .expect("paysitecash simulator");
         Self {
             pgg,
             pgg_running,
@@ -156,7 +168,15 @@ impl Simulators {
                 self.ccbill_running.base_url(),
                 PaysiteCashSimulator::stats_base_url(&self.paysite_running),
             ),
-            ("down", down.clone(), down.clone(), down.clone(), down.clone(), down.clone(), down.clone()),
+            (
+                "down",
+                down.clone(),
+                down.clone(),
+                down.clone(),
+                down.clone(),
+                down.clone(),
+                down.clone(),
+            ),
         ] {
             let policy = format!(
                 "timeout_ms = {timeout_ms}\nrate_limit_per_minute = 1000000\nmax_concurrency = 64\nmax_retries = 2\n"
@@ -231,7 +251,10 @@ pub async fn ledger(api: &ApiHost) -> BTreeMap<String, Value> {
     let mut entries = BTreeMap::new();
     for entry in listed["entries"].as_array().expect("entries") {
         let id = entry["id"].as_str().expect("id").to_string();
-        assert!(entries.insert(id.clone(), entry.clone()).is_none(), "entry {id} listed twice");
+        assert!(
+            entries.insert(id.clone(), entry.clone()).is_none(),
+            "entry {id} listed twice"
+        );
     }
     entries
 }
@@ -272,9 +295,12 @@ pub fn figure(name: &str, values: impl std::fmt::Display) {
 /// A plugin cdylib loaded once per test binary through the host's own loader (copy, `dlopen`,
 /// contract and layout checks), to drive its flows with scripted answers and no sockets.
 pub fn loaded_plugin(package: &str) -> Arc<LoadedPlugin> {
-    static LOADED: OnceLock<std::sync::Mutex<BTreeMap<String, Arc<LoadedPlugin>>>> = OnceLock::new();
+    static LOADED: OnceLock<std::sync::Mutex<BTreeMap<String, Arc<LoadedPlugin>>>> =
+        OnceLock::new();
     let loaded = LOADED.get_or_init(Default::default);
-    let mut loaded = loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut loaded = loaded
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(plugin) = loaded.get(package) {
         return plugin.clone();
     }
@@ -295,15 +321,30 @@ pub struct Driven {
 
 /// Runs `invocation` (JSON of `Invocation`) through `plugin`, answering each request with the next
 /// scripted response, at most 16 steps (the host's limit).
-pub fn drive(plugin: &LoadedPlugin, invocation: &Value, inbound: &[u8], responses: Vec<HttpResponse>) -> Driven {
+pub fn drive(
+    plugin: &LoadedPlugin,
+    invocation: &Value,
+    inbound: &[u8],
+    responses: Vec<HttpResponse>,
+) -> Driven {
     let invocation = invocation.to_string();
     let mut script = responses.into_iter();
     let mut requests = Vec::new();
     let mut step = plugin.start(&invocation, inbound);
     for _ in 0..16 {
         match step {
-            HostStep::Done(outcome) => return Driven { requests, result: Ok(outcome) },
-            HostStep::Failed(error) => return Driven { requests, result: Err(error) },
+            HostStep::Done(outcome) => {
+                return Driven {
+                    requests,
+                    result: Ok(outcome),
+                };
+            }
+            HostStep::Failed(error) => {
+                return Driven {
+                    requests,
+                    result: Err(error),
+                };
+            }
             HostStep::Send { request, state } => {
                 requests.push(request);
                 let Some(response) = script.next() else {
@@ -324,11 +365,20 @@ pub fn drive(plugin: &LoadedPlugin, invocation: &Value, inbound: &[u8], response
 
 /// An `Invocation` as JSON: `command` (with its `operation`), an account with `settings` and
 /// `secrets`, the reference `gh_prop_reference`, a fixed clock.
-pub fn invocation(command: Value, base_url: &str, settings: &[(&str, &str)], secrets: &[(&str, &str)]) -> Value {
-    let settings: serde_json::Map<String, Value> =
-        settings.iter().map(|(key, value)| (key.to_string(), json!(value))).collect();
-    let secrets: serde_json::Map<String, Value> =
-        secrets.iter().map(|(key, value)| (key.to_string(), json!(value))).collect();
+pub fn invocation(
+    command: Value,
+    base_url: &str,
+    settings: &[(&str, &str)],
+    secrets: &[(&str, &str)],
+) -> Value {
+    let settings: serde_json::Map<String, Value> = settings
+        .iter()
+        .map(|(key, value)| (key.to_string(), json!(value)))
+        .collect();
+    let secrets: serde_json::Map<String, Value> = secrets
+        .iter()
+        .map(|(key, value)| (key.to_string(), json!(value)))
+        .collect();
     json!({
         "command": command,
         "account": {"account": "prop", "base_url": base_url, "settings": settings, "secrets": secrets},
