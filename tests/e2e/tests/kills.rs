@@ -135,7 +135,7 @@ async fn sigkill_under_load_loses_nothing_and_doubles_nothing() {
     wait_ready(&base).await;
     let mut refundable = Vec::new();
     let mut sent_all: Vec<Sent> = Vec::new();
-    for index in 0..ROUNDS * CLIENTS * 4 {
+    for index in 0..ROUNDS * CLIENTS * 2 {
         let sent = Sent {
             path: "/v1/xsolla/main/charges".into(),
             body: xsolla_charge(sims.card, 700),
