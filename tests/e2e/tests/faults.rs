@@ -192,7 +192,11 @@ fn check_nothing_lost(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paygateglobal_charges_survive_every_provider_fault() {
     let sims = Simulators::start().await;
-    let api = ApiHost::start(&ALL_PLUGINS, &sims.accounts_toml(TIMEOUT_MS)).await;
+    let api = ApiHost::start(
+        &["gatehouse-plugin-paygateglobal"],
+        &sims.accounts_toml(TIMEOUT_MS),
+    )
+    .await;
     // The pay request is retry-safe (PayGateGlobal refuses a second transaction with the same
     // identifier), so transport failures and 502-504 are resent (max_retries = 2).
     let cases = vec![
@@ -308,7 +312,11 @@ async fn paygateglobal_charges_survive_every_provider_fault() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xsolla_charges_survive_every_provider_fault() {
     let sims = Simulators::start().await;
-    let api = ApiHost::start(&ALL_PLUGINS, &sims.accounts_toml(TIMEOUT_MS)).await;
+    let api = ApiHost::start(
+        &["gatehouse-plugin-xsolla"],
+        &sims.accounts_toml(TIMEOUT_MS),
+    )
+    .await;
     // A saved-account charge is not retry-safe: nothing is ever resent. The plugin asks the host
     // for a 120 s timeout (the document asks for 2 minutes), which overrides the account's
     // timeout_ms, so "slow" here is slower than the account timeout but within 120 s: the host
@@ -418,7 +426,11 @@ async fn xsolla_charges_survive_every_provider_fault() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xsolla_refunds_survive_every_provider_fault() {
     let sims = Simulators::start().await;
-    let api = ApiHost::start(&ALL_PLUGINS, &sims.accounts_toml(TIMEOUT_MS)).await;
+    let api = ApiHost::start(
+        &["gatehouse-plugin-xsolla"],
+        &sims.accounts_toml(TIMEOUT_MS),
+    )
+    .await;
     // Full refunds (Xsolla answers 200 with a text body); the last two cases are partial refunds
     // (answered 204 without a body, so a reset mid-body cannot be injected into them).
     let cases = vec![
@@ -568,7 +580,11 @@ async fn xsolla_refunds_survive_every_provider_fault() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ccbill_payouts_survive_every_provider_fault() {
     let sims = Simulators::start().await;
-    let api = ApiHost::start(&ALL_PLUGINS, &sims.accounts_toml(TIMEOUT_MS)).await;
+    let api = ApiHost::start(
+        &["gatehouse-plugin-ccbill"],
+        &sims.accounts_toml(TIMEOUT_MS),
+    )
+    .await;
     // Payouts are not retry-safe (CCBill has no idempotency key): never resent; every answer that
     // is not a documented result code is unknown.
     let cases = vec![
@@ -667,7 +683,11 @@ async fn ccbill_payouts_survive_every_provider_fault() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_are_retried_only_when_safe_and_never_reach_the_ledger() {
     let sims = Simulators::start().await;
-    let api = ApiHost::start(&ALL_PLUGINS, &sims.accounts_toml(TIMEOUT_MS)).await;
+    let api = ApiHost::start(
+        &["gatehouse-plugin-paygateglobal"],
+        &sims.accounts_toml(TIMEOUT_MS),
+    )
+    .await;
     let running = &sims.pgg_running;
     // Balance is retry-safe: transport failures and 502-504 are resent.
     let cases: Vec<(&str, Vec<Fault>, &str, u16, usize)> = vec![

@@ -219,7 +219,11 @@ async fn known_secrets_appear_in_no_output_at_any_level() {
 #[tokio::test]
 async fn every_non_webhook_route_needs_an_api_key() {
     let sims = Simulators::start().await;
-    let api = ApiHost::start(&ALL_PLUGINS, &sims.accounts_toml(1500)).await;
+    let api = ApiHost::start(
+        &["gatehouse-plugin-paygateglobal"],
+        &sims.accounts_toml(1500),
+    )
+    .await;
     let client = reqwest::Client::new();
     let mut checked = 0;
     for route in ROUTES {
@@ -285,7 +289,7 @@ async fn every_non_webhook_route_needs_an_api_key() {
 #[tokio::test]
 async fn webhook_replays_are_stored_once_and_forgeries_refused() {
     let sims = Simulators::start().await;
-    let api = ApiHost::start(&ALL_PLUGINS, &sims.accounts_toml(1500)).await;
+    let api = ApiHost::start(&["gatehouse-plugin-xsolla"], &sims.accounts_toml(1500)).await;
     let (status, charge) = api
         .post("/v1/xsolla/main/charges", xsolla_charge(sims.card, 500))
         .await;
