@@ -1,0 +1,63 @@
+//! What the kernel says about a process: resident memory and CPU time.
+
+use std::time::Duration;
+
+/// Which process to read: this one, or another by id.
+#[derive(Debug, Clone, Copy)]
+pub enum Process {
+    This,
+    Other(u32),
+}
+
+impl Process {
+    fn proc_dir(self) -> String {
+        match self {
+            Self::This => "/proc/self".to_string(),
+            Self::Other(pid) => format!("/proc/{pid}"),
+        }
+    }
+
+    /// Resident memory (`VmRSS` of `/proc/<pid>/status`) in KiB.
+    pub fn rss_kib(self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("{}/status", self.proc_dir())).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// User plus system CPU time consumed so far (`/proc/<pid>/stat`, clock-tick resolution).
+    pub fn cpu_time(self) -> Duration {
+        let Ok(stat) = std::fs::read_to_string(format!("{}/stat", self.proc_dir())) else {
+            return Duration::ZERO;
+        };
+        // The command name (field 2) may contain spaces: fields are counted after its `)`.
+        let Some((_, after_name)) = stat.rsplit_once(')') else {
+            return Duration::ZERO;
+        };
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+        let ticks = |index: usize| {
+            fields
+                .get(index)
+                .and_then(|text| text.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let total_ticks = ticks(11) + ticks(12);
+        Duration::from_nanos(total_ticks.saturating_mul(1_000_000_000 / clock_ticks_per_second()))
+    }
+}
+
+fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks)
+        .ok()
+        .filter(|ticks| *ticks > 0)
+        .unwrap_or(100)
+}
+
+/// KiB as MiB with one decimal, for tables.
+pub fn mib(kib: u64) -> String {
+    format!("{}.{} MiB", kib / 1024, (kib % 1024) * 10 / 1024)
+}
