@@ -17,7 +17,9 @@ const OPERATIONS: [Operation; 7] = [
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, body)) = data.split_first() else { return };
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
     let operation = OPERATIONS[usize::from(selector) % OPERATIONS.len()];
     let mut fields: Value = if body.is_empty() {
         serde_json::json!({})
@@ -27,12 +29,16 @@ fuzz_target!(|data: &[u8]| {
             Err(_) => return,
         }
     };
-    let Some(object) = fields.as_object_mut() else { return };
+    let Some(object) = fields.as_object_mut() else {
+        return;
+    };
     if object.contains_key("operation") {
         return;
     }
     object.insert("operation".into(), Value::String(operation.as_str().into()));
-    let Ok(command) = serde_json::from_value::<Command>(fields) else { return };
+    let Ok(command) = serde_json::from_value::<Command>(fields) else {
+        return;
+    };
     assert_eq!(command.operation(), operation);
     let text = serde_json::to_string(&command).expect("a parsed command serializes");
     let back: Command = serde_json::from_str(&text).expect("a serialized command parses");

@@ -4,9 +4,16 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    if let Err(error) = gatehouse_host::Config::parse(text, std::path::Path::new("/nonexistent/fuzz/plugins.toml")) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(error) =
+        gatehouse_host::Config::parse(text, std::path::Path::new("/nonexistent/fuzz/plugins.toml"))
+    {
         let message = error.to_string();
-        assert!(message.starts_with("/nonexistent/fuzz/plugins.toml"), "an error that does not name the file: {message}");
+        assert!(
+            message.starts_with("/nonexistent/fuzz/plugins.toml"),
+            "an error that does not name the file: {message}"
+        );
     }
 });

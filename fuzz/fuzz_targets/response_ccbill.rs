@@ -6,7 +6,9 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((selector, status, body)) = split(data) else { return };
+    let Some((selector, status, body)) = split(data) else {
+        return;
+    };
     let command = if selector % 2 == 0 {
         json!({"operation": "affiliate_payout", "affiliate_id": "1", "amount": {"minor_units": 1495, "currency": "USD"}})
     } else {
@@ -17,7 +19,12 @@ fuzz_target!(|data: &[u8]| {
     let invocation = invocation(
         command,
         "https://datalink.example",
-        &[("client_accnum", "912345"), ("username", "u"), ("using_subacc", "0002"), ("response_format", format)],
+        &[
+            ("client_accnum", "912345"),
+            ("username", "u"),
+            ("using_subacc", "0002"),
+            ("response_format", format),
+        ],
         &[("password", "p4ss")],
     );
     run_and_check::<CcBill>(&invocation, status, body, b"");

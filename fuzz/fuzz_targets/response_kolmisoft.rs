@@ -6,7 +6,9 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((_, status, body)) = split(data) else { return };
+    let Some((_, status, body)) = split(data) else {
+        return;
+    };
     let invocation = invocation(
         json!({"operation": "report", "report": "payments", "from": 1748736000i64, "till": 1748822399i64}),
         "https://m4.example/billing",

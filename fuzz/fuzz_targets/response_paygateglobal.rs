@@ -6,7 +6,9 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((selector, status, body)) = split(data) else { return };
+    let Some((selector, status, body)) = split(data) else {
+        return;
+    };
     let command = match selector % 4 {
         0 => json!({"operation": "charge", "amount": {"minor_units": 1500, "currency": "XOF"},
                     "customer": {"phone": "90123456"}, "payment_method": "FLOOZ"}),
@@ -14,6 +16,11 @@ fuzz_target!(|data: &[u8]| {
         2 => json!({"operation": "status", "reference": "gh_x"}),
         _ => json!({"operation": "balance"}),
     };
-    let invocation = invocation(command, "https://paygateglobal.example", &[], &[("auth_token", "t0k3n")]);
+    let invocation = invocation(
+        command,
+        "https://paygateglobal.example",
+        &[],
+        &[("auth_token", "t0k3n")],
+    );
     run_and_check::<PayGateGlobal>(&invocation, status, body, b"");
 });

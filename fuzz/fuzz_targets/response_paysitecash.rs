@@ -6,10 +6,23 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((selector, status, body)) = split(data) else { return };
-    let reports = ["webmasters", "webmasters_quick", "webmasters_month", "affiliates", "affiliates_quick", "affiliates_month"];
+    let Some((selector, status, body)) = split(data) else {
+        return;
+    };
+    let reports = [
+        "webmasters",
+        "webmasters_quick",
+        "webmasters_month",
+        "affiliates",
+        "affiliates_quick",
+        "affiliates_month",
+    ];
     let report = reports[usize::from(selector) % reports.len()];
-    let filters = if report.ends_with("_month") { json!({"month": "02", "year": "2028"}) } else { json!({}) };
+    let filters = if report.ends_with("_month") {
+        json!({"month": "02", "year": "2028"})
+    } else {
+        json!({})
+    };
     let invocation = invocation(
         json!({"operation": "report", "report": report, "filters": filters}),
         "https://billing.paysite.example/stats",

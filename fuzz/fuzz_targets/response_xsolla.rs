@@ -6,19 +6,34 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((selector, status, body)) = split(data) else { return };
-    let reports = ["reports", "registry", "search", "simple_search", "payouts_breakdown", "transfers"];
+    let Some((selector, status, body)) = split(data) else {
+        return;
+    };
+    let reports = [
+        "reports",
+        "registry",
+        "search",
+        "simple_search",
+        "payouts_breakdown",
+        "transfers",
+    ];
     let command = match selector % 10 {
         0 => json!({"operation": "charge", "amount": {"minor_units": 999, "currency": "USD"},
                     "customer": {"id": "u1", "ip": "203.0.113.7"}, "payment_method": "card", "saved_account_id": "5"}),
         1 => json!({"operation": "refund", "transaction_id": "100", "reason": "r"}),
-        2 => json!({"operation": "refund", "transaction_id": "100", "reason": "r", "amount": {"minor_units": 1, "currency": "KWD"}}),
+        2 => {
+            json!({"operation": "refund", "transaction_id": "100", "reason": "r", "amount": {"minor_units": 1, "currency": "KWD"}})
+        }
         3 => json!({"operation": "status", "transaction_id": "100"}),
         4 => json!({"operation": "status", "reference": "gh_x"}),
         5 => json!({"operation": "saved_accounts", "user_id": "u1"}),
-        6 => json!({"operation": "payment_page", "amount": {"minor_units": 500, "currency": "JPY"}, "customer": {"id": "u1"}}),
+        6 => {
+            json!({"operation": "payment_page", "amount": {"minor_units": 500, "currency": "JPY"}, "customer": {"id": "u1"}})
+        }
         7 => json!({"operation": "report", "report": "search", "filters": {"format": "csv"}}),
-        _ => json!({"operation": "report", "report": reports[usize::from(selector) % reports.len()]}),
+        _ => {
+            json!({"operation": "report", "report": reports[usize::from(selector) % reports.len()]})
+        }
     };
     let invocation = invocation(
         command,

@@ -12,7 +12,9 @@ use sha1::{Digest, Sha1};
 const SECRET: &str = "s3cret";
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, body)) = data.split_first() else { return };
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
     let signed = selector % 2 == 0;
     let signature = if signed {
         let mut hasher = Sha1::new();
@@ -20,7 +22,10 @@ fuzz_target!(|data: &[u8]| {
         hasher.update(SECRET.as_bytes());
         format!("Signature {}", hex::encode(hasher.finalize()))
     } else {
-        format!("Signature {}", String::from_utf8_lossy(&body[..body.len().min(40)]))
+        format!(
+            "Signature {}",
+            String::from_utf8_lossy(&body[..body.len().min(40)])
+        )
     };
     let invocation = invocation(
         json!({"operation": "webhook", "headers": [["authorization", signature]]}),
@@ -39,6 +44,9 @@ fuzz_target!(|data: &[u8]| {
                 assert!(signed, "an event verified under a forged signature");
             }
         }
-        Err(error) => assert!(!(error.kind == ErrorKind::PluginFault && error.message.contains("panicked")), "{error:?}"),
+        Err(error) => assert!(
+            !(error.kind == ErrorKind::PluginFault && error.message.contains("panicked")),
+            "{error:?}"
+        ),
     }
 });

@@ -19,7 +19,12 @@ pub fn split(data: &[u8]) -> Option<(u8, u16, &[u8])> {
 }
 
 /// Builds an invocation from command JSON and an account.
-pub fn invocation(command: serde_json::Value, base_url: &str, settings: &[(&str, &str)], secrets: &[(&str, &str)]) -> Invocation {
+pub fn invocation(
+    command: serde_json::Value,
+    base_url: &str,
+    settings: &[(&str, &str)],
+    secrets: &[(&str, &str)],
+) -> Invocation {
     testkit::invocation(command, testkit::account(base_url, settings, secrets))
 }
 
@@ -28,7 +33,12 @@ pub fn invocation(command: serde_json::Value, base_url: &str, settings: &[(&str,
 /// - a money-moving command whose request was answered with a 5xx never ends `failed`, and
 ///   never ends as a plain error (which the host records as `failed`): the provider may have
 ///   acted.
-pub fn run_and_check<P: Plugin>(invocation: &Invocation, status: u16, body: &[u8], inbound: &[u8]) -> FlowRun {
+pub fn run_and_check<P: Plugin>(
+    invocation: &Invocation,
+    status: u16,
+    body: &[u8],
+    inbound: &[u8],
+) -> FlowRun {
     let answer = HttpResponse::new(status, body.to_vec());
     let run = testkit::run::<P>(invocation, inbound, std::iter::repeat_n(answer, 16));
     if let Err(error) = &run.result {
@@ -41,8 +51,14 @@ pub fn run_and_check<P: Plugin>(invocation: &Invocation, status: u16, body: &[u8
     let moves_money = invocation.command.operation().moves_money();
     if moves_money && !run.requests.is_empty() && status >= 500 {
         match &run.result {
-            Ok(outcome) => assert_ne!(outcome.status, OutcomeStatus::Failed, "a 5xx answer to a money-moving request ended failed"),
-            Err(error) => panic!("a 5xx answer to a money-moving request ended as an error (recorded failed by the host): {error:?}"),
+            Ok(outcome) => assert_ne!(
+                outcome.status,
+                OutcomeStatus::Failed,
+                "a 5xx answer to a money-moving request ended failed"
+            ),
+            Err(error) => panic!(
+                "a 5xx answer to a money-moving request ended as an error (recorded failed by the host): {error:?}"
+            ),
         }
     }
     run
