@@ -19,26 +19,51 @@ async fn reconciled_refunds_hold_the_providers_truth() {
     let mut wrong = Vec::new();
     for (index, (label, fault)) in [
         ("reset mid-body (Xsolla refunded)", Fault::ResetMidBody),
-        ("HTML page (Xsolla never refunded)", Fault::Body("<html>maintenance</html>".into())),
+        (
+            "HTML page (Xsolla never refunded)",
+            Fault::Body("<html>maintenance</html>".into()),
+        ),
     ]
     .into_iter()
     .enumerate()
     {
         let (_, _, charge) = api
-            .request(Method::POST, "/v1/xsolla/main/charges", Some(xsolla_charge(sims.card, 900)), &[("Idempotency-Key", &format!("c{index}"))])
+            .request(
+                Method::POST,
+                "/v1/xsolla/main/charges",
+                Some(xsolla_charge(sims.card, 900)),
+                &[("Idempotency-Key", &format!("c{index}"))],
+            )
             .await;
-        let transaction = charge["provider_reference"].as_str().expect("id").to_string();
-        sims.xsolla.set_status(transaction.parse().expect("numeric"), "done");
+        let transaction = charge["provider_reference"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        sims.xsolla
+            .set_status(transaction.parse().expect("numeric"), "done");
         sims.xsolla_running.faults.push(fault);
         let (_, _, refund) = api
-            .request(Method::POST, "/v1/xsolla/main/refunds", Some(xsolla_refund(&transaction, None)), &[("Idempotency-Key", &format!("r{index}"))])
+            .request(
+                Method::POST,
+                "/v1/xsolla/main/refunds",
+                Some(xsolla_refund(&transaction, None)),
+                &[("Idempotency-Key", &format!("r{index}"))],
+            )
             .await;
         assert_eq!(refund["status"], "unknown", "{label}: {refund}");
         let reference = refund["reference"].as_str().expect("reference").to_string();
         api.post("/v1/reconcile", json!({})).await;
         let entries = ledger(&api).await;
-        let state = entries[&reference]["state"].as_str().unwrap_or_default().to_string();
-        let refunded = sims.xsolla.transaction(transaction.parse().expect("id")).expect("tx").status == "refunded";
+        let state = entries[&reference]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let refunded = sims
+            .xsolla
+            .transaction(transaction.parse().expect("id"))
+            .expect("tx")
+            .status
+            == "refunded";
         let honest = if refunded {
             state != "failed"
         } else {
