@@ -173,7 +173,9 @@ pub fn pay_result(response: &PayResponse) -> Result<PayResult, ProviderError> {
                         "PayGateGlobal registered the payment but sent no `tx_reference`",
                     )
                 })?;
-            PayResult::Registered(Box::new(Outcome::pending().with_provider_reference(reference)))
+            PayResult::Registered(Box::new(
+                Outcome::pending().with_provider_reference(reference),
+            ))
         }
         2 => PayResult::Refused(
             ProviderError::new(
