@@ -58,7 +58,9 @@ pub struct HostSettings {
     pub ledger: PathBuf,
     /// How long one plugin call (one build or parse step) may take before its request fails.
     pub plugin_call_budget_ms: u64,
-    /// Quiet time after the last change in the plugins folder before it is rescanned.
+    /// Quiet time after the last change in the plugins folder before it is rescanned. Kept short:
+    /// a half-written file is kept out by the hidden-temporary-name convention (and refused by the
+    /// object-file check if copied in place), not by this wait.
     pub reload_debounce_ms: u64,
     /// Libraries are never unloaded (abi_stable's rule), so every reload maps another copy.
     /// Past this many loaded libraries, further reloads are refused until a restart.
@@ -76,7 +78,7 @@ impl Default for HostSettings {
             listen: "127.0.0.1:8080".into(),
             ledger: PathBuf::from("data/gatehouse.sqlite"),
             plugin_call_budget_ms: 2_000,
-            reload_debounce_ms: 150,
+            reload_debounce_ms: 50,
             max_loaded_libraries: 256,
             max_response_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 10_000,

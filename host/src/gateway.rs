@@ -1,6 +1,7 @@
 //! The gateway: the handle a platform embeds. It owns the configuration, the plugin registry, the
 //! one HTTP client, the per-account runtimes and the metrics, and drives plugin flows.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -12,7 +13,7 @@ use gatehouse_plugin_api::{
 };
 
 use crate::accounts::{AccountRuntime, AccountRuntimes, Pause};
-use crate::config::Config;
+use crate::config::{AccountSection, Config};
 use crate::error::DispatchError;
 use crate::loader::LoadedPlugin;
 use crate::metrics::Metrics;
@@ -76,6 +77,17 @@ struct GatewayInner {
     shutting_down: AtomicBool,
     /// Why the newest configuration file was refused, if it was.
     config_error: std::sync::Mutex<Option<String>>,
+    /// Accounts resolved against their plugin, per (provider, account): rebuilt only when the
+    /// configuration or the plugin changes (see [`Gateway::resolved_account`]).
+    resolved: std::sync::Mutex<HashMap<(String, String), CachedAccount>>,
+}
+
+/// A resolved account and what it was resolved from. The configuration is held (not just its
+/// address) so that a new configuration can never reuse the address of the one cached here.
+struct CachedAccount {
+    config: Arc<Config>,
+    plugin_generation: u64,
+    resolved: Arc<ResolvedAccount>,
 }
 
 impl Gateway {
@@ -100,6 +112,7 @@ impl Gateway {
                 ),
                 shutting_down: AtomicBool::new(false),
                 config_error: std::sync::Mutex::new(None),
+                resolved: std::sync::Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -279,6 +292,55 @@ impl Gateway {
         Ok(plugin)
     }
 
+    /// The account's section resolved against its plugin's manifest (secrets read, settings
+    /// checked, scrubber built), from the cache when neither the configuration nor the plugin
+    /// changed since: resolving costs more than the rest of the host's bookkeeping per dispatch.
+    fn resolved_account(
+        &self,
+        config: &Arc<Config>,
+        plugin: &LoadedPlugin,
+        provider: &str,
+        account: &str,
+        section: &AccountSection,
+    ) -> Result<Arc<ResolvedAccount>, DispatchError> {
+        let key = (provider.to_string(), account.to_string());
+        {
+            let cache = self.lock_resolved();
+            if let Some(cached) = cache.get(&key).filter(|cached| {
+                Arc::ptr_eq(&cached.config, config) && cached.plugin_generation == plugin.generation
+            }) {
+                return Ok(cached.resolved.clone());
+            }
+        }
+        let resolved = Arc::new(resolve_account(&plugin.manifest, account, section).map_err(
+            |problems| DispatchError::AccountMisconfigured {
+                provider: provider.to_string(),
+                account: account.to_string(),
+                problems,
+            },
+        )?);
+        let mut cache = self.lock_resolved();
+        // Entries of an older configuration go with it (a removed account must not linger).
+        cache.retain(|_, cached| Arc::ptr_eq(&cached.config, config));
+        cache.insert(
+            key,
+            CachedAccount {
+                config: config.clone(),
+                plugin_generation: plugin.generation,
+                resolved: resolved.clone(),
+            },
+        );
+        Ok(resolved)
+    }
+
+    fn lock_resolved(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), CachedAccount>> {
+        // The cache holds no invariant a panic could break: recover it.
+        self.inner
+            .resolved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Checks, before anything is recorded or sent, that the account can take a command now:
     /// configured correctly for its plugin, and not paused.
     pub fn check_account(
@@ -296,13 +358,7 @@ impl Gateway {
                     provider: provider.to_string(),
                     account: account.to_string(),
                 })?;
-        let resolved = resolve_account(&plugin.manifest, account, section).map_err(|problems| {
-            DispatchError::AccountMisconfigured {
-                provider: provider.to_string(),
-                account: account.to_string(),
-                problems,
-            }
-        })?;
+        let resolved = self.resolved_account(&config, &plugin, provider, account, section)?;
         let runtime =
             self.inner
                 .accounts
@@ -364,22 +420,21 @@ impl Gateway {
                 provider: request.provider.clone(),
                 account: request.account.clone(),
             })?;
-        let ResolvedAccount {
-            config: account_config,
-            scrubber,
-            fingerprint,
-        } = resolve_account(&plugin.manifest, &request.account, section).map_err(|problems| {
-            DispatchError::AccountMisconfigured {
-                provider: request.provider.clone(),
-                account: request.account.clone(),
-                problems,
-            }
-        })?;
+        let resolved = self.resolved_account(
+            &config,
+            &plugin,
+            &request.provider,
+            &request.account,
+            section,
+        )?;
+        let account_config = resolved.config.clone();
+        let scrubber = resolved.scrubber.clone();
+        let fingerprint = &resolved.fingerprint;
         let policy = section.policy();
         let runtime =
             self.inner
                 .accounts
-                .get(&request.provider, &request.account, &fingerprint, &policy);
+                .get(&request.provider, &request.account, fingerprint, &policy);
         if let Some(pause) = runtime.paused() {
             return Err(DispatchError::AccountPaused {
                 provider: request.provider.clone(),
@@ -424,7 +479,7 @@ impl Gateway {
             gateway: self,
             plugin: plugin.clone(),
             runtime: runtime.clone(),
-            scrubber: &scrubber,
+            scrubber,
             base_url: &base_url,
             provider: &request.provider,
             account: &request.account,
@@ -481,7 +536,8 @@ struct Flow<'a> {
     gateway: &'a Gateway,
     plugin: Arc<LoadedPlugin>,
     runtime: Arc<AccountRuntime>,
-    scrubber: &'a Scrubber,
+    /// The account's secrets, plus every sensitive header value the flow has sent so far.
+    scrubber: Scrubber,
     base_url: &'a str,
     provider: &'a str,
     account: &'a str,
@@ -581,7 +637,9 @@ impl Flow<'_> {
             TransportFailure::TooLarge { .. } => ErrorKind::MalformedResponse,
             _ => ErrorKind::ProviderUnavailable,
         };
-        let error = ProviderError::new(kind, failure.describe());
+        let error = self
+            .scrubber
+            .error(ProviderError::new(kind, failure.describe()));
         if self.operation.moves_money() {
             if failure.nothing_sent() {
                 Ok(Outcome::failed(error))
@@ -595,6 +653,7 @@ impl Flow<'_> {
 
     /// Sends one request the plugin asked for, under the account's policy.
     async fn perform(&mut self, request: &HttpRequest) -> Result<HttpResponse, TransportFailure> {
+        self.scrubber.learn_sensitive_headers(request);
         if !same_origin(&request.url, self.base_url) {
             return Err(TransportFailure::NotSent(format!(
                 "the plugin asked for {}, outside the account's base URL {}",

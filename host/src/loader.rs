@@ -51,6 +51,20 @@ pub enum LoadError {
     TooManyLibraries { file: String, loaded: usize },
 }
 
+impl LoadError {
+    /// Whether the refusal came before anything was mapped into the process (so it spends none
+    /// of `host.max_loaded_libraries`).
+    pub fn mapped_nothing(&self) -> bool {
+        matches!(
+            self,
+            Self::Read { .. }
+                | Self::InsecurePermissions { .. }
+                | Self::NotALibrary { .. }
+                | Self::TooManyLibraries { .. }
+        )
+    }
+}
+
 /// A plugin library, loaded and checked.
 pub struct LoadedPlugin {
     module: PluginModuleRef,

@@ -16,24 +16,58 @@ pub struct Scrubber {
 
 impl Scrubber {
     pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
-        // A provider that echoes a request back shows the secret the way it was sent: raw, or
-        // form/percent-encoded. Each form is scrubbed.
-        let mut secrets: Vec<String> = secrets
-            .into_iter()
-            .filter(|secret| secret.len() >= MIN_SCRUBBED_LENGTH)
-            .flat_map(|secret| {
-                let form = gatehouse_plugin_api::http::encode_form(&[("", &secret)])
-                    .trim_start_matches('=')
-                    .to_string();
-                let percent = form.replace('+', "%20");
-                [secret, form, percent]
-            })
-            .collect();
-        secrets.sort();
-        secrets.dedup();
+        let mut scrubber = Self::default();
+        scrubber.extend(secrets);
+        scrubber
+    }
+
+    /// Adds more values to remove. A provider that echoes a request back shows the secret the
+    /// way it was sent: raw, or form/percent-encoded. Each form is scrubbed.
+    pub fn extend(&mut self, secrets: impl IntoIterator<Item = String>) {
+        self.secrets.extend(
+            secrets
+                .into_iter()
+                .filter(|secret| secret.len() >= MIN_SCRUBBED_LENGTH)
+                .flat_map(|secret| {
+                    let form = gatehouse_plugin_api::http::encode_form(&[("", &secret)])
+                        .trim_start_matches('=')
+                        .to_string();
+                    let percent = form.replace('+', "%20");
+                    [secret, form, percent]
+                }),
+        );
+        self.secrets.sort();
+        self.secrets.dedup();
         // Longest first, so a secret containing another is replaced whole.
-        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
-        Self { secrets }
+        self.secrets
+            .sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+    }
+
+    /// Adds the values of the headers a plugin marked sensitive: a credential the plugin derived
+    /// from the account's secrets (`Basic base64(id:key)`, a signature) is as good as the secret,
+    /// and a provider or proxy that echoes headers would otherwise put it in an error.
+    pub fn learn_sensitive_headers(&mut self, request: &gatehouse_plugin_api::HttpRequest) {
+        let values: Vec<String> = request
+            .headers
+            .iter()
+            .filter(|(name, _)| {
+                request
+                    .sensitive_headers
+                    .iter()
+                    .any(|sensitive| sensitive.eq_ignore_ascii_case(name))
+            })
+            .flat_map(|(_, value)| {
+                // `Scheme credential`: the credential alone is echoed too, often without its scheme.
+                let credential = value
+                    .split_once(' ')
+                    .map(|(_, credential)| credential.trim().to_string());
+                std::iter::once(value.clone()).chain(credential)
+            })
+            .filter(|value| !self.secrets.contains(value))
+            .collect();
+        if !values.is_empty() {
+            self.extend(values);
+        }
     }
 
     pub fn text(&self, text: &str) -> String {
@@ -73,6 +107,19 @@ mod tests {
         assert_eq!(
             scrubber.text("bad hunter22-long and hunter22, tok"),
             "bad *** and ***, tok"
+        );
+    }
+
+    #[test]
+    fn replaces_sensitive_header_values_and_their_credentials() {
+        let mut scrubber = Scrubber::new(["api-key-1".to_string()]);
+        let request = gatehouse_plugin_api::HttpRequest::get("http://127.0.0.1/x")
+            .sensitive_header("Authorization", "Basic bWVyY2hhbnQ6YXBpLWtleS0x")
+            .header("Accept", "application/json");
+        scrubber.learn_sensitive_headers(&request);
+        assert_eq!(
+            scrubber.text("echo: Basic bWVyY2hhbnQ6YXBpLWtleS0x; alone bWVyY2hhbnQ6YXBpLWtleS0x; application/json"),
+            "echo: ***; alone ***; application/json"
         );
     }
 

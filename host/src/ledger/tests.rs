@@ -973,3 +973,97 @@ fn entries_serialize_with_snake_case_states() {
         assert_eq!(EntryState::parse(state.as_str()), Some(state));
     }
 }
+
+#[test]
+fn concurrent_writers_share_commits_and_keep_every_write_durable() {
+    // Writers that overlap join one transaction (group commit); an error in one (a reused key)
+    // rolls back only its own savepoint. Every write that returned Ok must be in the file when
+    // it is opened afresh.
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let path = folder.path().join("ledger.sqlite");
+    let ledger = Arc::new(SqliteLedger::open(&path).expect("open"));
+    let barrier = Arc::new(Barrier::new(16));
+    let threads: Vec<_> = (0..16)
+        .map(|thread| {
+            let ledger = Arc::clone(&ledger);
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut written = Vec::new();
+                let mut refused = 0;
+                for round in 0..25 {
+                    let id = format!("gh_{thread}_{round}");
+                    if round % 5 == 4 {
+                        // The same key with another body each time: all but one refused.
+                        match ledger.begin(new_entry(
+                            &id,
+                            Some("contested"),
+                            charge(100 + thread as i64 * 100 + round as i64),
+                        )) {
+                            Ok(Begin::Created(entry)) => written.push(entry.id),
+                            Ok(Begin::Existing(_)) | Err(LedgerError::KeyReused { .. }) => {
+                                refused += 1
+                            }
+                            Err(other) => panic!("unexpected error: {other}"),
+                        }
+                        continue;
+                    }
+                    ledger
+                        .begin(new_entry(&id, Some(&id), charge(500)))
+                        .expect("begin");
+                    ledger
+                        .record_outcome(&id, &Outcome::pending())
+                        .expect("outcome");
+                    written.push(id);
+                }
+                (written, refused)
+            })
+        })
+        .collect();
+    let mut written = Vec::new();
+    let mut refused = 0;
+    for thread in threads {
+        let (ids, count) = thread.join().expect("thread");
+        written.extend(ids);
+        refused += count;
+    }
+    assert_eq!(written.len() + refused, 16 * 25);
+    assert_eq!(refused, 16 * 5 - 1, "one contested begin wins");
+    drop(ledger);
+    let reopened = SqliteLedger::open(&path).expect("reopen");
+    let entries = reopened
+        .list(&ListFilter {
+            limit: 1000,
+            ..ListFilter::default()
+        })
+        .expect("list");
+    assert_eq!(entries.len(), written.len(), "no write lost, none extra");
+    for id in &written {
+        let entry = reopened.get(id).expect("read").expect("present");
+        if entry.idempotency_key.as_deref() != Some("contested") {
+            assert_eq!(entry.state, EntryState::Pending, "{id}");
+            assert_eq!(reopened.history(id).expect("history").len(), 2, "{id}");
+        }
+    }
+}
+
+#[test]
+fn a_panicking_write_leaves_the_ledger_usable_and_unchanged() {
+    let (ledger, _) = ledger();
+    created(&ledger, "gh_before");
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = ledger.write("test a panic", |connection, now| -> Result<(), LedgerError> {
+            connection
+                .execute(
+                    "INSERT INTO entry_history (entry_id, at_unix, state, detail) VALUES ('gh_before', ?1, 'sending', 'half')",
+                    [now],
+                )
+                .expect("insert");
+            panic!("a bug in a write");
+        });
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(ledger.history("gh_before").expect("history").len(), 1);
+    created(&ledger, "gh_after");
+    assert_eq!(ledger.list(&ListFilter::default()).expect("list").len(), 2);
+}

@@ -155,11 +155,23 @@ impl Service {
         if let Some(key) = &idempotency_key {
             validate_key(key)?;
         }
-        // Refuse what can be refused before anything is recorded or sent, so that a refusal that
-        // may pass later (a paused account) does not bind the idempotency key.
-        self.gateway.check_account(provider, account, &command)?;
         let hash = request_hash(provider, account, &command);
-        let begin = self.ledger.begin(NewEntry {
+        // Refuse what can be refused before anything is recorded or sent, so that a refusal that
+        // may pass later (a paused account) does not bind the idempotency key. A retry of a
+        // command already recorded is answered from the ledger even then: its outcome does not
+        // depend on the account's state now.
+        if let Err(refusal) = self.gateway.check_account(provider, account, &command) {
+            if let Some(key) = &idempotency_key
+                && let Some(entry) = self.ledger.find_by_key(provider, account, key)?
+            {
+                if entry.request_hash != hash {
+                    return Err(LedgerError::KeyReused { key: key.clone() }.into());
+                }
+                return self.replay(entry).await;
+            }
+            return Err(refusal.into());
+        }
+        let new_entry = NewEntry {
             id: new_reference(),
             provider: provider.to_string(),
             account: account.to_string(),
@@ -167,7 +179,10 @@ impl Service {
             idempotency_key: idempotency_key.clone(),
             request_hash: hash,
             command: command.clone(),
-        })?;
+        };
+        let begin = self
+            .ledger_call(move |ledger| ledger.begin(new_entry))
+            .await?;
         let entry = match begin {
             Begin::Existing(entry) => return self.replay(entry).await,
             Begin::Created(entry) => entry,
@@ -179,7 +194,10 @@ impl Service {
         let result = self.gateway.dispatch_request(request).await;
         let answer = match result {
             Ok(dispatched) => {
-                let recorded = self.ledger.record_outcome(&entry.id, &dispatched.outcome);
+                let (id, outcome) = (entry.id.clone(), dispatched.outcome.clone());
+                let recorded = self
+                    .ledger_call(move |ledger| ledger.record_outcome(&id, &outcome))
+                    .await;
                 if let Err(error) = &recorded {
                     // The provider acted but the ledger could not say so: the entry stays
                     // `sending` and reconciliation will settle it. Tell the caller the truth.
@@ -195,15 +213,32 @@ impl Service {
             Err(error) => {
                 // Nothing reached the provider (the gateway turns every post-send failure of a
                 // money-moving command into an outcome), so the entry is a definitive refusal.
+                let (id, code, message) = (entry.id.clone(), error.code(), error.to_string());
                 let _ = self
-                    .ledger
-                    .record_refusal(&entry.id, error.code(), &error.to_string());
+                    .ledger_call(move |ledger| ledger.record_refusal(&id, code, &message))
+                    .await;
                 Err(ServiceError::Dispatch(error))
             }
         };
         self.lock_in_flight().remove(&entry.id);
         let _ = done.send(true);
         answer
+    }
+
+    /// Runs a ledger write on the blocking pool: a write waits for its commit's fsync (see
+    /// `SqliteLedger`'s group commit), which must not hold an async worker meanwhile.
+    async fn ledger_call<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn Ledger) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let ledger = Arc::clone(&self.ledger);
+        tokio::task::spawn_blocking(move || call(ledger.as_ref()))
+            .await
+            .unwrap_or_else(|error| {
+                Err(LedgerError::Storage(format!(
+                    "the ledger call ended abnormally: {error}"
+                )))
+            })
     }
 
     /// Answers a retry from what the ledger holds, waiting for a dispatch still running here.
@@ -295,26 +330,33 @@ impl Service {
                 .registry()
                 .get(&entry.provider)
                 .map(|plugin| plugin.manifest.supports(Operation::Status));
-            match supports_status {
+            // The normalized status operation describes a *charge* (by transaction id or by our
+            // reference). A refund or payout asked about that way would borrow the charge's
+            // state: a lost refund of a `done` charge would read as failed, a refund never made
+            // as succeeded. Those go to an operator instead.
+            let why_operator = match supports_status {
                 None => {
                     report.still_open += 1;
                     continue;
                 }
-                Some(false) => {
-                    if entry.state != EntryState::Pending
-                        && self
-                            .ledger
-                            .flag_for_operator(
-                                &entry.id,
-                                "the provider has no status operation: check the transaction in its back office",
-                            )
-                            .is_ok()
-                    {
-                        report.flagged_for_operator += 1;
-                    }
-                    continue;
+                Some(false) => Some(
+                    "the provider has no status operation: check the transaction in its back office"
+                        .to_string(),
+                ),
+                Some(true) if !status_describes(entry.operation) => Some(format!(
+                    "the provider's status operation describes charges, not a {}: check it in the provider's back office",
+                    entry.operation
+                )),
+                Some(true) => None,
+            };
+            if let Some(why) = why_operator {
+                if entry.state == EntryState::Pending {
+                    // The provider accepted it and will say more (webhook): nothing is unknown.
+                    report.still_open += 1;
+                } else if self.ledger.flag_for_operator(&entry.id, &why).is_ok() {
+                    report.flagged_for_operator += 1;
                 }
-                Some(true) => {}
+                continue;
             }
             let command = Command::Status {
                 transaction_id: entry.provider_reference.clone(),
@@ -454,4 +496,11 @@ fn validate_key(key: &str) -> Result<(), ServiceError> {
         ));
     }
     Ok(())
+}
+
+/// Whether the normalized `status` operation answers for an entry of this operation: it looks a
+/// transaction up by its provider id or by our reference, which only charges (and the payment
+/// pages that become charges) carry.
+fn status_describes(operation: Operation) -> bool {
+    matches!(operation, Operation::Charge | Operation::PaymentPage)
 }

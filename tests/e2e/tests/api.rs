@@ -605,6 +605,20 @@ async fn a_refusal_before_sending_does_not_bind_the_idempotency_key() {
         (429, Some("account_paused")),
         "{paused}"
     );
+    // ...while a retry of the recorded charge is answered from the ledger, pause or not...
+    let (status, _, replayed) = api
+        .request(
+            Method::POST,
+            CHARGES,
+            Some(charge_body()),
+            &[("Idempotency-Key", "order-pause-0")],
+        )
+        .await;
+    assert_eq!(
+        (status, replayed["status"].as_str(), &replayed["replayed"]),
+        (200, Some("failed"), &json!(true)),
+        "{replayed}"
+    );
     let (_, ledger) = api.get("/v1/ledger").await;
     assert_eq!(
         ledger["entries"].as_array().expect("entries").len(),

@@ -15,8 +15,7 @@ use std::time::Duration;
 use gatehouse_e2e::ApiHost;
 use gatehouse_sim_common::Fault;
 use reliability::{
-    ALL_PLUGINS, Simulators, ccbill_payout, figure, ledger, pgg_charge, xsolla_charge,
-    xsolla_refund,
+    Simulators, ccbill_payout, figure, ledger, pgg_charge, xsolla_charge, xsolla_refund,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -558,15 +557,40 @@ async fn xsolla_refunds_survive_every_provider_fault() {
             );
         }
     }
-    // Reconciliation settles every open entry (see RELIABILITY.md: refunds are settled through the
-    // charge's status, a known host bug checked by `reconcile_refunds.rs`, kept out of CI).
+    // Reconciliation never settles a refund through the charge's status (which describes the
+    // charge, not the refund): every refund left unknown goes to an operator, and no reconciled
+    // state contradicts Xsolla.
     let report = reconcile(&api).await;
     figure("faults.xsolla.refunds.reconcile", &report);
+    let reconciled = ledger(&api).await;
     assert_eq!(
-        ledger(&api).await.len(),
+        reconciled.len(),
         entries.len(),
         "reconciliation adds or loses no entry"
     );
+    for (index, run) in ran.iter().enumerate() {
+        let state = reconciled[&run.reference]["state"]
+            .as_str()
+            .unwrap_or_default();
+        if run.status == "unknown" {
+            assert_eq!(
+                state, "needs_operator",
+                "{}: an unknown refund must go to an operator",
+                run.label
+            );
+        }
+        let transaction = sims
+            .xsolla
+            .transaction(transactions[index].parse().expect("id"))
+            .expect("transaction");
+        let refunded =
+            transaction.status == "refunded" || transaction.partially_refunded_minor_units > 0;
+        assert!(
+            !(refunded && state == "failed") && !(!refunded && state == "succeeded"),
+            "{}: reconciled to {state}, Xsolla refunded: {refunded}",
+            run.label
+        );
+    }
     figure(
         "faults.xsolla.refunds.books",
         format!(

@@ -16,7 +16,7 @@ use std::time::Duration;
 use gatehouse_e2e::{API_KEY, gatehouse_binary, install, library, plugin_file_name};
 use gatehouse_sim_common::Fault;
 use reliability::{ALL_PLUGINS, Simulators, ccbill_payout, figure, xsolla_charge, xsolla_refund};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const ROUNDS: usize = 3;
 const CLIENTS: usize = 6;
@@ -372,8 +372,8 @@ async fn sigkill_under_load_loses_nothing_and_doubles_nothing() {
             }
             "refund" => {
                 refunds += 1;
-                // See RELIABILITY.md: the reconciled state of a refund is not checked against
-                // Xsolla here (a known host bug); at most one refund per transaction is.
+                // Reconciliation sends an unknown refund to an operator (the status operation
+                // describes charges); at most one refund per transaction is checked below.
             }
             _ => {
                 payouts_sent += 1;

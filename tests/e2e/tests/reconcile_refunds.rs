@@ -1,8 +1,9 @@
-//! HOST BUG REPRODUCTION (kept out of the commit until the host is fixed): reconciliation settles
-//! an Xsolla refund entry through the provider's `status` operation, which describes the *charge*
-//! (by `transaction_id`) or searches charges by `external_id` (by `reference`). A refund whose
-//! answer was lost is then recorded `failed` although Xsolla made it (the caller may refund
-//! again), and a refund Xsolla never made is recorded `succeeded` because its charge is `done`.
+//! Regression test for bug B1 (RELIABILITY.md): reconciliation used to settle an Xsolla refund
+//! entry through the provider's `status` operation, which describes the *charge* (by
+//! `transaction_id`) or searches charges by `external_id` (by `reference`). A refund whose answer
+//! was lost was then recorded `failed` although Xsolla made it (the caller could refund again),
+//! and a refund Xsolla never made was recorded `succeeded` because its charge was `done`. Now an
+//! unknown refund goes to an operator; this test checks no reconciled state contradicts Xsolla.
 
 mod reliability;
 
@@ -71,6 +72,11 @@ async fn reconciled_refunds_hold_the_providers_truth() {
         };
         if !honest {
             wrong.push(format!("{label}: the ledger says {state}"));
+        }
+        if state != "needs_operator" {
+            wrong.push(format!(
+                "{label}: an unknown refund must go to an operator, the ledger says {state}"
+            ));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
