@@ -384,6 +384,7 @@ async fn plugins_writable_by_others_are_refused() {
         &plugin_file_name("misbehaving"),
     );
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let mapped = host.gateway.registry().libraries_loaded();
     host.gateway.reload_plugins();
     assert!(host.gateway.registry().get("misbehaving").is_none());
     assert!(
@@ -393,4 +394,14 @@ async fn plugins_writable_by_others_are_refused() {
             .iter()
             .any(|f| f.error.contains("writable by other users"))
     );
+    assert_eq!(
+        host.gateway.registry().libraries_loaded(),
+        mapped,
+        "a file refused before mapping spends none of max_loaded_libraries"
+    );
+    // Once the operator fixes the mode, the same file (same content) loads.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    host.gateway.reload_plugins();
+    assert!(host.gateway.registry().get("misbehaving").is_some());
+    assert_eq!(host.gateway.registry().libraries_loaded(), mapped + 1);
 }
