@@ -58,6 +58,8 @@ pub struct HostSettings {
     pub ledger: PathBuf,
     /// How long one plugin call (one build or parse step) may take before its request fails.
     pub plugin_call_budget_ms: u64,
+    /// Where plugin calls run: `pool` (default) or `inline` (see [`PluginCalls`]).
+    pub plugin_calls: PluginCalls,
     /// Quiet time after the last change in the plugins folder before it is rescanned. Kept short:
     /// a half-written file is kept out by the hidden-temporary-name convention (and refused by the
     /// object-file check if copied in place), not by this wait.
@@ -71,6 +73,21 @@ pub struct HostSettings {
     pub shutdown_grace_ms: u64,
 }
 
+/// Where the host runs plugin code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginCalls {
+    /// On the host's plugin threads, awaited within the budget: a plugin that never returns
+    /// fails its own request and costs one abandoned thread. Each call crosses threads twice
+    /// (tens of microseconds when the threads are asleep).
+    #[default]
+    Pool,
+    /// On the async worker that dispatches: no thread hop, for plugins the operator trusts to
+    /// return. A call over budget still fails its request, but only once it returns; a plugin
+    /// that never returns would hold a worker of the runtime for good.
+    Inline,
+}
+
 impl Default for HostSettings {
     fn default() -> Self {
         Self {
@@ -78,6 +95,7 @@ impl Default for HostSettings {
             listen: "127.0.0.1:8080".into(),
             ledger: PathBuf::from("data/gatehouse.sqlite"),
             plugin_call_budget_ms: 2_000,
+            plugin_calls: PluginCalls::Pool,
             reload_debounce_ms: 50,
             max_loaded_libraries: 256,
             max_response_bytes: 4 * 1024 * 1024,

@@ -13,7 +13,7 @@ use gatehouse_plugin_api::{
 };
 
 use crate::accounts::{AccountRuntime, AccountRuntimes, Pause};
-use crate::config::{AccountSection, Config};
+use crate::config::{AccountSection, Config, PluginCalls};
 use crate::error::DispatchError;
 use crate::loader::LoadedPlugin;
 use crate::metrics::Metrics;
@@ -486,6 +486,7 @@ impl Gateway {
             operation,
             invocation_json,
             budget: Duration::from_millis(config.host.plugin_call_budget_ms),
+            inline_calls: config.host.plugin_calls == PluginCalls::Inline,
             max_response_bytes: config.host.max_response_bytes,
             provider_requests: 0,
         };
@@ -544,6 +545,8 @@ struct Flow<'a> {
     operation: Operation,
     invocation_json: Arc<str>,
     budget: Duration,
+    /// `host.plugin_calls = "inline"`: plugin calls run on this task's thread.
+    inline_calls: bool,
     max_response_bytes: usize,
     provider_requests: u32,
 }
@@ -598,7 +601,18 @@ impl Flow<'_> {
         &self,
         call: impl FnOnce() -> HostStep + Send + 'static,
     ) -> Result<HostStep, DispatchError> {
-        match self.gateway.inner.plugin_pool.run(self.budget, call).await {
+        let result = if self.inline_calls {
+            let started = Instant::now();
+            // The plugin's entry points catch its panics; this catches the host side's.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+                Ok(_) if started.elapsed() > self.budget => Err(CallFailure::OverBudget),
+                Ok(step) => Ok(step),
+                Err(_) => Err(CallFailure::Lost),
+            }
+        } else {
+            self.gateway.inner.plugin_pool.run(self.budget, call).await
+        };
+        match result {
             Ok(step) => Ok(step),
             Err(CallFailure::Lost) => Err(DispatchError::Provider(ProviderError::plugin_fault(
                 "the plugin call ended without a result",

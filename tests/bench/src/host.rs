@@ -99,6 +99,20 @@ impl BenchHost {
         })
     }
 
+    /// A second gateway over the same folder and configuration, with `host.plugin_calls =
+    /// "inline"` (not watched: the reload figures are the pooled gateway's).
+    pub async fn inline_gateway(&self) -> anyhow::Result<Gateway> {
+        let mut config = (*self.gateway.config()).clone();
+        config.host.plugin_calls = gatehouse_host::config::PluginCalls::Inline;
+        let gateway = Gateway::start(config).await;
+        anyhow::ensure!(
+            gateway.registry().active().len() == PROVIDER_PLUGINS.len(),
+            "the inline gateway loaded {:?}",
+            gateway.registry().failures()
+        );
+        Ok(gateway)
+    }
+
     pub fn plugins_dir(&self) -> PathBuf {
         self.dir.path().join("plugins")
     }

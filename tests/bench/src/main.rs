@@ -152,6 +152,7 @@ async fn measure_everything(
     let service = Service::new(host.gateway.clone(), ledger);
     let targets = Targets::new(
         host.gateway.clone(),
+        host.inline_gateway().await?,
         service,
         &simulator.base_url,
         &api_host.base_url,
@@ -300,6 +301,7 @@ fn profile(dispatches: u64) -> anyhow::Result<()> {
         // No API host: the profile is of library dispatch only.
         let targets = Targets::new(
             host.gateway.clone(),
+            host.gateway.clone(),
             service,
             &simulator.base_url,
             "http://127.0.0.1:9",
@@ -420,7 +422,7 @@ fn render(report: &mut Report) -> String {
                 0.0
             };
             let target = match *label {
-                "library" => Some(TARGET_LIBRARY_THROUGHPUT),
+                "library" | "library-inline" => Some(TARGET_LIBRARY_THROUGHPUT),
                 "http-api" => Some(TARGET_API_THROUGHPUT),
                 _ => None,
             };
@@ -499,7 +501,7 @@ fn render(report: &mut Report) -> String {
                     let _ = write!(row, " {} |", human_micros(added_micros(*value, *baseline)));
                 }
                 let added_p99 = added_micros(values[2], direct[2]);
-                let target = if path == Path::Library {
+                let target = if path.is_library() {
                     TARGET_LIBRARY_P99_MICROS
                 } else {
                     TARGET_API_P99_MICROS

@@ -19,19 +19,33 @@ pub enum Path {
     Direct,
     /// (b) `Gateway::dispatch` in this process.
     Library,
+    /// (b') the same with `host.plugin_calls = "inline"`: plugin calls on the dispatching thread
+    /// instead of the plugin pool (an operator's opt-in for trusted plugins).
+    LibraryInline,
     /// (c) the host's HTTP API on loopback, with a reqwest client.
     HttpApi,
 }
 
 impl Path {
-    pub const ALL: [Path; 3] = [Path::Direct, Path::Library, Path::HttpApi];
+    pub const ALL: [Path; 4] = [
+        Path::Direct,
+        Path::Library,
+        Path::LibraryInline,
+        Path::HttpApi,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Self::Direct => "direct",
             Self::Library => "library",
+            Self::LibraryInline => "library-inline",
             Self::HttpApi => "http-api",
         }
+    }
+
+    /// Whether the library targets apply (the host embedded in this process).
+    pub fn is_library(self) -> bool {
+        matches!(self, Self::Library | Self::LibraryInline)
     }
 }
 
@@ -92,6 +106,8 @@ fn command_from_json(value: Value) -> Command {
 /// Everything needed to make a call by any path.
 pub struct Targets {
     pub gateway: Gateway,
+    /// A second embedded gateway over the same plugins folder, with inline plugin calls.
+    pub inline_gateway: Gateway,
     pub service: Service,
     simulator_base_url: String,
     api_base_url: String,
@@ -108,12 +124,14 @@ pub struct Targets {
 impl Targets {
     pub fn new(
         gateway: Gateway,
+        inline_gateway: Gateway,
         service: Service,
         simulator_base_url: &str,
         api_base_url: &str,
     ) -> Arc<Self> {
         Arc::new(Self {
             gateway,
+            inline_gateway,
             service,
             simulator_base_url: simulator_base_url.to_string(),
             api_base_url: api_base_url.to_string(),
@@ -134,7 +152,8 @@ impl Targets {
     pub async fn call(&self, path: Path, call: Call) -> Result<String, String> {
         match path {
             Path::Direct => self.direct(call).await.map(|()| String::new()),
-            Path::Library => self.library(call).await,
+            Path::Library => self.library(&self.gateway, call).await,
+            Path::LibraryInline => self.library(&self.inline_gateway, call).await,
             Path::HttpApi => self.http_api(call).await,
         }
     }
@@ -182,13 +201,12 @@ impl Targets {
         }
     }
 
-    async fn library(&self, call: Call) -> Result<String, String> {
+    async fn library(&self, gateway: &Gateway, call: Call) -> Result<String, String> {
         let command = match call {
             Call::Charge => self.charge.clone(),
             Call::Balance => self.balance.clone(),
         };
-        let dispatched = self
-            .gateway
+        let dispatched = gateway
             .dispatch_request(DispatchRequest::new(PROVIDER, ACCOUNT, command))
             .await
             .map_err(|error| format!("library: {error}"))?;

@@ -239,6 +239,36 @@ async fn a_new_file_is_loaded_without_restart_and_a_removed_one_retires() {
 #[tokio::test]
 async fn misbehaving_plugins_fail_their_own_request_only() {
     let (host, _simulator, running) = paygate_host().await;
+    misbehaving_plugin_fails_only_its_own_requests(&host, &running, true).await;
+}
+
+/// With `host.plugin_calls = "inline"` (no plugin threads), a panic still fails only its own
+/// request and everything else is served. (A plugin that never returns is what inline mode gives
+/// up protection from: it would hold a runtime worker, so that case is run in pool mode only.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_plugin_calls_keep_faults_to_their_own_request() {
+    let (host, _simulator, running) = paygate_host().await;
+    let mut config = (*host.gateway.config()).clone();
+    config.host.plugin_calls = gatehouse_host::config::PluginCalls::Inline;
+    host.gateway.set_config(config);
+    misbehaving_plugin_fails_only_its_own_requests(&host, &running, false).await;
+    let charge = host
+        .call(
+            "paygateglobal",
+            "main",
+            json!({"operation": "charge", "amount": {"minor_units": 1500, "currency": "XOF"},
+                   "customer": {"phone": "90123456"}, "payment_method": "FLOOZ"}),
+        )
+        .await
+        .expect("charge");
+    assert_eq!(charge.status, OutcomeStatus::Pending);
+}
+
+async fn misbehaving_plugin_fails_only_its_own_requests(
+    host: &TestHost,
+    running: &RunningSimulator,
+    with_hung_call: bool,
+) {
     install(
         &library("gatehouse-fixture-misbehaving-plugin"),
         &host.plugins_dir(),
@@ -261,20 +291,22 @@ async fn misbehaving_plugins_fail_their_own_request_only() {
         }
         other => panic!("expected a plugin fault, got {other:?}"),
     }
-    // A plugin call that never returns fails within the budget; the host stays responsive.
-    let started = std::time::Instant::now();
-    let hung = host
-        .call(
-            "misbehaving",
-            "main",
-            json!({"operation": "report", "report": "forever"}),
-        )
-        .await;
-    assert!(
-        matches!(&hung, Err(DispatchError::Provider(error)) if error.kind == ErrorKind::PluginFault),
-        "{hung:?}"
-    );
-    assert!(started.elapsed() < Duration::from_secs(5));
+    if with_hung_call {
+        // A plugin call that never returns fails within the budget; the host stays responsive.
+        let started = std::time::Instant::now();
+        let hung = host
+            .call(
+                "misbehaving",
+                "main",
+                json!({"operation": "report", "report": "forever"}),
+            )
+            .await;
+        assert!(
+            matches!(&hung, Err(DispatchError::Provider(error)) if error.kind == ErrorKind::PluginFault),
+            "{hung:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
     // A request outside the account's base URL is never sent.
     let calls = running.calls.all().len();
     let exfiltration = host
