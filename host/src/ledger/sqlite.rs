@@ -202,6 +202,8 @@ impl SqliteLedger {
         let fail = |action: &str, error: rusqlite::Error| {
             LedgerError::Storage(format!("ledger {location}: {action}: {error}"))
         };
+        // Every statement the ledger runs fits in the cache (rusqlite's default holds 16).
+        connection.set_prepared_statement_cache_capacity(64);
         connection
             .busy_timeout(BUSY_TIMEOUT)
             .map_err(|error| fail("cannot set the busy timeout", error))?;
@@ -426,23 +428,23 @@ impl SqliteLedger {
                     error,
                 )
             })?;
-        transaction
-            .execute(
-                "UPDATE entries SET state = ?2, provider_reference = ?3, outcome_json = ?4, \
+        execute_cached(
+            transaction,
+            "UPDATE entries SET state = ?2, provider_reference = ?3, outcome_json = ?4, \
                  refusal_code = ?5, refusal_message = ?6, operator_flag = ?7, updated_at_unix = ?8 \
                  WHERE id = ?1",
-                rusqlite::params![
-                    entry.id,
-                    entry.state.as_str(),
-                    entry.provider_reference,
-                    outcome_json,
-                    entry.refusal.as_ref().map(|refusal| &refusal.code),
-                    entry.refusal.as_ref().map(|refusal| &refusal.message),
-                    entry.operator_flag,
-                    now,
-                ],
-            )
-            .map_err(|error| self.storage_error(action, error))?;
+            rusqlite::params![
+                entry.id,
+                entry.state.as_str(),
+                entry.provider_reference,
+                outcome_json,
+                entry.refusal.as_ref().map(|refusal| &refusal.code),
+                entry.refusal.as_ref().map(|refusal| &refusal.message),
+                entry.operator_flag,
+                now,
+            ],
+        )
+        .map_err(|error| self.storage_error(action, error))?;
         self.append_history(transaction, action, &entry.id, now, entry.state, detail)
     }
 
@@ -455,12 +457,12 @@ impl SqliteLedger {
         state: EntryState,
         detail: &str,
     ) -> Result<(), LedgerError> {
-        transaction
-            .execute(
-                "INSERT INTO entry_history (entry_id, at_unix, state, detail) VALUES (?1, ?2, ?3, ?4)",
-                rusqlite::params![id, now, state.as_str(), detail],
-            )
-            .map_err(|error| self.storage_error(action, error))?;
+        execute_cached(
+            transaction,
+            "INSERT INTO entry_history (entry_id, at_unix, state, detail) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![id, now, state.as_str(), detail],
+        )
+        .map_err(|error| self.storage_error(action, error))?;
         Ok(())
     }
 
@@ -519,26 +521,26 @@ impl Ledger for SqliteLedger {
                 return Err(LedgerError::DuplicateId { id: new.id.clone() });
             }
             let amount = new.command.amount();
-            transaction
-                .execute(
-                    "INSERT INTO entries (id, provider, account, operation, idempotency_key, \
+            execute_cached(
+                transaction,
+                "INSERT INTO entries (id, provider, account, operation, idempotency_key, \
                      request_hash, command_json, state, amount_minor_units, amount_currency, \
                      created_at_unix, updated_at_unix) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'sending', ?8, ?9, ?10, ?10)",
-                    rusqlite::params![
-                        new.id,
-                        new.provider,
-                        new.account,
-                        new.operation.as_str(),
-                        new.idempotency_key,
-                        new.request_hash,
-                        command_json,
-                        amount.map(|money| money.minor_units),
-                        amount.map(|money| money.currency.code()),
-                        now,
-                    ],
-                )
-                .map_err(|error| self.storage_error(action, error))?;
+                rusqlite::params![
+                    new.id,
+                    new.provider,
+                    new.account,
+                    new.operation.as_str(),
+                    new.idempotency_key,
+                    new.request_hash,
+                    command_json,
+                    amount.map(|money| money.minor_units),
+                    amount.map(|money| money.currency.code()),
+                    now,
+                ],
+            )
+            .map_err(|error| self.storage_error(action, error))?;
             self.append_history(
                 transaction,
                 action,
@@ -738,8 +740,8 @@ impl Ledger for SqliteLedger {
             )
         })?;
         self.write(action, |transaction, now| {
-            let inserted = transaction
-                .execute(
+            let inserted = execute_cached(
+                    transaction,
                     "INSERT INTO webhook_events (provider, account, event_id, event_json, received_at_unix) \
                      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (provider, event_id) DO NOTHING",
                     rusqlite::params![provider, account, event.event_id, event_json, now],
@@ -1090,6 +1092,16 @@ fn query_rows<T>(
     let mut statement = connection.prepare_cached(sql)?;
     let rows = statement.query_map(params, read)?;
     rows.collect()
+}
+
+/// Runs one statement through the connection's statement cache: a ledger write runs the same few
+/// statements every time, and compiling SQL anew each time cost more than running it.
+fn execute_cached(
+    connection: &Connection,
+    sql: &str,
+    params: impl Params,
+) -> rusqlite::Result<usize> {
+    connection.prepare_cached(sql)?.execute(params)
 }
 
 /// SQLite's `LIMIT` takes a signed 64-bit integer; anything larger means "no limit" anyway.

@@ -224,6 +224,33 @@ fn ledger(criterion: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // The same in memory: no fsync, so what is left is the ledger's CPU (SQL, JSON, history).
+    let memory = SqliteLedger::open_in_memory().unwrap_or_else(|error| panic!("{error}"));
+    group.bench_function("begin_and_record_outcome_in_memory", |bencher| {
+        bencher.iter_batched(
+            || NewEntry {
+                id: new_reference(),
+                provider: PROVIDER.to_string(),
+                account: ACCOUNT.to_string(),
+                operation: Operation::Charge,
+                idempotency_key: Some(new_reference()),
+                request_hash: hash.clone(),
+                command: command.clone(),
+            },
+            |entry| {
+                let id = entry.id.clone();
+                black_box(
+                    memory
+                        .begin(entry)
+                        .unwrap_or_else(|error| panic!("{error}")),
+                );
+                memory
+                    .record_outcome(&id, &outcome)
+                    .unwrap_or_else(|error| panic!("{error}"))
+            },
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
 }
 
