@@ -104,8 +104,8 @@ const ENTRY_COLUMNS: &str = "id, provider, account, operation, idempotency_key, 
 const MAX_BATCH_WRITES: usize = 64;
 
 /// The connection and the batch of writes waiting for its commit.
-struct Shared {
-    connection: Connection,
+pub(super) struct Shared {
+    pub(super) connection: Connection,
     /// The open batch: its number and how many writes it holds.
     open: Option<(u64, usize)>,
     next_batch: u64,
@@ -126,6 +126,51 @@ impl Deref for ReadGuard<'_> {
     }
 }
 
+/// How often the background thread checkpoints the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// A thread with its own connection that checkpoints the WAL, so that no write waits for it.
+/// It stops when the ledger is dropped.
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Option<Self> {
+        let connection = Connection::open(path).ok()?;
+        connection.busy_timeout(BUSY_TIMEOUT).ok()?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("gatehouse-ledger-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    if let Err(error) =
+                        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(%error, "ledger checkpoint failed; retried in a second");
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// The embedded [`Ledger`]: a SQLite file (or memory, for tests).
 pub struct SqliteLedger {
     shared: Mutex<Shared>,
@@ -134,6 +179,8 @@ pub struct SqliteLedger {
     /// Writers waiting for the connection: while there are some, a writer leaves the commit to
     /// the last of them.
     waiting_writers: AtomicUsize,
+    /// The background checkpoints of an on-disk ledger (none in memory).
+    checkpointer: Option<Checkpointer>,
     /// The file's path (or `:memory:`), for error messages.
     location: String,
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
@@ -171,7 +218,23 @@ impl SqliteLedger {
         let connection = Connection::open(path).map_err(|error| {
             LedgerError::Storage(format!("ledger {location}: cannot open: {error}"))
         })?;
-        Self::prepare(connection, location, true)
+        let mut ledger = Self::prepare(connection, location, true)?;
+        // Checkpoints move the WAL back into the database file, fsyncing it: by default the
+        // writer whose commit crosses 1000 WAL pages runs one, and a charge waits for it. A
+        // thread of its own runs them instead (PASSIVE: it never blocks a writer). If it cannot
+        // start, SQLite's automatic checkpoints stay on.
+        if let Some(checkpointer) = Checkpointer::start(path) {
+            let shared = ledger.lock_shared();
+            if shared
+                .connection
+                .pragma_update(None, "wal_autocheckpoint", 0)
+                .is_ok()
+            {
+                drop(shared);
+                ledger.checkpointer = Some(checkpointer);
+            }
+        }
+        Ok(ledger)
     }
 
     /// A ledger that lives in memory and vanishes with the value: for tests.
@@ -234,12 +297,13 @@ impl SqliteLedger {
             }),
             batch_ended: Condvar::new(),
             waiting_writers: AtomicUsize::new(0),
+            checkpointer: None,
             location,
             clock: Box::new(unix_now),
         })
     }
 
-    fn lock_shared(&self) -> MutexGuard<'_, Shared> {
+    pub(super) fn lock_shared(&self) -> MutexGuard<'_, Shared> {
         // A panic while the lock was held cannot have left a half-done change behind: `write`
         // rolls a panicking writer's savepoint back before unwinding further. The connection is
         // sound, so the poison flag carries no information worth failing every later call for.

@@ -1067,3 +1067,42 @@ fn a_panicking_write_leaves_the_ledger_usable_and_unchanged() {
     created(&ledger, "gh_after");
     assert_eq!(ledger.list(&ListFilter::default()).expect("list").len(), 2);
 }
+
+#[test]
+fn checkpoints_run_in_the_background_not_in_a_write() {
+    // The writer's connection never checkpoints (wal_autocheckpoint=0); the background thread
+    // moves the WAL into the database file within about a second.
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let path = folder.path().join("ledger.sqlite");
+    let ledger = SqliteLedger::open(&path).expect("open");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let size = |file: &std::path::Path| std::fs::metadata(file).map_or(0, |meta| meta.len());
+    let before = size(&path);
+    for index in 0..50 {
+        created(&ledger, &format!("gh_{index}"));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size(&path) <= before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        size(&path) > before,
+        "the database file did not grow: nothing was checkpointed ({before} bytes)"
+    );
+    let autocheckpoint: i64 = ledger
+        .lock_shared()
+        .connection
+        .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))
+        .expect("pragma");
+    assert_eq!(autocheckpoint, 0, "writes must not checkpoint");
+    assert_eq!(
+        ledger
+            .list(&ListFilter {
+                limit: 1000,
+                ..ListFilter::default()
+            })
+            .expect("list")
+            .len(),
+        50
+    );
+}
