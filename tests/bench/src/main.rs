@@ -35,7 +35,7 @@ const CONCURRENT_CLIENTS: usize = 16;
 /// One closed-loop window; every variant gets `ROUNDS` of them, interleaved.
 const THROUGHPUT_WINDOW: Duration = Duration::from_millis(1500);
 const ROUNDS: usize = 3;
-/// The moderate fixed rate of the latency runs, per path (the three paths interleaved).
+/// The moderate fixed rate of the latency runs, per path (the paths interleaved).
 const LATENCY_RATE_PER_PATH: u32 = 200;
 const LATENCY_DURATION: Duration = Duration::from_secs(10);
 /// Plugin swaps in the hot-reload section, and the library dispatch rate meanwhile.
@@ -457,7 +457,7 @@ fn render(report: &mut Report) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "## Latency at a fixed rate: {LATENCY_RATE_PER_PATH} requests/s per path, open loop, the three paths interleaved request by request, {} s",
+        "## Latency at a fixed rate: {LATENCY_RATE_PER_PATH} requests/s per path, open loop, the paths interleaved request by request, {} s",
         LATENCY_DURATION.as_secs()
     );
     let _ = writeln!(out);
