@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use gatehouse_plugin_api::ffi::{FfiHttpResponse, HostStep};
 use gatehouse_plugin_api::{
-    Command, ErrorKind, HttpRequest, HttpResponse, Invocation, Operation, Outcome, ProviderError,
+    Command, ErrorKind, HttpRequest, HttpResponse, Invocation, Money, Operation, Outcome,
+    ProviderError,
 };
 
 use crate::accounts::{AccountRuntime, AccountRuntimes, Pause};
@@ -464,6 +465,7 @@ impl Gateway {
             request.reference.clone()
         };
         let base_url = account_config.base_url.clone();
+        let expected_amount = request.command.amount();
         let invocation = Invocation {
             command: request.command,
             account: account_config,
@@ -487,6 +489,7 @@ impl Gateway {
             invocation_json,
             budget: Duration::from_millis(config.host.plugin_call_budget_ms),
             inline_calls: config.host.plugin_calls == PluginCalls::Inline,
+            expected_amount,
             max_response_bytes: config.host.max_response_bytes,
             provider_requests: 0,
         };
@@ -547,6 +550,8 @@ struct Flow<'a> {
     budget: Duration,
     /// `host.plugin_calls = "inline"`: plugin calls run on this task's thread.
     inline_calls: bool,
+    /// The amount the command names, to check the outcome's against.
+    expected_amount: Option<Money>,
     max_response_bytes: usize,
     provider_requests: u32,
 }
@@ -574,7 +579,12 @@ impl Flow<'_> {
             .await?;
         for _ in 0..MAX_FLOW_STEPS {
             match step {
-                HostStep::Done(outcome) => return Ok(self.scrubber.outcome(outcome)),
+                HostStep::Done(outcome) => {
+                    if let Some(problem) = self.impossible_amount(&outcome) {
+                        return self.finish_with_error(ProviderError::plugin_fault(problem));
+                    }
+                    return Ok(self.scrubber.outcome(outcome));
+                }
                 HostStep::Failed(error) => return self.finish_with_error(error),
                 HostStep::Send { request, state } => {
                     let response = match self.perform(&request).await {
@@ -629,6 +639,30 @@ impl Flow<'_> {
                     ),
                 )))
             }
+        }
+    }
+
+    /// An outcome of a money-moving command whose amount cannot be right: negative, or in
+    /// another currency than the command's. It is a plugin fault, not data to pass on: a caller
+    /// would book it. (Once a request went out, `run` makes that fault an `unknown` outcome.)
+    fn impossible_amount(&self, outcome: &Outcome) -> Option<String> {
+        if !self.operation.moves_money() {
+            return None;
+        }
+        let claimed = outcome.amount?;
+        let expected = self.expected_amount;
+        if claimed.minor_units < 0 {
+            return Some(format!(
+                "the plugin reported a negative amount ({} {} minor units) for a {}",
+                claimed.minor_units, claimed.currency, self.operation
+            ));
+        }
+        match expected {
+            Some(expected) if expected.currency != claimed.currency => Some(format!(
+                "the plugin reported an amount in {} for a {} in {}",
+                claimed.currency, self.operation, expected.currency
+            )),
+            _ => None,
         }
     }
 

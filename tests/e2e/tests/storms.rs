@@ -521,21 +521,24 @@ async fn a_plugin_answering_nonsense_fails_only_its_own_requests() {
         "{requests_sent} requests"
     );
 
-    // Impossible amounts are passed through as data, never computed with: they reach the
-    // caller unchanged and crash nothing (the ledger keeps the command's own amount; see
-    // RELIABILITY.md).
+    // An impossible amount in the outcome of a money-moving command (negative, or in another
+    // currency than asked) is a plugin fault, never passed on for a caller to book. Nothing was
+    // sent here, so it is refused outright.
     let refund = dispatch(json!({"operation": "refund", "transaction_id": "1",
                                  "amount": {"minor_units": 100, "currency": "XOF"}}))
-    .await
-    .expect("an outcome");
-    let claimed = refund.outcome.amount.expect("amount");
+    .await;
+    let refused = match &refund {
+        Err(DispatchError::Provider(error)) if error.kind == ErrorKind::PluginFault => {
+            error.message.clone()
+        }
+        other => panic!("an impossible refund amount was not refused: {other:?}"),
+    };
+    assert!(refused.contains("negative amount"), "{refused}");
     figure(
         "plugin_fault.nonsense",
         format!(
             "bad_url=failed/0_sent header_injection=failed/0_sent endless_flow_requests={requests_sent} \
-             refund_outcome_amount={}{} endless={:?}",
-            claimed.minor_units,
-            claimed.currency,
+             refund_with_impossible_amount=plugin_fault endless={:?}",
             endless.as_ref().map(|done| done.outcome.status)
         ),
     );
