@@ -177,6 +177,18 @@ fn open_and_check(name: &str, copy: &Path) -> Result<(PluginModuleRef, String), 
         LibraryError::GetSymbolError { .. } => LoadError::NotAPlugin {
             file: name.to_string(),
         },
+        // A library built with another abi_stable: say which, in a line (abi_stable's own
+        // message dumps both headers byte by byte).
+        LibraryError::InvalidAbiHeader(found) => {
+            let ours = abi_stable::library::AbiHeader::VALUE;
+            LoadError::AbiStableIncompatible {
+                file: name.to_string(),
+                message: format!(
+                    "its abi_stable ABI is {}.{}, this host's is {}.{} (rebuild the plugin against this host's gatehouse-plugin-api)",
+                    found.abi_major, found.abi_minor, ours.abi_major, ours.abi_minor
+                ),
+            }
+        }
         other => LoadError::AbiStableIncompatible {
             file: name.to_string(),
             message: bounded(&other.to_string()),

@@ -99,6 +99,43 @@ pub fn library(package: &str) -> PathBuf {
     path
 }
 
+/// A library crate kept out of the workspace (`tests/standalone/<dir>`, its own lock file) because
+/// its dependencies cannot share the workspace's: built here, into the same target folder.
+pub fn standalone_library(dir: &str, package: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !built.iter().any(|done| done == dir) {
+        let manifest = workspace_root()
+            .join("tests/standalone")
+            .join(dir)
+            .join("Cargo.toml");
+        let status = Command::new(env!("CARGO"))
+            .current_dir(workspace_root())
+            .arg("build")
+            .arg("--quiet")
+            .arg("--locked")
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(target_dir())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building {} failed", manifest.display());
+        built.push(dir.to_string());
+    }
+    let file = format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        package.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    );
+    let path = target_dir().join("debug").join(file);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
 /// The path of the built `gatehouse` executable.
 pub fn gatehouse_binary() -> PathBuf {
     library("gatehouse-plugin-paygateglobal");

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use gatehouse_e2e::{TestHost, install, library, plugin_file_name};
+use gatehouse_e2e::{TestHost, install, library, plugin_file_name, standalone_library};
 use gatehouse_host::DispatchError;
 use gatehouse_host::plugin_api::{ErrorKind, OutcomeStatus};
 use gatehouse_host::registry::ScanEvent;
@@ -159,6 +159,10 @@ async fn bad_libraries_are_refused_and_the_old_version_keeps_serving() {
         (
             library("gatehouse-fixture-contract-other-layout"),
             "types differ from this host's",
+        ),
+        (
+            standalone_library("old-abi-stable", "gatehouse-fixture-old-abi-stable"),
+            "its abi_stable ABI is 0.10, this host's is 0.11",
         ),
     ];
     for (bad, expected) in cases {
