@@ -217,6 +217,7 @@ async fn a_hundred_rewrites_under_load_fail_no_request() {
     // A series in which every rewrite is loaded (an explicit scan after each), for the memory
     // figure per load.
     let series_started = std::time::Instant::now();
+    let mut series_events = Vec::new();
     for rewrite in 1..=SERIES {
         let package = if rewrite % 2 == 1 { PGG } else { PGG_NEXT };
         install(
@@ -224,12 +225,17 @@ async fn a_hundred_rewrites_under_load_fail_no_request() {
             &host.plugins(),
             &plugin_file_name("paygateglobal"),
         );
-        host.reload().await;
+        series_events.push(format!("{rewrite}: {:?}", host.reload().await));
     }
     let series_ms = series_started.elapsed().as_millis() / SERIES as u128;
     let rss_series = vm_rss_kib();
     let loads = host.gateway.registry().libraries_loaded() - stable;
-    assert_eq!(loads, SERIES, "every rewrite of the series was loaded once");
+    assert_eq!(
+        loads,
+        SERIES,
+        "every rewrite of the series was loaded once:\n{}",
+        series_events.join("\n")
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, Ordering::SeqCst);
     let (requests, failed) = join(workers).await;
