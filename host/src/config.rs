@@ -2,8 +2,9 @@
 //!
 //! Typed and strict: an unknown key, a missing required key, or a secret reference that cannot be
 //! resolved is an error that names the file, the line and the key. Secrets are referenced
-//! (`"${ENV_VAR}"`, `{ env = "VAR" }` or `{ file = "path" }`), resolved at load time, and held as
-//! [`Secret`]s so they never reach a log.
+//! (`"${ENV_VAR}"`, `{ env = "VAR" }` or `{ file = "path" }`), checked at load time, read again
+//! while in use at most a second apart (so a secret file rotated in place takes effect without a
+//! reload), and held as [`Secret`]s so they never reach a log.
 
 use std::collections::BTreeMap;
 use std::fmt;

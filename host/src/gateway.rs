@@ -89,7 +89,13 @@ struct CachedAccount {
     config: Arc<Config>,
     plugin_generation: u64,
     resolved: Arc<ResolvedAccount>,
+    resolved_at: Instant,
 }
+
+/// How long a resolved account is reused. Secrets come from the environment or from files that
+/// an orchestrator may rotate in place, without `plugins.toml` changing: they are read again at
+/// least this often.
+const RESOLVED_ACCOUNT_TTL: Duration = Duration::from_secs(1);
 
 impl Gateway {
     /// A gateway for `config`. Plugins are not loaded yet: call [`Gateway::reload_plugins`]
@@ -295,7 +301,8 @@ impl Gateway {
 
     /// The account's section resolved against its plugin's manifest (secrets read, settings
     /// checked, scrubber built), from the cache when neither the configuration nor the plugin
-    /// changed since: resolving costs more than the rest of the host's bookkeeping per dispatch.
+    /// changed since and it is under a second old (secret files may be rotated in place):
+    /// resolving costs more than the rest of the host's bookkeeping per dispatch.
     fn resolved_account(
         &self,
         config: &Arc<Config>,
@@ -308,7 +315,9 @@ impl Gateway {
         {
             let cache = self.lock_resolved();
             if let Some(cached) = cache.get(&key).filter(|cached| {
-                Arc::ptr_eq(&cached.config, config) && cached.plugin_generation == plugin.generation
+                Arc::ptr_eq(&cached.config, config)
+                    && cached.plugin_generation == plugin.generation
+                    && cached.resolved_at.elapsed() < RESOLVED_ACCOUNT_TTL
             }) {
                 return Ok(cached.resolved.clone());
             }
@@ -329,6 +338,7 @@ impl Gateway {
                 config: config.clone(),
                 plugin_generation: plugin.generation,
                 resolved: resolved.clone(),
+                resolved_at: Instant::now(),
             },
         );
         Ok(resolved)

@@ -441,3 +441,40 @@ async fn plugins_writable_by_others_are_refused() {
     assert!(host.gateway.registry().get("misbehaving").is_some());
     assert_eq!(host.gateway.registry().libraries_loaded(), mapped + 1);
 }
+
+/// A secret file rotated in place (as orchestrators do) is used within about a second, without a
+/// change to `plugins.toml`; a wrong credential is refused by the provider, the right one again
+/// lifts the pause that refusal set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_file_rotated_in_place_is_used_without_a_reload() {
+    let (_simulator, running) = PayGateSimulator::start(TOKEN).await.expect("simulator");
+    let secrets = tempfile::tempdir().expect("secrets folder");
+    let token_file = secrets.path().join("paygateglobal-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write the token");
+    let host = TestHost::start(
+        &["gatehouse-plugin-paygateglobal"],
+        &format!(
+            "[providers.paygateglobal.accounts.main]\nbase_url = \"{}\"\nsecrets = {{ auth_token = {{ file = \"{}\" }} }}\n",
+            running.base_url(),
+            token_file.display()
+        ),
+    )
+    .await;
+    let balance = || host.call("paygateglobal", "main", json!({"operation": "balance"}));
+    assert_eq!(
+        balance().await.expect("balance").status,
+        OutcomeStatus::Succeeded
+    );
+    std::fs::write(&token_file, "a-revoked-token\n").expect("rotate");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    match balance().await {
+        Err(DispatchError::Provider(error)) => assert_eq!(error.kind, ErrorKind::Authentication),
+        other => panic!("the rotated (wrong) token was not used: {other:?}"),
+    }
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("rotate back");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        balance().await.expect("served again").status,
+        OutcomeStatus::Succeeded
+    );
+}
