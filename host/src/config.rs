@@ -65,6 +65,9 @@ pub struct HostSettings {
     /// a half-written file is kept out by the hidden-temporary-name convention (and refused by the
     /// object-file check if copied in place), not by this wait.
     pub reload_debounce_ms: u64,
+    /// The plugins folder is scanned this often even without a change event (0: never): the
+    /// safety net for an event the kernel dropped or a file unreadable when its event came.
+    pub plugins_rescan_secs: u64,
     /// Libraries are never unloaded (abi_stable's rule), so every reload maps another copy.
     /// Past this many loaded libraries, further reloads are refused until a restart.
     pub max_loaded_libraries: usize,
@@ -98,6 +101,7 @@ impl Default for HostSettings {
             plugin_call_budget_ms: 2_000,
             plugin_calls: PluginCalls::Pool,
             reload_debounce_ms: 50,
+            plugins_rescan_secs: 10,
             max_loaded_libraries: 256,
             max_response_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 10_000,

@@ -197,8 +197,14 @@ impl Registry {
             let bytes = match std::fs::read(&file) {
                 Ok(bytes) => bytes,
                 Err(error) => {
-                    // Vanished between listing and reading: the next scan sees the final state.
-                    tracing::debug!(file = %file.display(), %error, "plugin file unreadable during scan");
+                    // Nothing is recorded, so the next scan (an event's, or the watcher's periodic
+                    // one) reads it again. A file that vanished between listing and reading is
+                    // expected; any other error is worth a warning.
+                    if error.kind() == std::io::ErrorKind::NotFound {
+                        tracing::debug!(file = %file.display(), %error, "plugin file vanished during scan");
+                    } else {
+                        tracing::warn!(file = %file.display(), %error, "plugin file unreadable; tried again at the next scan");
+                    }
                     continue;
                 }
             };

@@ -27,6 +27,11 @@ pub fn watch(gateway: &Gateway) -> notify::Result<WatchHandle> {
     let plugins = debounced_watch(
         &plugins_dir,
         debounce,
+        // The safety net for an event the kernel dropped (an inotify queue overflow in a storm
+        // of writes) or a file unreadable when its event came; a scan that finds nothing changed
+        // costs a `stat` per file.
+        (config.host.plugins_rescan_secs > 0)
+            .then(|| Duration::from_secs(config.host.plugins_rescan_secs)),
         |_| true,
         move || {
             scanner.reload_plugins();
@@ -45,6 +50,7 @@ pub fn watch(gateway: &Gateway) -> notify::Result<WatchHandle> {
             Some(debounced_watch(
                 &folder,
                 debounce,
+                None,
                 move |changed: &Path| {
                     changed.file_name().map(|name| name.to_os_string()) == file_name
                 },
@@ -65,12 +71,17 @@ pub fn watch(gateway: &Gateway) -> notify::Result<WatchHandle> {
 fn debounced_watch(
     folder: &Path,
     debounce: Duration,
+    every: Option<Duration>,
     relevant: impl Fn(&Path) -> bool + Send + 'static,
     on_change: impl Fn() + Send + 'static,
 ) -> notify::Result<RecommendedWatcher> {
     let (changes, changed) = channel::<()>();
     let mut watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
-        let Ok(event) = result else { return };
+        // An error (a dropped event queue, say) may hide a change: look again.
+        let Ok(event) = result else {
+            let _ = changes.send(());
+            return;
+        };
         if matches!(event.kind, EventKind::Access(_)) {
             return;
         }
@@ -82,8 +93,21 @@ fn debounced_watch(
     std::thread::Builder::new()
         .name("gatehouse-watch".into())
         .spawn(move || {
-            // Wait for a change, then for quiet, then act; stop when the watcher is dropped.
-            while changed.recv().is_ok() {
+            // Wait for a change (or, with `every`, at most that long), then for quiet, then
+            // act; stop when the watcher is dropped.
+            loop {
+                let waited = match every {
+                    Some(every) => changed.recv_timeout(every),
+                    None => changed.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                };
+                match waited {
+                    Ok(()) => {}
+                    Err(RecvTimeoutError::Timeout) => {
+                        on_change();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
                 loop {
                     match changed.recv_timeout(debounce) {
                         Ok(()) => continue,

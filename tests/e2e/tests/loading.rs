@@ -478,3 +478,29 @@ async fn a_secret_file_rotated_in_place_is_used_without_a_reload() {
         OutcomeStatus::Succeeded
     );
 }
+
+/// A change the watcher never heard of (here: made before it started) is picked up by its
+/// periodic rescan (`host.plugins_rescan_secs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_without_an_event_is_found_by_the_periodic_rescan() {
+    let (mut host, _simulator, _running) = paygate_host().await;
+    let mut config = (*host.gateway.config()).clone();
+    config.host.plugins_rescan_secs = 1;
+    host.gateway.set_config(config);
+    install(
+        &library("gatehouse-fixture-paygateglobal-next"),
+        &host.plugins_dir(),
+        &plugin_file_name("paygateglobal"),
+    );
+    assert_eq!(version_of(&host, "paygateglobal").as_deref(), Some("1.0.0"));
+    host.watch();
+    let served = host
+        .wait_until(Duration::from_secs(5), |gateway| {
+            gateway
+                .registry()
+                .get("paygateglobal")
+                .is_some_and(|plugin| plugin.manifest.plugin_version == "1.1.0")
+        })
+        .await;
+    assert!(served, "the periodic rescan did not load the new version");
+}
