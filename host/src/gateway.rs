@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use gatehouse_plugin_api::ffi::{FfiHttpResponse, HostStep};
 use gatehouse_plugin_api::{
-    Command, ErrorKind, HttpRequest, HttpResponse, Invocation, Money, Operation, Outcome,
+    Command, Currency, ErrorKind, HttpRequest, HttpResponse, Invocation, Operation, Outcome,
     ProviderError,
 };
 
@@ -439,7 +439,6 @@ impl Gateway {
             section,
         )?;
         let account_config = resolved.config.clone();
-        let scrubber = resolved.scrubber.clone();
         let fingerprint = &resolved.fingerprint;
         let policy = section.policy();
         let runtime =
@@ -475,7 +474,7 @@ impl Gateway {
             request.reference.clone()
         };
         let base_url = account_config.base_url.clone();
-        let expected_amount = request.command.amount();
+        let expected_currency = request.command.amount().map(|amount| amount.currency);
         let invocation = Invocation {
             command: request.command,
             account: account_config,
@@ -491,7 +490,8 @@ impl Gateway {
             gateway: self,
             plugin: plugin.clone(),
             runtime: runtime.clone(),
-            scrubber,
+            scrubber: &resolved.scrubber,
+            learned: Scrubber::default(),
             base_url: &base_url,
             provider: &request.provider,
             account: &request.account,
@@ -499,7 +499,7 @@ impl Gateway {
             invocation_json,
             budget: Duration::from_millis(config.host.plugin_call_budget_ms),
             inline_calls: config.host.plugin_calls == PluginCalls::Inline,
-            expected_amount,
+            expected_currency,
             max_response_bytes: config.host.max_response_bytes,
             provider_requests: 0,
         };
@@ -550,8 +550,11 @@ struct Flow<'a> {
     gateway: &'a Gateway,
     plugin: Arc<LoadedPlugin>,
     runtime: Arc<AccountRuntime>,
-    /// The account's secrets, plus every sensitive header value the flow has sent so far.
-    scrubber: Scrubber,
+    /// The account's secrets.
+    scrubber: &'a Scrubber,
+    /// The sensitive header values this flow has sent (see `Scrubber::learn_sensitive_headers`);
+    /// empty, and free, for plugins that mark none.
+    learned: Scrubber,
     base_url: &'a str,
     provider: &'a str,
     account: &'a str,
@@ -560,8 +563,8 @@ struct Flow<'a> {
     budget: Duration,
     /// `host.plugin_calls = "inline"`: plugin calls run on this task's thread.
     inline_calls: bool,
-    /// The amount the command names, to check the outcome's against.
-    expected_amount: Option<Money>,
+    /// The currency of the amount the command names, to check the outcome's against.
+    expected_currency: Option<Currency>,
     max_response_bytes: usize,
     provider_requests: u32,
 }
@@ -574,7 +577,7 @@ impl Flow<'_> {
             Err(DispatchError::Provider(error))
                 if self.operation.moves_money() && self.provider_requests > 0 =>
             {
-                Ok(Outcome::unknown(self.scrubber.error(error)))
+                Ok(Outcome::unknown(self.scrub(error)))
             }
             other => other,
         };
@@ -593,7 +596,7 @@ impl Flow<'_> {
                     if let Some(problem) = self.impossible_amount(&outcome) {
                         return self.finish_with_error(ProviderError::plugin_fault(problem));
                     }
-                    return Ok(self.scrubber.outcome(outcome));
+                    return Ok(self.scrubber.outcome(self.learned.outcome(outcome)));
                 }
                 HostStep::Failed(error) => return self.finish_with_error(error),
                 HostStep::Send { request, state } => {
@@ -660,24 +663,29 @@ impl Flow<'_> {
             return None;
         }
         let claimed = outcome.amount?;
-        let expected = self.expected_amount;
         if claimed.minor_units < 0 {
             return Some(format!(
                 "the plugin reported a negative amount ({} {} minor units) for a {}",
                 claimed.minor_units, claimed.currency, self.operation
             ));
         }
-        match expected {
-            Some(expected) if expected.currency != claimed.currency => Some(format!(
-                "the plugin reported an amount in {} for a {} in {}",
-                claimed.currency, self.operation, expected.currency
-            )),
-            _ => None,
-        }
+        self.expected_currency
+            .filter(|expected| *expected != claimed.currency)
+            .map(|expected| {
+                format!(
+                    "the plugin reported an amount in {} for a {} in {expected}",
+                    claimed.currency, self.operation
+                )
+            })
+    }
+
+    /// Removes the account's secrets and the sensitive header values sent so far.
+    fn scrub(&self, error: ProviderError) -> ProviderError {
+        self.scrubber.error(self.learned.error(error))
     }
 
     fn finish_with_error(&self, error: ProviderError) -> Result<Outcome, DispatchError> {
-        let error = self.scrubber.error(error);
+        let error = self.scrub(error);
         if self.operation.moves_money() && error.kind != ErrorKind::PluginFault {
             // The plugin refused before or after sending; it decides `unknown` itself when a
             // request may have acted, so a plain error here is a definitive failure.
@@ -695,9 +703,7 @@ impl Flow<'_> {
             TransportFailure::TooLarge { .. } => ErrorKind::MalformedResponse,
             _ => ErrorKind::ProviderUnavailable,
         };
-        let error = self
-            .scrubber
-            .error(ProviderError::new(kind, failure.describe()));
+        let error = self.scrub(ProviderError::new(kind, failure.describe()));
         if self.operation.moves_money() {
             if failure.nothing_sent() {
                 Ok(Outcome::failed(error))
@@ -711,7 +717,7 @@ impl Flow<'_> {
 
     /// Sends one request the plugin asked for, under the account's policy.
     async fn perform(&mut self, request: &HttpRequest) -> Result<HttpResponse, TransportFailure> {
-        self.scrubber.learn_sensitive_headers(request);
+        self.learned.learn_sensitive_headers(request, self.scrubber);
         if !same_origin(&request.url, self.base_url) {
             return Err(TransportFailure::NotSent(format!(
                 "the plugin asked for {}, outside the account's base URL {}",

@@ -186,12 +186,8 @@ impl Registry {
 
         for file in present {
             let stamp = FileStamp::of(&file);
-            if stamp.is_some()
-                && state
-                    .files
-                    .get(&file)
-                    .is_some_and(|record| record.stamp == stamp)
-            {
+            let record = state.files.get(&file);
+            if stamp.is_some() && record.is_some_and(|record| record.stamp == stamp) {
                 continue;
             }
             let bytes = match std::fs::read(&file) {
@@ -232,10 +228,9 @@ impl Registry {
                     loaded: state.libraries_loaded,
                 })
             } else {
-                state.libraries_loaded += 1;
                 let loaded = load_plugin(&file, &bytes, &self.copy_dir);
-                if loaded.as_ref().is_err_and(LoadError::mapped_nothing) {
-                    state.libraries_loaded -= 1;
+                if !loaded.as_ref().is_err_and(LoadError::mapped_nothing) {
+                    state.libraries_loaded += 1;
                 }
                 loaded
             };

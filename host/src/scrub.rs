@@ -43,10 +43,15 @@ impl Scrubber {
             .sort_by_key(|secret| std::cmp::Reverse(secret.len()));
     }
 
-    /// Adds the values of the headers a plugin marked sensitive: a credential the plugin derived
-    /// from the account's secrets (`Basic base64(id:key)`, a signature) is as good as the secret,
-    /// and a provider or proxy that echoes headers would otherwise put it in an error.
-    pub fn learn_sensitive_headers(&mut self, request: &gatehouse_plugin_api::HttpRequest) {
+    /// Adds the values of the headers a plugin marked sensitive that neither this scrubber nor
+    /// `known` removes yet: a credential the plugin derived from the account's secrets
+    /// (`Basic base64(id:key)`, a signature) is as good as the secret, and a provider or proxy
+    /// that echoes headers would otherwise put it in an error.
+    pub fn learn_sensitive_headers(
+        &mut self,
+        request: &gatehouse_plugin_api::HttpRequest,
+        known: &Scrubber,
+    ) {
         let values: Vec<String> = request
             .headers
             .iter()
@@ -63,7 +68,7 @@ impl Scrubber {
                     .map(|(_, credential)| credential.trim().to_string());
                 std::iter::once(value.clone()).chain(credential)
             })
-            .filter(|value| !self.secrets.contains(value))
+            .filter(|value| !self.secrets.contains(value) && !known.secrets.contains(value))
             .collect();
         if !values.is_empty() {
             self.extend(values);
@@ -112,11 +117,11 @@ mod tests {
 
     #[test]
     fn replaces_sensitive_header_values_and_their_credentials() {
-        let mut scrubber = Scrubber::new(["api-key-1".to_string()]);
+        let mut scrubber = Scrubber::default();
         let request = gatehouse_plugin_api::HttpRequest::get("http://127.0.0.1/x")
             .sensitive_header("Authorization", "Basic bWVyY2hhbnQ6YXBpLWtleS0x")
             .header("Accept", "application/json");
-        scrubber.learn_sensitive_headers(&request);
+        scrubber.learn_sensitive_headers(&request, &Scrubber::new(["api-key-1".to_string()]));
         assert_eq!(
             scrubber.text("echo: Basic bWVyY2hhbnQ6YXBpLWtleS0x; alone bWVyY2hhbnQ6YXBpLWtleS0x; application/json"),
             "echo: ***; alone ***; application/json"

@@ -106,9 +106,9 @@ const MAX_BATCH_WRITES: usize = 64;
 /// The connection and the batch of writes waiting for its commit.
 pub(super) struct Shared {
     pub(super) connection: Connection,
-    /// The open batch: its number and how many writes it holds.
-    open: Option<(u64, usize)>,
-    next_batch: u64,
+    /// How many writes the open batch holds, when one is open. Batches are numbered in order
+    /// and one at a time, so the open one is always number `ended + 1`.
+    open: Option<usize>,
     /// Every batch up to this number has ended (committed or failed).
     ended: u64,
     /// The last few batches whose commit failed, with the error.
@@ -291,7 +291,6 @@ impl SqliteLedger {
             shared: Mutex::new(Shared {
                 connection,
                 open: None,
-                next_batch: 1,
                 ended: 0,
                 failed: VecDeque::new(),
             }),
@@ -327,9 +326,10 @@ impl SqliteLedger {
     /// Commits the open batch and wakes its writers; a failed commit is rolled back and
     /// remembered for them.
     fn commit_batch(&self, shared: &mut Shared) {
-        let Some((batch, _)) = shared.open.take() else {
+        if shared.open.take().is_none() {
             return;
-        };
+        }
+        let batch = shared.ended + 1;
         if let Err(error) = shared.connection.execute_batch("COMMIT") {
             let _ = shared.connection.execute_batch("ROLLBACK");
             shared.failed.push_back((batch, error.to_string()));
@@ -353,22 +353,16 @@ impl SqliteLedger {
         self.waiting_writers.fetch_add(1, Ordering::SeqCst);
         let mut shared = self.lock_shared();
         self.waiting_writers.fetch_sub(1, Ordering::SeqCst);
-        let batch = match shared.open {
-            Some((batch, _)) => batch,
-            None => {
-                shared
-                    .connection
-                    .execute_batch("BEGIN IMMEDIATE")
-                    .map_err(|error| self.storage_error(action, error))?;
-                let batch = shared.next_batch;
-                shared.next_batch += 1;
-                shared.open = Some((batch, 0));
-                batch
-            }
-        };
-        if let Some((_, writes)) = shared.open.as_mut() {
-            *writes += 1;
+        if shared.open.is_none() {
+            shared
+                .connection
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|error| self.storage_error(action, error))?;
         }
+        let writes = shared.open.get_or_insert(0);
+        *writes += 1;
+        let full = *writes >= MAX_BATCH_WRITES;
+        let batch = shared.ended + 1;
         let result = match shared.connection.execute_batch("SAVEPOINT ledger_write") {
             Err(error) => Err(self.storage_error(action, error)),
             Ok(()) => {
@@ -396,9 +390,6 @@ impl SqliteLedger {
                 }
             }
         };
-        let full = shared
-            .open
-            .is_some_and(|(_, writes)| writes >= MAX_BATCH_WRITES);
         if full || self.waiting_writers.load(Ordering::SeqCst) == 0 {
             self.commit_batch(&mut shared);
         } else {

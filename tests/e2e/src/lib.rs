@@ -88,15 +88,7 @@ pub fn library(package: &str) -> PathBuf {
             .expect("cargo runs");
         assert!(status.success(), "building the gatehouse binary failed");
     });
-    let file = format!(
-        "{}{}{}",
-        std::env::consts::DLL_PREFIX,
-        package.replace('-', "_"),
-        std::env::consts::DLL_SUFFIX
-    );
-    let path = target_dir().join("debug").join(file);
-    assert!(path.exists(), "{} was not built", path.display());
-    path
+    built_library(package)
 }
 
 /// A library crate kept out of the workspace (`tests/standalone/<dir>`, its own lock file) because
@@ -125,6 +117,11 @@ pub fn standalone_library(dir: &str, package: &str) -> PathBuf {
         assert!(status.success(), "building {} failed", manifest.display());
         built.push(dir.to_string());
     }
+    built_library(package)
+}
+
+/// Where cargo put a package's `cdylib` (same profile as the tests), checked to exist.
+fn built_library(package: &str) -> PathBuf {
     let file = format!(
         "{}{}{}",
         std::env::consts::DLL_PREFIX,

@@ -515,6 +515,17 @@ async fn xsolla_refunds_survive_every_provider_fault() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(TIMEOUT_MS * 2)).await;
+    // Whether Xsolla refunded case `index`'s transaction, and how much partially.
+    let refunded_at_xsolla = |index: usize| {
+        let transaction = sims
+            .xsolla
+            .transaction(transactions[index].parse().expect("id"))
+            .expect("transaction");
+        (
+            transaction.status == "refunded" || transaction.partially_refunded_minor_units > 0,
+            transaction.partially_refunded_minor_units,
+        )
+    };
     // Before reconciliation the ledger holds exactly what each caller was told.
     let entries = ledger(&api).await;
     let refunds: Vec<&Value> = entries
@@ -536,12 +547,7 @@ async fn xsolla_refunds_survive_every_provider_fault() {
             "{}: the ledger and the caller disagree",
             run.label
         );
-        let transaction = sims
-            .xsolla
-            .transaction(transactions[index].parse().expect("id"))
-            .expect("transaction");
-        let refunded =
-            transaction.status == "refunded" || transaction.partially_refunded_minor_units > 0;
+        let (refunded, partially_refunded) = refunded_at_xsolla(index);
         if run.status == "failed" {
             assert!(
                 !refunded,
@@ -549,12 +555,8 @@ async fn xsolla_refunds_survive_every_provider_fault() {
                 run.label
             );
         }
-        if transaction.partially_refunded_minor_units > 0 {
-            assert_eq!(
-                transaction.partially_refunded_minor_units, 300,
-                "{}: refunded twice",
-                run.label
-            );
+        if partially_refunded > 0 {
+            assert_eq!(partially_refunded, 300, "{}: refunded twice", run.label);
         }
     }
     // Reconciliation never settles a refund through the charge's status (which describes the
@@ -579,12 +581,7 @@ async fn xsolla_refunds_survive_every_provider_fault() {
                 run.label
             );
         }
-        let transaction = sims
-            .xsolla
-            .transaction(transactions[index].parse().expect("id"))
-            .expect("transaction");
-        let refunded =
-            transaction.status == "refunded" || transaction.partially_refunded_minor_units > 0;
+        let (refunded, _) = refunded_at_xsolla(index);
         assert!(
             if refunded {
                 state != "failed"
