@@ -219,21 +219,46 @@ async fn a_hundred_rewrites_under_load_fail_no_request() {
     let series_started = std::time::Instant::now();
     let mut series_events = Vec::new();
     for rewrite in 1..=SERIES {
-        let package = if rewrite % 2 == 1 { PGG } else { PGG_NEXT };
+        let (package, version) = if rewrite % 2 == 1 {
+            (PGG, "1.0.0")
+        } else {
+            (PGG_NEXT, "1.1.0")
+        };
         install(
             &library(package),
             &host.plugins(),
             &plugin_file_name("paygateglobal"),
         );
-        series_events.push(format!("{rewrite}: {:?}", host.reload().await));
+        let events = host.reload().await;
+        // The watcher's notify thread may outlive `drop(watch)` by a moment and load a rewrite
+        // before the explicit scan does; either way the file just installed is what serves.
+        let served = host
+            .gateway
+            .registry()
+            .get("paygateglobal")
+            .expect("served");
+        assert_eq!(
+            (
+                served.sha256.as_str(),
+                served.manifest.plugin_version.as_str()
+            ),
+            (
+                sha256_hex(&std::fs::read(&target).expect("file")).as_str(),
+                version
+            ),
+            "rewrite {rewrite} is not what serves: {events:?}"
+        );
+        series_events.push(format!("{rewrite}: {events:?}"));
     }
     let series_ms = series_started.elapsed().as_millis() / SERIES as u128;
     let rss_series = vm_rss_kib();
     let loads = host.gateway.registry().libraries_loaded() - stable;
-    assert_eq!(
-        loads,
-        SERIES,
-        "every rewrite of the series was loaded once:\n{}",
+    // Each rewrite served (checked above); none was loaded twice. (Twice in CI the count read
+    // SERIES - 1 with the first rewrite loaded by a scan other than the explicit one: see
+    // RELIABILITY.md, "Open questions".)
+    assert!(
+        loads <= SERIES,
+        "{loads} loads for {SERIES} rewrites:\n{}",
         series_events.join("\n")
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
