@@ -52,6 +52,29 @@ impl ErrorKind {
     }
 }
 
+impl ErrorKind {
+    /// The kind an HTTP error status means when the provider's documents say nothing more: the
+    /// common reading of the status codes, shared by every plugin so that they agree.
+    ///
+    /// `401`/`403` are refused credentials (the host pauses the account), `429` a rate limit,
+    /// `408` and `5xx` an unavailable provider (for a money-moving request, the host turns it into
+    /// `unknown`: the provider may have acted), other `4xx` an invalid request, and anything else
+    /// outside `2xx` (`1xx`, `3xx`, nonsense) an answer the plugin cannot read. A plugin whose
+    /// provider documents its statuses maps those first and falls back to this.
+    pub fn for_http_status(status: u16) -> Self {
+        match status {
+            401 | 403 => Self::Authentication,
+            402 => Self::Declined,
+            404 => Self::NotFound,
+            409 => Self::Duplicate,
+            429 => Self::RateLimited,
+            408 | 500..=599 => Self::ProviderUnavailable,
+            400..=499 => Self::InvalidRequest,
+            _ => Self::MalformedResponse,
+        }
+    }
+}
+
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.code())
@@ -143,5 +166,35 @@ pub fn truncate(text: &str) -> String {
         let mut cut: String = text.chars().take(MAX_PROVIDER_TEXT).collect();
         cut.push('…');
         cut
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_statuses_read_the_common_way() {
+        for (status, kind) in [
+            (400, ErrorKind::InvalidRequest),
+            (401, ErrorKind::Authentication),
+            (403, ErrorKind::Authentication),
+            (402, ErrorKind::Declined),
+            (404, ErrorKind::NotFound),
+            (405, ErrorKind::InvalidRequest),
+            (408, ErrorKind::ProviderUnavailable),
+            (409, ErrorKind::Duplicate),
+            (422, ErrorKind::InvalidRequest),
+            (429, ErrorKind::RateLimited),
+            (500, ErrorKind::ProviderUnavailable),
+            (503, ErrorKind::ProviderUnavailable),
+            (599, ErrorKind::ProviderUnavailable),
+            (302, ErrorKind::MalformedResponse),
+            (100, ErrorKind::MalformedResponse),
+            (0, ErrorKind::MalformedResponse),
+            (600, ErrorKind::MalformedResponse),
+        ] {
+            assert_eq!(ErrorKind::for_http_status(status), kind, "HTTP {status}");
+        }
     }
 }

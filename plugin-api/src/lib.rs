@@ -39,6 +39,7 @@
 pub mod command;
 pub mod error;
 pub mod ffi;
+pub mod flow;
 pub mod http;
 pub mod manifest;
 pub mod money;

@@ -16,13 +16,13 @@ use abi_stable::std_types::{RSlice, RStr};
 
 use crate::command::{AccountConfig, Command, Invocation, Secret};
 use crate::error::ProviderError;
-use crate::ffi::{FfiHttpResponse, HostStep};
+use crate::flow::{FlowEnd, drive};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::outcome::Outcome;
 use crate::plugin::{Plugin, ffi_resume, ffi_start};
 
 /// The host never lets a flow take more steps than this; neither does the testkit.
-pub const MAX_STEPS: usize = 16;
+pub const MAX_STEPS: usize = crate::flow::MAX_FLOW_STEPS;
 
 /// What a scripted flow did.
 #[derive(Debug)]
@@ -70,53 +70,39 @@ pub fn run<P: Plugin>(
 ) -> FlowRun {
     let invocation_json = serde_json::to_string(invocation).expect("invocation serializes");
     let mut script: VecDeque<HttpResponse> = responses.into_iter().collect();
-    let mut requests = Vec::new();
-    let mut step = ffi_start::<P>(
-        RStr::from_str(&invocation_json),
-        RSlice::from_slice(inbound_body),
-    )
-    .into_host_step();
-    for _ in 0..MAX_STEPS {
-        match step {
-            HostStep::Done(outcome) => {
-                return FlowRun {
-                    requests,
-                    result: Ok(outcome),
-                };
-            }
-            HostStep::Failed(error) => {
-                return FlowRun {
-                    requests,
-                    result: Err(error),
-                };
-            }
-            HostStep::Send { request, state } => {
-                requests.push(request);
-                let Some(response) = script.pop_front() else {
-                    let error = ProviderError::plugin_fault(format!(
-                        "testkit: the plugin sent request #{} but the script has no response for it",
-                        requests.len()
-                    ));
-                    return FlowRun {
-                        requests,
-                        result: Err(error),
-                    };
-                };
-                let response = FfiHttpResponse::from(response);
-                step = ffi_resume::<P>(
-                    RStr::from_str(&invocation_json),
-                    RStr::from_str(&state),
-                    &response,
-                )
-                .into_host_step();
-            }
-        }
-    }
-    FlowRun {
-        requests,
-        result: Err(ProviderError::plugin_fault(format!(
+    let driven = drive::<std::convert::Infallible>(
+        || {
+            Ok(ffi_start::<P>(
+                RStr::from_str(&invocation_json),
+                RSlice::from_slice(inbound_body),
+            )
+            .into_host_step())
+        },
+        |state, response| {
+            Ok(ffi_resume::<P>(
+                RStr::from_str(&invocation_json),
+                RStr::from_str(&state),
+                &response,
+            )
+            .into_host_step())
+        },
+        |_| script.pop_front(),
+    );
+    let result = match driven.end {
+        FlowEnd::Done(outcome) => Ok(outcome),
+        FlowEnd::Failed(error) => Err(error),
+        FlowEnd::Unanswered => Err(ProviderError::plugin_fault(format!(
+            "testkit: the plugin sent request #{} but the script has no response for it",
+            driven.requests.len()
+        ))),
+        FlowEnd::TooManySteps => Err(ProviderError::plugin_fault(format!(
             "testkit: the flow did not finish within {MAX_STEPS} steps"
         ))),
+        FlowEnd::Aborted(never) => match never {},
+    };
+    FlowRun {
+        requests: driven.requests,
+        result,
     }
 }
 
