@@ -172,11 +172,28 @@ pub enum Command {
         extra: Extra,
     },
     /// Ask the provider for a transaction's state, by its id or by our reference.
+    ///
+    /// Without `of` (what every host and plugin before it sends and reads), the transaction asked
+    /// about is a charge. With `of`, it is the money movement of that operation (a `refund`, an
+    /// `affiliate_payout`, ...), and the outcome describes that movement: `succeeded` when the
+    /// provider shows it done, `pending` when accepted but not complete, `failed` when the
+    /// provider shows it was never made (asking again is safe), `unknown` when its records
+    /// cannot tell. A host sends `of` (other than `charge`) only to a plugin whose manifest lists
+    /// the operation in [`Manifest::status_of`](crate::Manifest::status_of): a plugin built before
+    /// the field refuses a command carrying it.
     Status {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         transaction_id: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
+        /// The operation whose money movement is asked about; absent means a charge.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        of: Option<Operation>,
+        /// The amount of the movement asked about, as the host recorded it: for `of: refund`,
+        /// the refund's amount, absent for a full refund. A plugin reads it to tell whether the
+        /// provider's record answers the question (a partial refund against a full one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        amount: Option<Money>,
         #[serde(default, skip_serializing_if = "Extra::is_empty")]
         extra: Extra,
     },
@@ -320,6 +337,43 @@ impl AccountConfig {
         self.secrets.get(name)
     }
 
+    /// `text` with every secret value of the account replaced by `***`, as sent raw and in the
+    /// two encodings a request carries it in (form-encoded, `+` for a space; percent-encoded,
+    /// `%20`). Providers and proxies echo requests, and serde quotes the bodies it fails on, so a
+    /// plugin passes provider text through this before it goes into an error or an outcome.
+    pub fn redact(&self, text: &str) -> String {
+        self.redact_also(text, &[])
+    }
+
+    /// [`redact`](Self::redact), also replacing the non-secret credentials `also` names (a user
+    /// name, a password's digest) that the provider must not see quoted back in an error either.
+    pub fn redact_also(&self, text: &str, also: &[&str]) -> String {
+        let mut forms: Vec<String> = Vec::new();
+        let values = self
+            .secrets
+            .values()
+            .map(Secret::expose)
+            .chain(also.iter().copied())
+            .map(str::trim)
+            .filter(|value| !value.is_empty());
+        for value in values {
+            let form_encoded = crate::http::encode_form(&[("", value)]);
+            let form_encoded = form_encoded.trim_start_matches('=').to_string();
+            let percent_encoded = form_encoded.replace('+', "%20");
+            forms.extend([value.to_string(), form_encoded, percent_encoded]);
+        }
+        // Longest first, so that a value containing another is replaced whole.
+        forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
+        forms.dedup();
+        let mut redacted = text.to_string();
+        for form in &forms {
+            if redacted.contains(form.as_str()) {
+                redacted = redacted.replace(form.as_str(), "***");
+            }
+        }
+        redacted
+    }
+
     /// Whether a boolean setting is on (`true`, `1`, `yes`).
     pub fn flag(&self, name: &str) -> bool {
         matches!(
@@ -341,4 +395,63 @@ pub struct Invocation {
     /// The host's clock, Unix seconds: plugins read no clock of their own, so flows are
     /// deterministic and testable.
     pub now_unix: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account_with(secrets: &[(&str, &str)]) -> AccountConfig {
+        AccountConfig {
+            account: "main".into(),
+            secrets: secrets
+                .iter()
+                .map(|(name, value)| (name.to_string(), Secret::new(*value)))
+                .collect(),
+            ..AccountConfig::default()
+        }
+    }
+
+    #[test]
+    fn redact_replaces_secrets_raw_form_and_percent_encoded() {
+        let account = account_with(&[("password", "p@ss w0rd"), ("key", "k")]);
+        assert_eq!(
+            account.redact("a=p@ss w0rd b=p%40ss+w0rd c=p%40ss%20w0rd"),
+            "a=*** b=*** c=***"
+        );
+        // A one-letter secret is replaced too: the plugin cannot know which text is safe.
+        assert_eq!(account.redact("kayak"), "***aya***");
+        assert_eq!(
+            account.redact_also("user alice, p@ss w0rd", &["alice", " "]),
+            "user ***, ***"
+        );
+    }
+
+    #[test]
+    fn redact_prefers_the_longest_secret() {
+        let account = account_with(&[("short", "abc"), ("long", "abcdef")]);
+        assert_eq!(account.redact("xabcdefx abc"), "x***x ***");
+        assert_eq!(account_with(&[("empty", "")]).redact("text"), "text");
+    }
+
+    #[test]
+    fn status_without_of_is_unchanged_on_the_wire() {
+        let plain: Command = serde_json::from_str(r#"{"operation":"status","transaction_id":"7"}"#)
+            .expect("a status command reads");
+        assert_eq!(
+            serde_json::to_string(&plain).expect("serializes"),
+            r#"{"operation":"status","transaction_id":"7"}"#
+        );
+        let refund: Command = serde_json::from_str(
+            r#"{"operation":"status","transaction_id":"7","of":"refund","amount":{"minor_units":150,"currency":"USD"}}"#,
+        )
+        .expect("a refund status reads");
+        match refund {
+            Command::Status { of, amount, .. } => {
+                assert_eq!(of, Some(Operation::Refund));
+                assert_eq!(amount.map(|amount| amount.minor_units), Some(150));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::command::Operation;
+
 /// What kind of failure happened, in terms the host and its callers can act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -130,6 +132,14 @@ impl ProviderError {
         Self::new(ErrorKind::PluginFault, message)
     }
 
+    /// A flow function was handed a command it does not handle: the plugin's own dispatch is
+    /// wrong, never the caller's input, so this is a plugin fault naming both operations.
+    pub fn wrong_command(expected: Operation, got: Operation) -> Self {
+        Self::plugin_fault(format!(
+            "the `{expected}` flow was started for a `{got}` command"
+        ))
+    }
+
     pub fn with_provider_code(mut self, code: impl Into<String>) -> Self {
         self.provider_code = Some(truncate(&code.into()));
         self
@@ -196,5 +206,13 @@ mod tests {
         ] {
             assert_eq!(ErrorKind::for_http_status(status), kind, "HTTP {status}");
         }
+    }
+
+    #[test]
+    fn wrong_command_is_a_plugin_fault_naming_both_operations() {
+        let error = ProviderError::wrong_command(Operation::Refund, Operation::Charge);
+        assert_eq!(error.kind, ErrorKind::PluginFault);
+        assert!(error.message.contains("`refund`"), "{}", error.message);
+        assert!(error.message.contains("`charge`"), "{}", error.message);
     }
 }

@@ -25,6 +25,12 @@ pub struct Manifest {
     /// The provider's production base URL, used when an account names none.
     #[serde(default)]
     pub default_base_url: Option<String>,
+    /// The money-moving operations besides `charge` whose transactions the `status` operation
+    /// can describe when asked with [`Command::Status`](crate::Command::Status)'s `of` (a
+    /// `refund`, an `affiliate_payout`, ...). Empty, the default and what plugins built before
+    /// the field declare, means charges only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub status_of: Vec<Operation>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +97,13 @@ impl ExtraField {
 impl Manifest {
     pub fn supports(&self, operation: Operation) -> bool {
         self.operations.contains(&operation)
+    }
+
+    /// Whether the `status` operation can describe a transaction of `operation`: charges
+    /// whenever `status` is offered, the operations of [`status_of`](Self::status_of) besides.
+    pub fn status_describes(&self, operation: Operation) -> bool {
+        self.supports(Operation::Status)
+            && (operation == Operation::Charge || self.status_of.contains(&operation))
     }
 
     pub fn config_key(&self, name: &str) -> Option<&ConfigKey> {
@@ -161,6 +174,18 @@ impl Manifest {
                 ));
             }
         }
+        if !self.status_of.is_empty() && !self.supports(Operation::Status) {
+            problems.push(
+                "status_of lists operations, but the plugin does not support `status`".into(),
+            );
+        }
+        for operation in &self.status_of {
+            if !operation.moves_money() {
+                problems.push(format!(
+                    "status_of lists `{operation}`, which moves no money: status describes money movements"
+                ));
+            }
+        }
         if self.supports(Operation::Report) && self.reports.is_empty() {
             problems.push("the plugin supports `report` but lists no report names".into());
         }
@@ -179,4 +204,60 @@ fn is_semver(text: &str) -> bool {
         && parts
             .iter()
             .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(operations: Vec<Operation>, status_of: Vec<Operation>) -> Manifest {
+        Manifest {
+            provider: "acme".into(),
+            display_name: "Acme".into(),
+            plugin_version: "0.1.0".into(),
+            operations,
+            config_keys: vec![],
+            extra_fields: vec![],
+            reports: vec![],
+            default_base_url: None,
+            status_of,
+        }
+    }
+
+    #[test]
+    fn status_describes_charges_by_default_and_what_status_of_adds() {
+        let plain = manifest(vec![Operation::Charge, Operation::Status], vec![]);
+        assert!(plain.status_describes(Operation::Charge));
+        assert!(!plain.status_describes(Operation::Refund));
+        let refunds = manifest(
+            vec![Operation::Refund, Operation::Status],
+            vec![Operation::Refund],
+        );
+        assert!(refunds.status_describes(Operation::Refund));
+        assert!(!refunds.status_describes(Operation::AffiliatePayout));
+        assert!(refunds.validate().is_ok());
+        let no_status = manifest(vec![Operation::AffiliatePayout], vec![]);
+        assert!(!no_status.status_describes(Operation::Charge));
+    }
+
+    #[test]
+    fn status_of_needs_status_and_money_movements() {
+        let problems = manifest(
+            vec![Operation::Refund],
+            vec![Operation::Refund, Operation::Balance],
+        )
+        .validate()
+        .expect_err("refused");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems.iter().any(|problem| problem.contains("`status`")));
+        assert!(problems.iter().any(|problem| problem.contains("`balance`")));
+    }
+
+    #[test]
+    fn a_manifest_without_status_of_reads_and_writes_as_before() {
+        let json = serde_json::to_value(manifest(vec![Operation::Status], vec![])).expect("json");
+        assert!(json.get("status_of").is_none());
+        let read: Manifest = serde_json::from_value(json).expect("reads");
+        assert!(read.status_of.is_empty());
+    }
 }

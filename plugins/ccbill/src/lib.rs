@@ -81,6 +81,7 @@ impl Plugin for CcBill {
             extra_fields: vec![],
             reports: vec![],
             default_base_url: Some(DEFAULT_BASE_URL.into()),
+            status_of: vec![],
         }
     }
 

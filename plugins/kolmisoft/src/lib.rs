@@ -48,6 +48,7 @@ impl Plugin for Kolmisoft {
             reports: vec![PAYMENTS_REPORT.into()],
             // Every Kolmisoft server is the customer's own (`http://<SERVER_IP>/billing`).
             default_base_url: None,
+            status_of: vec![],
         }
     }
 

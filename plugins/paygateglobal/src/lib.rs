@@ -68,6 +68,7 @@ impl Plugin for PayGateGlobal {
             extra_fields: vec![],
             reports: vec![],
             default_base_url: Some("https://paygateglobal.com".into()),
+            status_of: vec![],
         }
     }
 

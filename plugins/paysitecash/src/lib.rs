@@ -77,6 +77,7 @@ impl Plugin for PaysiteCash {
                 .map(|api| api.report_name().to_string())
                 .collect(),
             default_base_url: Some(DEFAULT_BASE_URL.into()),
+            status_of: vec![],
         }
     }
 

@@ -67,6 +67,7 @@ impl Plugin for TemplatePlugin {
             extra_fields: vec![],
             reports: vec![],
             default_base_url: Some("https://api.template.example".into()),
+            status_of: vec![],
         }
     }
 

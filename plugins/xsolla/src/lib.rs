@@ -81,6 +81,7 @@ impl Plugin for Xsolla {
                 .map(|kind| kind.name().to_string())
                 .collect(),
             default_base_url: Some(DEFAULT_BASE_URL.into()),
+            status_of: vec![],
         }
     }
 
