@@ -18,7 +18,6 @@
 //! a documented refusal; anything it cannot read, and `-7`, end `unknown`.
 
 mod account;
-mod answer;
 mod transformers;
 
 use gatehouse_plugin_api::{
@@ -31,10 +30,11 @@ use crate::account::{
     CLIENT_ACCNUM, CLIENT_SUBACC, DataLinkAccount, PASSWORD, RESPONSE_FORMAT, ResponseFormat,
     USERNAME, USING_SUBACC, read_account,
 };
-use crate::answer::{Answer, UnreadableAnswer, read_answer, redact};
+use crate::transformers::answer::{self, Answer, UnreadableAnswer, read_answer};
 use crate::transformers::{
     Action, DEFAULT_BASE_URL, ResultMeaning, TransactionType, WireParameters, endpoint_url,
-    form_body, identifier, interpret_result_code, payout_amount_to_wire,
+    form_body, http_error_kind, identifier, interpret_error_text, interpret_result_code,
+    payout_amount_to_wire,
 };
 
 pub struct CcBill;
@@ -116,8 +116,9 @@ fn start_payout(invocation: &Invocation) -> Result<Step<AwaitingResult>, Provide
         ..
     } = &invocation.command
     else {
-        return Err(ProviderError::plugin_fault(
-            "start_payout called for another command",
+        return Err(ProviderError::wrong_command(
+            Operation::AffiliatePayout,
+            invocation.command.operation(),
         ));
     };
     let account = read_account(&invocation.account)?;
@@ -161,8 +162,9 @@ fn start_refund(invocation: &Invocation) -> Result<Step<AwaitingResult>, Provide
         ..
     } = &invocation.command
     else {
-        return Err(ProviderError::plugin_fault(
-            "start_refund called for another command",
+        return Err(ProviderError::wrong_command(
+            Operation::AffiliateRefund,
+            invocation.command.operation(),
         ));
     };
     let account = read_account(&invocation.account)?;
@@ -210,38 +212,56 @@ fn send(
 /// Turns DataLink's answer into the outcome. The request was sent, so an answer that cannot be
 /// read ends `unknown`: the action may have run.
 fn finish(invocation: &Invocation, state: &AwaitingResult, response: &HttpResponse) -> Outcome {
-    let credentials = credentials_to_redact(invocation);
+    let redact = |text: &str| redacted(invocation, text);
     let action = state.action;
     if !response.is_success() {
-        return http_failure(action, response, &credentials);
+        return http_failure(action, response, &redact);
     }
+    let meaning = |meaning: ResultMeaning, format: Option<ResponseFormat>| match meaning {
+        ResultMeaning::Succeeded => succeeded(invocation, action, format),
+        ResultMeaning::Refused(error) => Outcome::failed(error),
+        ResultMeaning::Indeterminate(error) => Outcome::unknown(error),
+    };
     match read_answer(&response.body) {
-        Ok(Answer::ResultCode { code, format }) => match interpret_result_code(code, action) {
-            ResultMeaning::Succeeded => succeeded(invocation, action, format),
-            ResultMeaning::Refused(error) => Outcome::failed(error),
-            ResultMeaning::Indeterminate(error) => Outcome::unknown(error),
-        },
+        Ok(Answer::ResultCode { code, format }) => {
+            meaning(interpret_result_code(code, action), Some(format))
+        }
+        Ok(Answer::ErrorText { number, excerpt }) => {
+            let outcome = meaning(interpret_error_text(number, action), None);
+            with_quoted_answer(outcome, &redact(&excerpt))
+        }
         Ok(Answer::PlainTextAuthFailure { excerpt }) => Outcome::failed(
             ProviderError::new(
                 ErrorKind::Authentication,
                 format!("{}: CCBill refused the DataLink login", action.wire_name()),
             )
-            .with_provider_message(redact(&excerpt, &credentials)),
+            .with_provider_message(redact(&excerpt)),
         ),
         Err(unreadable) => Outcome::unknown(unreadable_error(
             action,
             state.requested_format,
             &unreadable,
-            &credentials,
+            &redact,
         )),
     }
 }
 
-fn succeeded(invocation: &Invocation, action: Action, format: ResponseFormat) -> Outcome {
+/// Keeps CCBill's own words of an `Error:` answer when it sent more than the number.
+fn with_quoted_answer(mut outcome: Outcome, quoted: &str) -> Outcome {
+    if let Some(error) = outcome.error.as_mut()
+        && quoted.len() > "Error: 00".len()
+    {
+        error.provider_message = Some(gatehouse_plugin_api::error::truncate(quoted));
+    }
+    outcome
+}
+
+fn succeeded(invocation: &Invocation, action: Action, format: Option<ResponseFormat>) -> Outcome {
+    let format = format.map_or("text", ResponseFormat::as_str);
     let outcome = Outcome::succeeded().with_details(Details::Transaction(TransactionInfo {
         reference: invocation.reference.clone(),
         provider_status: Some("1".into()),
-        raw: serde_json::json!({ "action": action.wire_name(), "format": format.as_str() }),
+        raw: serde_json::json!({ "action": action.wire_name(), "format": format }),
         ..TransactionInfo::default()
     }));
     match invocation.command.amount() {
@@ -254,7 +274,7 @@ fn unreadable_error(
     action: Action,
     requested_format: ResponseFormat,
     unreadable: &UnreadableAnswer,
-    credentials: &[&str],
+    redact: &dyn Fn(&str) -> String,
 ) -> ProviderError {
     let error = ProviderError::malformed_response(format!(
         "{}: {unreadable} (asked for {}); the action may have run",
@@ -262,52 +282,40 @@ fn unreadable_error(
         requested_format.as_str()
     ));
     match unreadable.excerpt() {
-        Some(excerpt) => error.with_provider_message(redact(excerpt, credentials)),
+        Some(excerpt) => error.with_provider_message(redact(excerpt)),
         None => error,
     }
 }
 
 /// DataLink answers HTTP 200 for its own errors, so another status comes from the server or a
-/// proxy in front of it. A 5xx or 408 may hide an action that ran; other statuses mean the CGI
-/// did not take the request.
-fn http_failure(action: Action, response: &HttpResponse, credentials: &[&str]) -> Outcome {
+/// proxy in front of it. A 5xx or 408 may hide an action that ran, and so may a "duplicate"
+/// (nothing can be looked up here); other statuses mean the CGI did not take the request.
+fn http_failure(
+    action: Action,
+    response: &HttpResponse,
+    redact: &dyn Fn(&str) -> String,
+) -> Outcome {
     let status = response.status;
-    let kind = match status {
-        401 | 403 => ErrorKind::Authentication,
-        429 => ErrorKind::RateLimited,
-        404 | 405 | 300..=399 => ErrorKind::ProviderUnavailable,
-        400..=499 if status != 408 => ErrorKind::InvalidRequest,
-        _ => ErrorKind::ProviderUnavailable,
-    };
+    let kind = http_error_kind(status);
     let text = answer::excerpt(&response.text());
     let error = ProviderError::new(
         kind,
         format!("{}: CCBill answered HTTP {status}", action.wire_name()),
     )
     .with_provider_code(status.to_string())
-    .with_provider_message(redact(text.trim(), credentials));
-    if status >= 500 || status == 408 || status < 200 {
+    .with_provider_message(redact(text.trim()));
+    if status >= 500 || status == 408 || status < 200 || kind == ErrorKind::Duplicate {
         Outcome::unknown(error)
     } else {
         Outcome::failed(error)
     }
 }
 
-/// Every credential the request carried: all of the account's secrets, and the user name.
-fn credentials_to_redact(invocation: &Invocation) -> Vec<&str> {
-    let mut credentials: Vec<&str> = invocation
-        .account
-        .secrets
-        .values()
-        .map(|secret| secret.expose())
-        .collect();
-    if let Some(username) = invocation.account.setting(USERNAME).map(str::trim) {
-        credentials.push(username);
-    }
-    credentials.retain(|credential| !credential.is_empty());
-    // Longest first, so a credential that contains another is replaced whole.
-    credentials.sort_by_key(|credential| std::cmp::Reverse(credential.len()));
-    credentials
+/// Provider text without the account's secrets or its DataLink user name, raw or encoded:
+/// a proxy or a broken server may echo the request.
+fn redacted(invocation: &Invocation, text: &str) -> String {
+    let username = invocation.account.setting(USERNAME).unwrap_or_default();
+    invocation.account.redact_also(text, &[username])
 }
 
 #[cfg(test)]

@@ -274,7 +274,7 @@ fn every_documented_result_code_maps_in_both_formats() {
         (-4, OutcomeStatus::Failed, Some(NotFound)),
         (-5, OutcomeStatus::Failed, Some(InvalidRequest)),
         (-6, OutcomeStatus::Failed, Some(InvalidRequest)),
-        (-7, OutcomeStatus::Unknown, Some(ProviderUnavailable)),
+        (-7, OutcomeStatus::Unknown, Some(Authentication)),
         (-8, OutcomeStatus::Failed, Some(Authentication)),
         (-9, OutcomeStatus::Failed, Some(Authentication)),
         (-10, OutcomeStatus::Failed, Some(Authentication)),
@@ -731,6 +731,11 @@ fn credentials_never_appear_in_errors_or_outcomes() {
         HttpResponse::new(200, format!("Access denied for {USERNAME} / {PASSWORD}")),
         HttpResponse::new(200, format!("\"results\"\n\"{PASSWORD}\"\n")),
         HttpResponse::new(200, format!("<results>{encoded_password}</results>")),
+        HttpResponse::new(
+            200,
+            format!("Error: 02 failed login for {USERNAME}:{PASSWORD}"),
+        ),
+        HttpResponse::new(200, format!("Error: 04 {encoded_password}")),
     ];
     answers.extend(documented_codes().map(|code| csv(&code.to_string())));
     answers.extend(["-13", "7"].map(csv));
@@ -794,4 +799,163 @@ fn assert_no_credentials(run: &FlowRun, encoded_password: &str) {
             assert!(!text.contains(credential), "`{credential}` leaked: {text}");
         }
     }
+}
+
+/// CCBill's "-7 Error Explained" page lists wrong or too short credentials and missing arguments
+/// among -7's causes, beside a temporary system error: the outcome stays unknown (the action may
+/// have run) but the kind is authentication, so the host pauses the account.
+#[test]
+fn minus_seven_is_unknown_with_an_authentication_kind_in_both_formats() {
+    for response in [csv("-7"), xml("-7"), csv("  -7 ")] {
+        for invocation in [
+            payout(sub_account("csv")),
+            refund(main_account("xml", None), "recurring"),
+        ] {
+            let run = run(&invocation, response.clone());
+            assert_eq!(run.outcome().status, OutcomeStatus::Unknown);
+            let error = run.outcome().error.clone().expect("an error says why");
+            assert_eq!(error.kind, ErrorKind::Authentication);
+            assert_eq!(error.provider_code.as_deref(), Some("-7"));
+            assert!(
+                error.message.contains("username or password"),
+                "{}",
+                error.message
+            );
+            assert!(
+                error.message.contains("may or may not have run"),
+                "{}",
+                error.message
+            );
+        }
+    }
+}
+
+#[test]
+fn documented_error_texts_are_login_refusals_with_pausing_kinds() {
+    let cases: &[(&str, ErrorKind, &str, &str)] = &[
+        (
+            "Error: 01",
+            ErrorKind::RateLimited,
+            "Error: 01",
+            "too many failed logins",
+        ),
+        (
+            "Error: 02",
+            ErrorKind::Authentication,
+            "Error: 02",
+            "failed login",
+        ),
+        (
+            "Error: 03\r\n",
+            ErrorKind::Authentication,
+            "Error: 03",
+            "inactive",
+        ),
+        (
+            "Error: 04",
+            ErrorKind::Authentication,
+            "Error: 04",
+            "IP check failed",
+        ),
+        (
+            "error:4 IP check failed",
+            ErrorKind::Authentication,
+            "Error: 04",
+            "IP check failed",
+        ),
+    ];
+    for (body, kind, code, words) in cases {
+        for invocation in [
+            payout(sub_account("xml")),
+            refund(main_account("csv", None), "one_time"),
+        ] {
+            let run = run(&invocation, HttpResponse::new(200, *body));
+            // A refused login did nothing: safe to try again once the account is fixed.
+            assert_eq!(run.outcome().status, OutcomeStatus::Failed, "{body:?}");
+            let error = run.outcome().error.clone().expect("an error says why");
+            assert_eq!(error.kind, *kind, "{body:?}");
+            assert_eq!(error.provider_code.as_deref(), Some(*code), "{body:?}");
+            assert!(error.message.contains(words), "{body:?}: {}", error.message);
+        }
+    }
+    // The IP-check failure says so plainly, with what to do.
+    let ip = run(
+        &payout(sub_account("csv")),
+        HttpResponse::new(200, "Error: 04"),
+    );
+    let message = &ip.outcome().error.as_ref().expect("error").message;
+    assert!(message.contains("IP address"), "{message}");
+}
+
+#[test]
+fn undocumented_error_texts_are_unknown() {
+    for body in ["Error: 05", "Error: 00", "Error: 999 something"] {
+        let run = run(&payout(sub_account("csv")), HttpResponse::new(200, body));
+        assert_eq!(run.outcome().status, OutcomeStatus::Unknown, "{body:?}");
+        let error = run.outcome().error.clone().expect("error");
+        assert_eq!(error.kind, ErrorKind::ProviderError, "{body:?}");
+        assert!(
+            error
+                .provider_code
+                .as_deref()
+                .is_some_and(|code| code.starts_with("Error: "))
+        );
+    }
+}
+
+/// The walk toward CCBill's lockout, as the provider answers it: a wrong password (as -1, -7 or
+/// `Error: 02`), then the lockout (-12 or `Error: 01`). Every step has a kind the host pauses
+/// on, so the host stops after the first; none of them is a plain failure the host would retry.
+#[test]
+fn lockout_walk_every_answer_pauses_the_account() {
+    let walks: [&[HttpResponse]; 3] = [
+        &[csv("-1"), csv("-1"), csv("-1"), csv("-12")],
+        &[xml("-7"), xml("-7"), xml("-7"), xml("-12")],
+        &[
+            HttpResponse::new(200, "Error: 02"),
+            HttpResponse::new(200, "Error: 02"),
+            HttpResponse::new(200, "Error: 02"),
+            HttpResponse::new(200, "Error: 01"),
+        ],
+    ];
+    for walk in walks {
+        for (step, answer) in walk.iter().enumerate() {
+            let run = run(&payout(sub_account("csv")), answer.clone());
+            let kind = error_kind(&run);
+            assert!(
+                matches!(
+                    kind,
+                    Some(ErrorKind::Authentication | ErrorKind::RateLimited)
+                ),
+                "step {step} of {:?}: {kind:?}",
+                answer.text()
+            );
+            assert_ne!(run.outcome().status, OutcomeStatus::Succeeded);
+        }
+    }
+}
+
+#[test]
+fn http_statuses_read_datalink_exceptions_then_the_common_way() {
+    for (status, outcome, kind) in [
+        (402, OutcomeStatus::Failed, ErrorKind::Declined),
+        (409, OutcomeStatus::Unknown, ErrorKind::Duplicate),
+        (429, OutcomeStatus::Failed, ErrorKind::RateLimited),
+        (401, OutcomeStatus::Failed, ErrorKind::Authentication),
+        (405, OutcomeStatus::Failed, ErrorKind::ProviderUnavailable),
+        (301, OutcomeStatus::Failed, ErrorKind::ProviderUnavailable),
+        (422, OutcomeStatus::Failed, ErrorKind::InvalidRequest),
+    ] {
+        let run = run(&payout(sub_account("csv")), HttpResponse::new(status, "x"));
+        assert_eq!(run.outcome().status, outcome, "HTTP {status}");
+        assert_eq!(error_kind(&run), Some(kind), "HTTP {status}");
+    }
+}
+
+#[test]
+fn a_flow_started_for_another_command_is_a_plugin_fault() {
+    let invocation = testkit::invocation(json!({"operation": "balance"}), sub_account("csv"));
+    let run = testkit::run::<CcBill>(&invocation, b"", []);
+    assert_eq!(run.error().kind, ErrorKind::NotSupported);
+    assert!(run.requests.is_empty());
 }

@@ -13,7 +13,12 @@
 //! - answers `"results"\n"CODE"\n` (CSV) or `<?xml version='1.0'?><results>CODE</results>` (XML),
 //!   always with HTTP 200; `1` is success;
 //! - the login lockout: after 3 failed logins in the last hour an account answers `-12`, correct
-//!   credentials or not.
+//!   credentials or not;
+//! - CCBill's DataLink page's login errors as text, `Error: 01` (too many failed logins),
+//!   `Error: 02` (failed login), `Error: 03` (inactive username), `Error: 04` (IP check failed),
+//!   and CCBill's "-7 Error Explained" page: a wrong username or password may come back as `-7`.
+//!   Which way a wrong login is answered is a knob ([`LoginRefusals`]); the IP check is another
+//!   ([`CcBillSimulator::set_ip_check_failing`]).
 //!
 //! Not documented, assumed here (GUESS, as the plugin's README says):
 //! - the English `transType` tokens `ONETIME`, `RECURRING`, `REBILL`;
@@ -65,6 +70,8 @@ pub mod codes {
     pub const AUTHENTICATION: i64 = -1;
     pub const INVALID_ARGUMENTS: i64 = -5;
     pub const INVALID_ACTION: i64 = -6;
+    pub const INTERNAL_ERROR: i64 = -7;
+    pub const IP_NOT_ALLOWED: i64 = -8;
     pub const NOT_PERMITTED: i64 = -9;
     pub const LOCKED_OUT: i64 = -12;
 }
@@ -97,6 +104,46 @@ pub struct AffiliateRefund {
     pub login: String,
 }
 
+/// How the simulator answers a wrong login and the lockout that follows. CCBill is seen to answer
+/// both ways; which one an account gets is not documented.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginRefusals {
+    /// `-1` for a wrong login, `-12` once locked (the result-code table).
+    #[default]
+    ResultCodes,
+    /// `-7` for a wrong login (CCBill's "-7 Error Explained"), `-12` once locked.
+    MinusSeven,
+    /// `Error: 02` for a wrong login, `Error: 01` once locked (CCBill's DataLink page).
+    ErrorTexts,
+}
+
+/// One DataLink answer: a result document, or a login error as text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// `"results"\n"CODE"\n` or `<results>CODE</results>`.
+    Code(i64),
+    /// `Error: NN`, whatever format was asked for.
+    ErrorText(u8),
+}
+
+impl Reply {
+    /// The result code of the same meaning, for the request log: an `Error:` answer is logged as
+    /// the code the result-code table gives the same refusal (01 `-12`, 02 `-1`, 03 `-9`,
+    /// 04 `-8`; others `0`).
+    pub fn equivalent_code(self) -> i64 {
+        match self {
+            Self::Code(code) => code,
+            Self::ErrorText(1) => codes::LOCKED_OUT,
+            Self::ErrorText(2) => codes::AUTHENTICATION,
+            Self::ErrorText(3) => codes::NOT_PERMITTED,
+            Self::ErrorText(4) => codes::IP_NOT_ALLOWED,
+            Self::ErrorText(_) => 0,
+        }
+    }
+}
+
 /// What reached the CGI, without credential values: which parameters came in the URL and which
 /// in the body, so tests can check where the password travelled.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -106,7 +153,10 @@ pub struct RecordedRequest {
     pub query_parameters: Vec<String>,
     pub body_parameters: Vec<String>,
     pub xml: bool,
+    /// The result code answered ([`Reply::equivalent_code`] for an `Error:` answer).
     pub result: i64,
+    /// The number of an `Error: NN` answer, when the answer was one.
+    pub error_text: Option<u8>,
 }
 
 #[derive(Clone, Debug)]
@@ -129,7 +179,9 @@ struct Inner {
     accounts: HashMap<String, SimAccount>,
     payouts: Vec<Payout>,
     refunds: Vec<AffiliateRefund>,
-    forced_results: VecDeque<i64>,
+    forced_results: VecDeque<Reply>,
+    login_refusals: LoginRefusals,
+    ip_check_failing: bool,
     failed_logins: HashMap<String, Vec<Instant>>,
     clock_offset: Duration,
     requests: Vec<RecordedRequest>,
@@ -169,7 +221,11 @@ impl CcBillSimulator {
     }
 
     /// The DataLink CGI plus the control routes:
-    /// - `POST /_sim/next-result` `{"code": -7}`: answer this code to the next DataLink request;
+    /// - `POST /_sim/next-result` `{"code": -7}` or `{"error_text": 2}`: answer this code, or
+    ///   `Error: 02`, to the next DataLink request;
+    /// - `POST /_sim/login-refusals` `{"refusals": "minus_seven"}` (or `result_codes`,
+    ///   `error_texts`): how wrong logins and the lockout are answered from now on;
+    /// - `POST /_sim/ip-check` `{"failing": true}`: every login answers `Error: 04` until turned off;
     /// - `GET /_sim/payouts`, `GET /_sim/refunds`, `GET /_sim/requests`: what was recorded;
     /// - `GET /_sim/accounts/{accnum}/logins`: `{"failed_logins": n, "locked": bool}`;
     /// - `POST /_sim/accounts/{accnum}/deactivated` `{"deactivated": true}`;
@@ -179,6 +235,8 @@ impl CcBillSimulator {
         Router::new()
             .route(ENDPOINT_PATH, get(datalink).post(datalink))
             .route("/_sim/next-result", post(next_result_route))
+            .route("/_sim/login-refusals", post(login_refusals_route))
+            .route("/_sim/ip-check", post(ip_check_route))
             .route("/_sim/payouts", get(payouts_route))
             .route("/_sim/refunds", get(refunds_route))
             .route("/_sim/requests", get(requests_route))
@@ -237,7 +295,27 @@ impl CcBillSimulator {
     /// Answers `code` to the next DataLink request, whatever it is, changing no state. Several
     /// calls queue several answers.
     pub fn answer_next(&self, code: i64) {
-        self.lock().forced_results.push_back(code);
+        self.lock().forced_results.push_back(Reply::Code(code));
+    }
+
+    /// Answers `Error: NN` (CCBill's text login errors, 1-4 documented) to the next DataLink
+    /// request, changing no state. Queues like [`answer_next`](Self::answer_next).
+    pub fn answer_next_error_text(&self, number: u8) {
+        self.lock()
+            .forced_results
+            .push_back(Reply::ErrorText(number));
+    }
+
+    /// How wrong logins and the lockout are answered from now on (failed logins still count
+    /// toward the lockout, whichever way they are answered).
+    pub fn set_login_refusals(&self, refusals: LoginRefusals) {
+        self.lock().login_refusals = refusals;
+    }
+
+    /// While on, every login answers `Error: 04` (IP check failed) before its credentials are
+    /// looked at; such refusals do not count toward the lockout.
+    pub fn set_ip_check_failing(&self, failing: bool) {
+        self.lock().ip_check_failing = failing;
     }
 
     pub fn set_deactivated(&self, client_accnum: &str, deactivated: bool) {
@@ -286,6 +364,8 @@ impl CcBillSimulator {
         inner.requests.clear();
         inner.failed_logins.clear();
         inner.forced_results.clear();
+        inner.login_refusals = LoginRefusals::default();
+        inner.ip_check_failing = false;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -338,19 +418,34 @@ impl Inner {
         codes::AUTHENTICATION
     }
 
-    /// Runs one DataLink request and returns its result code.
-    fn handle(&mut self, parameters: &Parameters) -> i64 {
-        if let Some(code) = self.forced_results.pop_front() {
-            return code;
+    /// Runs one DataLink request and returns its answer.
+    fn handle(&mut self, parameters: &Parameters) -> Reply {
+        if let Some(reply) = self.forced_results.pop_front() {
+            return reply;
+        }
+        if self.ip_check_failing {
+            return Reply::ErrorText(4);
         }
         let logged_in = match self.log_in(parameters) {
             Ok(logged_in) => logged_in,
-            Err(code) => return code,
+            Err(code) => return self.login_refusal(code),
         };
-        match parameters.get("action") {
+        Reply::Code(match parameters.get("action") {
             Some("addAffiliatePayout") => self.add_payout(parameters, logged_in),
             Some("addAffiliateRefund") => self.add_refund(parameters, logged_in),
             _ => codes::INVALID_ACTION,
+        })
+    }
+
+    /// A login refusal in the account's style of answering.
+    fn login_refusal(&self, code: i64) -> Reply {
+        match (self.login_refusals, code) {
+            (LoginRefusals::MinusSeven, codes::AUTHENTICATION) => {
+                Reply::Code(codes::INTERNAL_ERROR)
+            }
+            (LoginRefusals::ErrorTexts, codes::AUTHENTICATION) => Reply::ErrorText(2),
+            (LoginRefusals::ErrorTexts, codes::LOCKED_OUT) => Reply::ErrorText(1),
+            _ => Reply::Code(code),
         }
     }
 
@@ -501,6 +596,14 @@ pub fn dollars_to_cents(text: &str) -> Option<i64> {
     (cents > 0).then_some(cents)
 }
 
+/// The body of an answer: a result document in the requested format, or `Error: NN` as text.
+pub fn reply_body(reply: Reply, xml: bool) -> String {
+    match reply {
+        Reply::Code(code) => answer_body(code, xml),
+        Reply::ErrorText(number) => format!("Error: {number:02}"),
+    }
+}
+
 /// The answer body in the requested format.
 pub fn answer_body(code: i64, xml: bool) -> String {
     if xml {
@@ -536,16 +639,20 @@ async fn datalink(
     let parameters = Parameters(query_pairs.into_iter().chain(body_pairs).collect());
     let xml = parameters.get("returnXML") == Some("1");
     let mut inner = sim.lock();
-    let result = inner.handle(&parameters);
+    let reply = inner.handle(&parameters);
     inner.requests.push(RecordedRequest {
         method: method.to_string(),
         action: parameters.get("action").map(str::to_string),
         query_parameters,
         body_parameters,
         xml,
-        result,
+        result: reply.equivalent_code(),
+        error_text: match reply {
+            Reply::ErrorText(number) => Some(number),
+            Reply::Code(_) => None,
+        },
     });
-    let content_type = if xml {
+    let content_type = if xml && matches!(reply, Reply::Code(_)) {
         "text/xml"
     } else {
         "text/plain; charset=UTF-8"
@@ -554,21 +661,55 @@ async fn datalink(
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, content_type)],
-        answer_body(result, xml),
+        reply_body(reply, xml),
     )
         .into_response()
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NextResult {
-    code: i64,
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    error_text: Option<u8>,
 }
 
 async fn next_result_route(
     State(sim): State<CcBillSimulator>,
     Json(body): Json<NextResult>,
 ) -> StatusCode {
-    sim.answer_next(body.code);
+    match (body.code, body.error_text) {
+        (Some(code), None) => sim.answer_next(code),
+        (None, Some(number)) => sim.answer_next_error_text(number),
+        _ => return StatusCode::UNPROCESSABLE_ENTITY,
+    }
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct Refusals {
+    refusals: LoginRefusals,
+}
+
+async fn login_refusals_route(
+    State(sim): State<CcBillSimulator>,
+    Json(body): Json<Refusals>,
+) -> StatusCode {
+    sim.set_login_refusals(body.refusals);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct IpCheck {
+    failing: bool,
+}
+
+async fn ip_check_route(
+    State(sim): State<CcBillSimulator>,
+    Json(body): Json<IpCheck>,
+) -> StatusCode {
+    sim.set_ip_check_failing(body.failing);
     StatusCode::NO_CONTENT
 }
 

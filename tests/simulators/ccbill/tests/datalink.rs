@@ -347,3 +347,103 @@ fn dollar_amounts_convert_exactly() {
         assert_eq!(dollars_to_cents(bad), None, "{bad}");
     }
 }
+
+/// Posts a control request and checks the simulator took it.
+async fn control(base: &str, path: &str, body: Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("control route answers");
+    assert_eq!(response.status(), 204, "{path} {body}");
+}
+
+#[tokio::test]
+async fn wrong_logins_can_be_answered_minus_seven_or_as_error_texts() {
+    let (sim, running) = CcBillSimulator::start().await.expect("start");
+    let base = running.base_url();
+    let wrong = vec![
+        ("clientAccnum", SEED_ACCNUM),
+        ("username", SEED_USERNAME),
+        ("password", "wrong"),
+    ];
+    // -7 for a wrong login (CCBill's "-7 Error Explained"), counted toward the lockout.
+    control(
+        &base,
+        "/_sim/login-refusals",
+        json!({"refusals": "minus_seven"}),
+    )
+    .await;
+    for attempt in 1..=3 {
+        assert_eq!(
+            post(&base, &with(wrong.clone(), &refund("REBILL"))).await,
+            csv(-7),
+            "attempt {attempt}"
+        );
+    }
+    assert!(sim.is_locked(SEED_ACCNUM));
+    assert_eq!(
+        post(&base, &with(main_login(), &refund("REBILL"))).await,
+        csv(-12)
+    );
+    // The same walk as text answers: Error: 02, then Error: 01 once locked, even for XML.
+    sim.reset();
+    sim.set_login_refusals(gatehouse_sim_ccbill::LoginRefusals::ErrorTexts);
+    for _ in 0..3 {
+        assert_eq!(
+            post(&base, &with(wrong.clone(), &[("returnXML", "1")])).await,
+            "Error: 02"
+        );
+    }
+    assert_eq!(
+        post(&base, &with(main_login(), &refund("REBILL"))).await,
+        "Error: 01"
+    );
+    let requests = sim.requests();
+    assert_eq!(
+        requests
+            .iter()
+            .map(|request| (request.error_text, request.result))
+            .collect::<Vec<_>>(),
+        vec![(Some(2), -1), (Some(2), -1), (Some(2), -1), (Some(1), -12)]
+    );
+    assert!(sim.payouts().is_empty() && sim.refunds().is_empty());
+}
+
+#[tokio::test]
+async fn the_ip_check_and_forced_error_texts() {
+    let (sim, running) = CcBillSimulator::start().await.expect("start");
+    let base = running.base_url();
+    control(&base, "/_sim/ip-check", json!({"failing": true})).await;
+    // Refused before the credentials are read, right or wrong, and not counted as a failed login.
+    assert_eq!(
+        post(&base, &with(main_login(), &refund("ONETIME"))).await,
+        "Error: 04"
+    );
+    assert_eq!(sim.failed_logins(SEED_ACCNUM), 0);
+    assert!(sim.refunds().is_empty());
+    control(&base, "/_sim/ip-check", json!({"failing": false})).await;
+    for number in [1, 2, 3, 4] {
+        control(&base, "/_sim/next-result", json!({"error_text": number})).await;
+        assert_eq!(
+            post(&base, &with(main_login(), &refund("ONETIME"))).await,
+            format!("Error: 0{number}")
+        );
+    }
+    assert!(sim.refunds().is_empty(), "a forced answer changes nothing");
+    // A code and a text at once, or neither, is refused.
+    for body in [json!({"code": -7, "error_text": 2}), json!({})] {
+        let response = reqwest::Client::new()
+            .post(format!("{base}/_sim/next-result"))
+            .json(&body)
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), 422, "{body}");
+    }
+    assert_eq!(
+        post(&base, &with(main_login(), &refund("ONETIME"))).await,
+        csv(1)
+    );
+}

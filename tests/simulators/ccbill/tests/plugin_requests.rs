@@ -132,3 +132,68 @@ async fn plugin_reads_the_simulators_refusals() {
     let indeterminate = run_against(&refund(account(&base, "csv", true))).await;
     assert_eq!(indeterminate.outcome().status, OutcomeStatus::Unknown);
 }
+
+/// The lockout walk in each of the ways CCBill answers it: every refusal the plugin reads from
+/// the simulator has a kind the host pauses on, and the money-moving outcome of `-7` stays
+/// unknown (the action may have run).
+#[tokio::test]
+async fn plugin_reads_every_style_of_login_refusal_as_a_pausing_kind() {
+    use gatehouse_sim_ccbill::LoginRefusals;
+    let (sim, running) = CcBillSimulator::start().await.expect("start");
+    let base = running.base_url();
+    let mut wrong = account(&base, "csv", true);
+    wrong.secrets.insert(
+        "password".into(),
+        gatehouse_plugin_api::Secret::new("not-the-password"),
+    );
+    let payout = |account| {
+        testkit::invocation(
+            json!({"operation": "affiliate_payout", "affiliate_id": "123456",
+                   "amount": {"minor_units": 500, "currency": "USD"}}),
+            account,
+        )
+    };
+    for (refusals, wrong_login, locked) in [
+        (
+            LoginRefusals::MinusSeven,
+            (OutcomeStatus::Unknown, ErrorKind::Authentication),
+            ErrorKind::RateLimited,
+        ),
+        (
+            LoginRefusals::ErrorTexts,
+            (OutcomeStatus::Failed, ErrorKind::Authentication),
+            ErrorKind::RateLimited,
+        ),
+    ] {
+        sim.reset();
+        sim.set_login_refusals(refusals);
+        for attempt in 1..=3 {
+            let run = run_against(&payout(wrong.clone())).await;
+            let error = run.outcome().error.clone().expect("an error");
+            assert_eq!(
+                (run.outcome().status, error.kind),
+                wrong_login,
+                "{refusals:?} attempt {attempt}"
+            );
+        }
+        let run = run_against(&payout(account(&base, "csv", true))).await;
+        assert_eq!(run.outcome().status, OutcomeStatus::Failed, "{refusals:?}");
+        assert_eq!(
+            run.outcome().error.as_ref().map(|error| error.kind),
+            Some(locked),
+            "{refusals:?}"
+        );
+    }
+    sim.reset();
+    sim.set_ip_check_failing(true);
+    let run = run_against(&payout(account(&base, "xml", true))).await;
+    let error = run.outcome().error.clone().expect("an error");
+    assert_eq!(run.outcome().status, OutcomeStatus::Failed);
+    assert_eq!(error.kind, ErrorKind::Authentication);
+    assert!(
+        error.message.contains("IP check failed"),
+        "{}",
+        error.message
+    );
+    assert!(sim.payouts().is_empty());
+}

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::account::{DataLinkAccount, Login, ResponseFormat};
 
+pub mod answer;
+
 /// CCBill's production DataLink host, used when an account names no base URL.
 pub const DEFAULT_BASE_URL: &str = "https://datalink.ccbill.com";
 /// The one CGI script every DataLink action goes through.
@@ -226,10 +228,17 @@ const DOCUMENTED_CODES: &[DocumentedCode] = &[
         summary: "CCBill refused the action",
         ccbill_text: "The requested action was invalid",
     },
+    // -7 is not only "internal error": CCBill's own page on it ("CCBill API -7 Error Explained")
+    // lists an incorrect DataLink username or password, one that is too short and a missing
+    // argument among its causes. The plugin cannot tell which, nor whether the account's
+    // credentials were accepted before, so the kind is `authentication`: the host pauses the
+    // account (and, until credentials are proven, sends one request at a time), so a wrong
+    // password costs one failed login instead of walking into CCBill's lockout. The outcome stays
+    // `unknown` (see `interpret_result_code`), because an internal error may hide a done action.
     DocumentedCode {
         code: -7,
-        kind: ErrorKind::ProviderUnavailable,
-        summary: "CCBill had an internal error; the action may or may not have run, reconcile before retrying",
+        kind: ErrorKind::Authentication,
+        summary: "CCBill answered -7: an internal error, or a refused DataLink login (CCBill's -7 also covers an incorrect or too short username or password and a missing argument); the action may or may not have run: check the credentials, and reconcile before retrying",
         ccbill_text: "There was an internal error or a database error and the requested action could not complete.",
     },
     // -8, -9 and -10 refuse the login context rather than the command: every further request
@@ -328,6 +337,64 @@ pub fn interpret_result_code(code: i64, action: Action) -> ResultMeaning {
         ResultMeaning::Indeterminate(error)
     } else {
         ResultMeaning::Refused(error)
+    }
+}
+
+/// What an `Error: NN` answer means. CCBill's DataLink page documents four, all refusals of the
+/// login itself, so nothing was done: `failed`, with kinds that make the host pause the account
+/// before CCBill locks it.
+pub fn interpret_error_text(number: u16, action: Action) -> ResultMeaning {
+    let code = format!("Error: {number:02}");
+    let refused = |kind: ErrorKind, summary: &str, ccbill_text: &str| {
+        ResultMeaning::Refused(
+            ProviderError::new(kind, format!("{}: {summary}", action.wire_name()))
+                .with_provider_code(code.clone())
+                .with_provider_message(ccbill_text),
+        )
+    };
+    match number {
+        1 => refused(
+            ErrorKind::RateLimited,
+            "CCBill refused the DataLink login after too many failed logins; wait before trying again and check the credentials",
+            "Too many failed logins",
+        ),
+        2 => refused(
+            ErrorKind::Authentication,
+            "CCBill refused the DataLink login (failed login): check the username and password",
+            "Failed login",
+        ),
+        3 => refused(
+            ErrorKind::Authentication,
+            "CCBill refused the DataLink login: the username is inactive",
+            "Inactive username",
+        ),
+        4 => refused(
+            ErrorKind::Authentication,
+            "CCBill refused the DataLink login because the IP check failed: this host's IP address is not allowed for the DataLink user; add it in CCBill's DataLink settings",
+            "IP check failed",
+        ),
+        // Undocumented: nothing says whether the action ran.
+        other => ResultMeaning::Indeterminate(
+            ProviderError::new(
+                ErrorKind::ProviderError,
+                format!(
+                    "CCBill answered {} with undocumented `Error: {other:02}`; whether it ran is unknown",
+                    action.wire_name()
+                ),
+            )
+            .with_provider_code(code),
+        ),
+    }
+}
+
+/// The kind of a non-200 HTTP answer. DataLink answers its own errors with HTTP 200, so these
+/// come from the server or a proxy in front of it: a missing CGI (404, 405) or a redirect (3xx)
+/// means DataLink was not reached, not that the request was wrong; every other status reads the
+/// common way.
+pub fn http_error_kind(status: u16) -> ErrorKind {
+    match status {
+        404 | 405 | 300..=399 => ErrorKind::ProviderUnavailable,
+        other => ErrorKind::for_http_status(other),
     }
 }
 

@@ -6,6 +6,9 @@
 //! - XML (`returnXML=1`): `<?xml version='1.0'?><results>1</results>`.
 //! - Some authentication failures come back as plain text ("authentication failed",
 //!   "access denied", "invalid username"), with HTTP 200.
+//! - CCBill's DataLink page documents login errors answered as text, `Error: 01` to `Error: 04`
+//!   (too many failed logins, failed login, inactive username, IP check failed), possibly
+//!   followed by CCBill's words.
 //!
 //! Both formats are recognised whichever one the account asked for: the result code is
 //! unambiguous either way, and refusing a readable answer would turn a definite result into an
@@ -31,6 +34,8 @@ pub enum Answer {
     ResultCode { code: i64, format: ResponseFormat },
     /// A plain-text login refusal, quoted (bounded, not yet redacted).
     PlainTextAuthFailure { excerpt: String },
+    /// An `Error: NN` answer with its number, quoted (bounded, not yet redacted).
+    ErrorText { number: u16, excerpt: String },
 }
 
 /// Why a body is not an answer this plugin can read.
@@ -68,6 +73,12 @@ pub fn read_answer(body: &[u8]) -> Result<Answer, UnreadableAnswer> {
     let text = text.trim_start_matches('\u{feff}').trim();
     if text.is_empty() {
         return Err(UnreadableAnswer::Empty);
+    }
+    if let Some(number) = parse_error_text(text) {
+        return Ok(Answer::ErrorText {
+            number,
+            excerpt: excerpt(text),
+        });
     }
     let parsed = if text.starts_with('<') {
         parse_xml(text).map(|value| (value, ResponseFormat::Xml))
@@ -120,23 +131,30 @@ pub fn excerpt(text: &str) -> String {
     quoted
 }
 
-/// Replaces every occurrence of each credential, as sent (raw and form-encoded), with `***`.
-/// Provider text is quoted in errors, and a proxy or a broken server may echo the request.
-pub fn redact(text: &str, credentials: &[&str]) -> String {
-    let mut redacted = text.to_string();
-    for credential in credentials
-        .iter()
-        .filter(|credential| !credential.is_empty())
-    {
-        let encoded = gatehouse_plugin_api::http::encode_form(&[("", credential)]);
-        let encoded = encoded.trim_start_matches('=');
-        for form in [*credential, encoded] {
-            if !form.is_empty() && redacted.contains(form) {
-                redacted = redacted.replace(form, "***");
-            }
-        }
+/// `Error: 02`, `error:2`, `Error: 04 IP check failed`: the number of a DataLink `Error:` answer.
+/// At most three digits, then the end or a separator before CCBill's words; anything else
+/// (`Error: x`, `Error: 02x`, `Errors: 1`) is not one.
+fn parse_error_text(text: &str) -> Option<u16> {
+    let head = text.get(..6)?;
+    if !head.eq_ignore_ascii_case("error:") {
+        return None;
     }
-    redacted
+    let rest = text.get(6..)?.trim_start();
+    let digits_end = rest
+        .find(|character: char| !character.is_ascii_digit())
+        .unwrap_or(rest.len());
+    let (digits, after) = rest.split_at(digits_end);
+    if digits.is_empty() || digits.len() > 3 {
+        return None;
+    }
+    let separated = after.is_empty()
+        || after.starts_with(|character: char| {
+            character.is_whitespace() || matches!(character, '-' | ':' | ',' | '.' | ';')
+        });
+    if !separated {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// `-12`, `1`, `+1`: at most ten digits, so the value always fits an `i64`.
@@ -398,11 +416,40 @@ mod tests {
     }
 
     #[test]
-    fn redacts_credentials_raw_and_encoded() {
-        let text = "echo: password=p%40ss+w0rd&x=p@ss w0rd user1";
-        assert_eq!(
-            redact(text, &["p@ss w0rd", "user1"]),
-            "echo: password=***&x=*** ***"
-        );
+    fn reads_documented_error_texts() {
+        for (body, expected) in [
+            ("Error: 01", 1),
+            ("Error: 02\n", 2),
+            ("error:03", 3),
+            ("ERROR: 04 - IP check failed", 4),
+            ("\u{feff}  Error: 4.", 4),
+            ("Error: 007", 7),
+        ] {
+            match read_answer(body.as_bytes()) {
+                Ok(Answer::ErrorText { number, .. }) => assert_eq!(number, expected, "{body:?}"),
+                other => panic!("{body:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_near_miss_error_texts() {
+        for body in [
+            "Error:",
+            "Error: ",
+            "Error: x",
+            "Error: 02x",
+            "Error: 1234",
+            "Error: -7",
+            "Errors: 1",
+            "Err: 01",
+            "The Error: 02",
+            "Error: 99999999999999999999999",
+        ] {
+            assert!(
+                !matches!(read_answer(body.as_bytes()), Ok(Answer::ErrorText { .. })),
+                "{body:?} was read as an Error: answer"
+            );
+        }
     }
 }
