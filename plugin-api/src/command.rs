@@ -313,6 +313,9 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Values shorter than this are not replaced by [`AccountConfig::redact`].
+pub const MIN_REDACTED_LENGTH: usize = 4;
+
 /// One provider account as configured in `plugins.toml`, resolved by the host.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountConfig {
@@ -337,7 +340,8 @@ impl AccountConfig {
         self.secrets.get(name)
     }
 
-    /// `text` with every secret value of the account replaced by `***`, as sent raw and in the
+    /// `text` with every secret value of the account (of at least [`MIN_REDACTED_LENGTH`]
+    /// characters) replaced by `***`, as sent raw and in the
     /// two encodings a request carries it in (form-encoded, `+` for a space; percent-encoded,
     /// `%20`). Providers and proxies echo requests, and serde quotes the bodies it fails on, so a
     /// plugin passes provider text through this before it goes into an error or an outcome.
@@ -355,7 +359,9 @@ impl AccountConfig {
             .map(Secret::expose)
             .chain(also.iter().copied())
             .map(str::trim)
-            .filter(|value| !value.is_empty());
+            // A value this short is no real credential, and blanking every `ab` in a message
+            // would destroy it.
+            .filter(|value| value.chars().count() >= MIN_REDACTED_LENGTH);
         for value in values {
             let form_encoded = crate::http::encode_form(&[("", value)]);
             let form_encoded = form_encoded.trim_start_matches('=').to_string();
@@ -414,13 +420,14 @@ mod tests {
 
     #[test]
     fn redact_replaces_secrets_raw_form_and_percent_encoded() {
-        let account = account_with(&[("password", "p@ss w0rd"), ("key", "k")]);
+        let account = account_with(&[("password", "p@ss w0rd"), ("key", "kaya")]);
         assert_eq!(
             account.redact("a=p@ss w0rd b=p%40ss+w0rd c=p%40ss%20w0rd"),
             "a=*** b=*** c=***"
         );
-        // A one-letter secret is replaced too: the plugin cannot know which text is safe.
-        assert_eq!(account.redact("kayak"), "***aya***");
+        assert_eq!(account.redact("kayak"), "***k");
+        // Too short to be a credential: left alone rather than blanking the message.
+        assert_eq!(account_with(&[("pin", "abc")]).redact("abcabc"), "abcabc");
         assert_eq!(
             account.redact_also("user alice, p@ss w0rd", &["alice", " "]),
             "user ***, ***"
@@ -429,8 +436,8 @@ mod tests {
 
     #[test]
     fn redact_prefers_the_longest_secret() {
-        let account = account_with(&[("short", "abc"), ("long", "abcdef")]);
-        assert_eq!(account.redact("xabcdefx abc"), "x***x ***");
+        let account = account_with(&[("short", "abcd"), ("long", "abcdefg")]);
+        assert_eq!(account.redact("xabcdefgx abcd"), "x***x ***");
         assert_eq!(account_with(&[("empty", "")]).redact("text"), "text");
     }
 

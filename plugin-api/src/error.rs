@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::Operation;
+use crate::command::{AccountConfig, Operation};
 
 /// What kind of failure happened, in terms the host and its callers can act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -140,6 +140,24 @@ impl ProviderError {
         ))
     }
 
+    /// The error with every secret of `account` removed from its texts
+    /// ([`AccountConfig::redact`]): the step each error goes through before it leaves a plugin.
+    pub fn redacted(self, account: &AccountConfig) -> Self {
+        self.redacted_also(account, &[])
+    }
+
+    /// [`redacted`](Self::redacted), also removing the non-secret credentials `also` names.
+    pub fn redacted_also(mut self, account: &AccountConfig, also: &[&str]) -> Self {
+        self.message = account.redact_also(&self.message, also);
+        self.provider_code = self
+            .provider_code
+            .map(|code| account.redact_also(&code, also));
+        self.provider_message = self
+            .provider_message
+            .map(|text| account.redact_also(&text, also));
+        self
+    }
+
     pub fn with_provider_code(mut self, code: impl Into<String>) -> Self {
         self.provider_code = Some(truncate(&code.into()));
         self
@@ -206,6 +224,21 @@ mod tests {
         ] {
             assert_eq!(ErrorKind::for_http_status(status), kind, "HTTP {status}");
         }
+    }
+
+    #[test]
+    fn redacted_clears_every_text_of_the_error() {
+        let mut account = AccountConfig::default();
+        account
+            .secrets
+            .insert("key".into(), crate::command::Secret::new("sk live"));
+        let error = ProviderError::invalid_request("refused sk live")
+            .with_provider_code("sk+live")
+            .with_provider_message("echo: sk%20live / user7")
+            .redacted_also(&account, &["user7"]);
+        assert_eq!(error.message, "refused ***");
+        assert_eq!(error.provider_code.as_deref(), Some("***"));
+        assert_eq!(error.provider_message.as_deref(), Some("echo: *** / ***"));
     }
 
     #[test]

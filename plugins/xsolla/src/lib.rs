@@ -8,9 +8,9 @@
 //!
 //! Layout: this file is the integration (manifest, dispatch, flow state); `flows/` builds the
 //! requests and reads the answers of each operation; `transformers/` holds the pure wire types
-//! and mappings; `config.rs` reads an account's settings.
+//! and mappings; `account.rs` reads an account's settings and secrets.
 
-mod config;
+mod account;
 mod flows;
 pub mod transformers;
 
@@ -22,12 +22,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::transformers::records::ReportKind;
 
-pub use crate::config::{DEFAULT_BASE_URL, DEFAULT_PAYSTATION_URL, DEFAULT_SANDBOX_PAYSTATION_URL};
+pub use crate::account::{
+    DEFAULT_BASE_URL, DEFAULT_PAYSTATION_URL, DEFAULT_SANDBOX_PAYSTATION_URL,
+};
 
 pub struct Xsolla;
 
 /// Where a flow is between two requests. Every flow here is one request long; the state says
-/// which answer is awaited and what the answer is read against.
+/// which answer is awaited and what the answer is read against. Each flow's `start` hands back
+/// its part (`flows::Started`), and only this file puts it together.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum FlowState {
     PaymentPage {
@@ -46,10 +49,7 @@ pub enum FlowState {
         report: ReportKind,
         csv: bool,
     },
-    StatusByTransaction,
-    StatusByReference {
-        reference: String,
-    },
+    Status(flows::status::Asked),
     SandboxChargeback {
         transaction_id: String,
     },
@@ -74,38 +74,65 @@ impl Plugin for Xsolla {
                 Operation::SandboxChargeback,
                 Operation::Webhook,
             ],
-            config_keys: config::config_keys(),
+            config_keys: account::config_keys(),
             extra_fields: extra_fields(),
             reports: ReportKind::ALL
                 .iter()
                 .map(|kind| kind.name().to_string())
                 .collect(),
             default_base_url: Some(DEFAULT_BASE_URL.into()),
-            status_of: vec![],
+            // Transaction details say whether a transaction was refunded (see
+            // `transformers::status::refund_outcome`).
+            status_of: vec![Operation::Refund],
         }
     }
 
     fn start(invocation: &Invocation, inbound_body: &[u8]) -> Step<FlowState> {
-        let result = match &invocation.command {
-            Command::PaymentPage { .. } => flows::payment_page::start(invocation),
-            Command::SavedAccounts { .. } => flows::tokenization::start_list(invocation),
-            Command::DeleteSavedAccount { .. } => flows::tokenization::start_delete(invocation),
-            Command::Charge { .. } => flows::tokenization::start_charge(invocation),
-            Command::Refund { .. } => flows::refund::start(invocation),
-            Command::Report { .. } => flows::reports::start(invocation),
-            Command::Status { .. } => flows::status::start(invocation),
-            Command::SandboxChargeback { .. } => flows::chargeback::start(invocation),
-            Command::Webhook { headers } => Ok(Step::Done(flows::webhook::handle(
-                invocation,
-                headers,
-                inbound_body,
-            ))),
+        let started = match &invocation.command {
+            Command::PaymentPage { .. } => flows::payment_page::start(invocation)
+                .map(|(request, amount)| (request, FlowState::PaymentPage { amount })),
+            Command::SavedAccounts { .. } => flows::tokenization::start_list(invocation)
+                .map(|(request, ())| (request, FlowState::SavedAccounts)),
+            Command::DeleteSavedAccount { .. } => flows::tokenization::start_delete(invocation)
+                .map(|(request, ())| (request, FlowState::DeleteSavedAccount)),
+            Command::Charge { .. } => flows::tokenization::start_charge(invocation)
+                .map(|(request, amount)| (request, FlowState::Charge { amount })),
+            Command::Refund { .. } => {
+                flows::refund::start(invocation).map(|(request, (transaction_id, amount))| {
+                    (
+                        request,
+                        FlowState::Refund {
+                            transaction_id,
+                            amount,
+                        },
+                    )
+                })
+            }
+            Command::Report { .. } => flows::reports::start(invocation)
+                .map(|(request, (report, csv))| (request, FlowState::Report { report, csv })),
+            Command::Status { .. } => flows::status::start(invocation)
+                .map(|(request, asked)| (request, FlowState::Status(asked))),
+            Command::SandboxChargeback { .. } => {
+                flows::chargeback::start(invocation).map(|(request, transaction_id)| {
+                    (request, FlowState::SandboxChargeback { transaction_id })
+                })
+            }
+            Command::Webhook { headers } => {
+                let outcome = flows::webhook::handle(invocation, headers, inbound_body);
+                return without_secrets(invocation, Step::Done(outcome));
+            }
             other => Err(ProviderError::not_supported(format!(
                 "Xsolla Pay Station has no `{}` operation",
                 other.operation()
             ))),
         };
-        result.unwrap_or_else(Step::Failed)
+        without_secrets(
+            invocation,
+            match started {
+                Ok((request, state)) => Step::send(request, state),
+                Err(error) => Step::Failed(error),
+            },
+        )
     }
 
     fn resume(
@@ -127,18 +154,34 @@ impl Plugin for Xsolla {
                 amount,
             } => Ok(flows::refund::finish(transaction_id, amount, response)),
             FlowState::Report { report, csv } => flows::reports::finish(report, csv, response),
-            FlowState::StatusByTransaction => flows::status::finish_details(response),
-            FlowState::StatusByReference { reference } => {
-                flows::status::finish_search(&reference, response)
-            }
+            FlowState::Status(asked) => flows::status::finish(asked, response),
             FlowState::SandboxChargeback { transaction_id } => {
                 flows::chargeback::finish(transaction_id, response)
             }
         };
-        match result {
-            Ok(outcome) => Step::Done(outcome),
-            Err(error) => Step::Failed(error),
+        without_secrets(
+            invocation,
+            match result {
+                Ok(outcome) => Step::Done(outcome),
+                Err(error) => Step::Failed(error),
+            },
+        )
+    }
+}
+
+/// Every error leaves the plugin through here, cleared of the account's secrets: Xsolla's error
+/// texts are quoted, and a proxy or a broken server may echo the request (the host scrubs again,
+/// as a second line of defence only).
+fn without_secrets(invocation: &Invocation, step: Step<FlowState>) -> Step<FlowState> {
+    match step {
+        Step::Failed(error) => Step::Failed(error.redacted(&invocation.account)),
+        Step::Done(mut outcome) => {
+            outcome.error = outcome
+                .error
+                .map(|error| error.redacted(&invocation.account));
+            Step::Done(outcome)
         }
+        send @ Step::Send { .. } => send,
     }
 }
 

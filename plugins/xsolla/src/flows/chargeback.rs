@@ -1,18 +1,20 @@
 //! Sandbox test: `POST /merchants/{merchant_id}/projects/{project_id}/payments/{id}/chargeback`.
 
 use gatehouse_plugin_api::{
-    Command, HttpResponse, Invocation, Method, Outcome, ProviderError, Step,
+    Command, HttpResponse, Invocation, Method, Operation, Outcome, ProviderError,
 };
 
-use crate::FlowState;
-use crate::config::Account;
+use crate::account::Account;
+use crate::flows::Started;
 use crate::transformers::errors::{Call, http_error};
 use crate::transformers::wire::is_numeric_id;
 
-pub fn start(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> {
+/// Starts a chargeback; the transaction id is what `finish` reads the answer against.
+pub fn start(invocation: &Invocation) -> Started<String> {
     let Command::SandboxChargeback { transaction_id, .. } = &invocation.command else {
-        return Err(ProviderError::plugin_fault(
-            "chargeback::start called for another command",
+        return Err(ProviderError::wrong_command(
+            Operation::SandboxChargeback,
+            invocation.command.operation(),
         ));
     };
     let account = Account::read(&invocation.account)?;
@@ -31,12 +33,7 @@ pub fn start(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> 
     let request = account
         .json_request(Method::Post, &path, b"{}".to_vec())
         .retry_safe(false);
-    Ok(Step::send(
-        request,
-        FlowState::SandboxChargeback {
-            transaction_id: transaction_id.to_string(),
-        },
-    ))
+    Ok((request, transaction_id.to_string()))
 }
 
 /// 204 when the chargeback was requested; 404 / 422 `{"message": ...}` otherwise.

@@ -9,10 +9,14 @@ pub mod status;
 pub mod tokenization;
 pub mod webhook;
 
-use gatehouse_plugin_api::{Extra, HttpResponse, Outcome, ProviderError};
+use gatehouse_plugin_api::{Extra, HttpRequest, HttpResponse, Outcome, ProviderError};
 use serde_json::Value;
 
 use crate::transformers::errors::{Call, http_error};
+
+/// What a flow's `start` gives back: the one request to send, and what its `finish` will need to
+/// read the answer (the integration in `lib.rs` keeps it in its flow state).
+pub type Started<T> = Result<(HttpRequest, T), ProviderError>;
 
 /// A provider-specific field that must be a JSON object when present.
 pub fn extra_object<'a>(extra: &'a Extra, name: &str) -> Result<Option<&'a Value>, ProviderError> {

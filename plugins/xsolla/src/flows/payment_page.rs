@@ -2,12 +2,11 @@
 
 use gatehouse_plugin_api::http::encode_form;
 use gatehouse_plugin_api::{
-    Command, Details, HttpResponse, Invocation, Method, Money, Outcome, ProviderError, Step,
+    Command, Details, HttpResponse, Invocation, Method, Money, Operation, Outcome, ProviderError,
 };
 
-use crate::FlowState;
-use crate::config::Account;
-use crate::flows::{extra_object, extra_string, required};
+use crate::account::Account;
+use crate::flows::{Started, extra_object, extra_string, required};
 use crate::transformers::errors::{Call, http_error};
 use crate::transformers::json::amount_to_json;
 use crate::transformers::json::{first_text, parse_root};
@@ -15,7 +14,8 @@ use crate::transformers::wire::{
     Checkout, Purchase, TokenRequest, TokenSettings, TokenUser, Wrapped, to_json_bytes,
 };
 
-pub fn start(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> {
+/// Starts a token request; the amount is what the payment page is for.
+pub fn start(invocation: &Invocation) -> Started<Money> {
     let Command::PaymentPage {
         amount,
         description,
@@ -25,8 +25,9 @@ pub fn start(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> 
         extra,
     } = &invocation.command
     else {
-        return Err(ProviderError::plugin_fault(
-            "payment_page::start called for another command",
+        return Err(ProviderError::wrong_command(
+            Operation::PaymentPage,
+            invocation.command.operation(),
         ));
     };
     let account = Account::read(&invocation.account)?;
@@ -113,10 +114,7 @@ pub fn start(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> 
     let request = account
         .json_request(Method::Post, &path, to_json_bytes(&body)?)
         .retry_safe(true);
-    Ok(Step::send(
-        request,
-        FlowState::PaymentPage { amount: *amount },
-    ))
+    Ok((request, *amount))
 }
 
 pub fn finish(

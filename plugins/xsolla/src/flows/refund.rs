@@ -2,23 +2,24 @@
 
 use gatehouse_plugin_api::error::truncate;
 use gatehouse_plugin_api::{
-    Command, Details, HttpResponse, Invocation, Method, Money, Outcome, ProviderError, Step,
+    Command, Details, HttpResponse, Invocation, Method, Money, Operation, Outcome, ProviderError,
     TransactionInfo,
 };
 
 use serde_json::json;
 
-use crate::FlowState;
-use crate::config::Account;
+use crate::account::Account;
 use crate::flows::payment_page::check_positive;
-use crate::flows::{money_outcome_for_http_error, required};
+use crate::flows::{Started, money_outcome_for_http_error, required};
 use crate::transformers::errors::Call;
 use crate::transformers::json::{amount_to_json, first_text, parse_root};
 use crate::transformers::wire::{
     PartialRefundRequest, RefundRequest, is_numeric_id, to_json_bytes,
 };
 
-pub fn start(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> {
+/// Starts a refund; the transaction id and the amount asked for (none: a full refund) are what
+/// `finish` reports.
+pub fn start(invocation: &Invocation) -> Started<(String, Option<Money>)> {
     let Command::Refund {
         transaction_id,
         amount,
@@ -27,8 +28,9 @@ pub fn start(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> 
         ..
     } = &invocation.command
     else {
-        return Err(ProviderError::plugin_fault(
-            "refund::start called for another command",
+        return Err(ProviderError::wrong_command(
+            Operation::Refund,
+            invocation.command.operation(),
         ));
     };
     let account = Account::read(&invocation.account)?;
@@ -95,13 +97,7 @@ pub fn start(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> 
     };
     // Not retry-safe: a second request for the same refund is not documented as deduplicated.
     let request = request.retry_safe(false);
-    Ok(Step::send(
-        request,
-        FlowState::Refund {
-            transaction_id: transaction_id.to_string(),
-            amount: *amount,
-        },
-    ))
+    Ok((request, (transaction_id.to_string(), *amount)))
 }
 
 /// 200 `{"message": ...}` or 204. Both only accept the request: Xsolla support completes a full

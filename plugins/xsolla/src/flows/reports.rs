@@ -2,18 +2,18 @@
 
 use gatehouse_plugin_api::http::encode_form;
 use gatehouse_plugin_api::{
-    Command, Details, HttpResponse, Invocation, Method, Outcome, ProviderError, Step,
+    Command, Details, HttpResponse, Invocation, Method, Operation, Outcome, ProviderError,
 };
 
-use crate::FlowState;
-use crate::config::Account;
-use crate::flows::extra_string;
+use crate::account::Account;
+use crate::flows::{Started, extra_string};
 use crate::transformers::errors::{Call, http_error};
 use crate::transformers::json::parse_root;
 use crate::transformers::records::{ReportKind, records_from_csv, records_from_json};
 use crate::transformers::wire::{is_numeric_id, unix_to_date, unix_to_datetime};
 
-pub fn start(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> {
+/// Starts a report; the kind and the format are how `finish` reads the answer.
+pub fn start(invocation: &Invocation) -> Started<(ReportKind, bool)> {
     let Command::Report {
         report,
         from,
@@ -22,8 +22,9 @@ pub fn start(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> 
         extra,
     } = &invocation.command
     else {
-        return Err(ProviderError::plugin_fault(
-            "reports::start called for another command",
+        return Err(ProviderError::wrong_command(
+            Operation::Report,
+            invocation.command.operation(),
         ));
     };
     let account = Account::read(&invocation.account)?;
@@ -107,7 +108,7 @@ pub fn start(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> 
         .headers
         .retain(|(name, _)| !name.eq_ignore_ascii_case("accept"));
     let request = request.header("Accept", accept);
-    Ok(Step::send(request, FlowState::Report { report: kind, csv }))
+    Ok((request, (kind, csv)))
 }
 
 /// The query string: the period, the parameters an endpoint requires, then the filters as given

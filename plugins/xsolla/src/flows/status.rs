@@ -1,16 +1,19 @@
 //! Status: a transaction's details by its id, or a search by `external_id` (our reference) to
-//! reconcile a charge whose answer was lost.
+//! reconcile a charge whose answer was lost; and, asked with `of: refund`, whether a refund of a
+//! transaction was made (its details show `refunded` / `awaitingRefund`).
 
 use gatehouse_plugin_api::http::encode_form;
 use gatehouse_plugin_api::{
-    Command, ErrorKind, HttpResponse, Invocation, Method, Outcome, ProviderError, Step,
+    Command, ErrorKind, HttpResponse, Invocation, Method, Money, Operation, Outcome, ProviderError,
 };
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
-use crate::FlowState;
-use crate::config::Account;
+use crate::account::Account;
+use crate::flows::Started;
 use crate::transformers::errors::{Call, http_error};
 use crate::transformers::json::{array, object, parse_root};
-use crate::transformers::status::{conclusiveness, transaction_outcome};
+use crate::transformers::status::{conclusiveness, refund_outcome, transaction_outcome};
 use crate::transformers::wire::{is_numeric_id, unix_to_datetime};
 
 /// How far back a search by reference looks. Not documented for search (GUESS): the registry
@@ -19,15 +22,29 @@ const SEARCH_WINDOW_SECONDS: i64 = 92 * 86_400;
 /// A day of slack after "now" for clocks that disagree.
 const CLOCK_SLACK_SECONDS: i64 = 86_400;
 
-pub fn start(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> {
+/// What a status query asked, kept until its answer comes.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Asked {
+    /// A charge, by its transaction id.
+    ChargeDetails,
+    /// A charge, found by our `external_id`.
+    ChargeSearch { reference: String },
+    /// A refund of the transaction: a partial one of `amount`, or a full one.
+    Refund { amount: Option<Money> },
+}
+
+pub fn start(invocation: &Invocation) -> Started<Asked> {
     let Command::Status {
         transaction_id,
         reference,
+        of,
+        amount,
         ..
     } = &invocation.command
     else {
-        return Err(ProviderError::plugin_fault(
-            "status::start called for another command",
+        return Err(ProviderError::wrong_command(
+            Operation::Status,
+            invocation.command.operation(),
         ));
     };
     let account = Account::read(&invocation.account)?;
@@ -40,6 +57,32 @@ pub fn start(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> 
         .as_deref()
         .map(str::trim)
         .filter(|reference| !reference.is_empty());
+    match of.unwrap_or(Operation::Charge) {
+        Operation::Charge => {}
+        Operation::Refund => {
+            // A refund has no id of its own at Xsolla (the refund calls take none and answer
+            // none): it is read from the refunded transaction's details.
+            let id = transaction_id.ok_or_else(|| {
+                ProviderError::invalid_request(
+                    "the status of a refund needs `transaction_id`, the Xsolla transaction that was refunded",
+                )
+                .with_field("transaction_id")
+            })?;
+            if !is_numeric_id(id) {
+                return Err(ProviderError::invalid_request(
+                    "transaction_id must be Xsolla's numeric transaction id",
+                )
+                .with_field("transaction_id"));
+            }
+            let request = account.request(Method::Get, &format!("{merchant}/{id}/details"));
+            return Ok((request.retry_safe(true), Asked::Refund { amount: *amount }));
+        }
+        other => {
+            return Err(ProviderError::not_supported(format!(
+                "Xsolla's status describes charges and refunds, not a `{other}`"
+            )));
+        }
+    }
     match (transaction_id, reference) {
         (Some(id), _) => {
             if !is_numeric_id(id) {
@@ -49,10 +92,7 @@ pub fn start(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> 
                 .with_field("transaction_id"));
             }
             let request = account.request(Method::Get, &format!("{merchant}/{id}/details"));
-            Ok(Step::send(
-                request.retry_safe(true),
-                FlowState::StatusByTransaction,
-            ))
+            Ok((request.retry_safe(true), Asked::ChargeDetails))
         }
         (None, Some(reference)) => {
             let now = invocation.now_unix;
@@ -72,9 +112,9 @@ pub fn start(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> 
                 ("limit", "100"),
             ]);
             let request = account.request(Method::Get, &format!("{merchant}/search.json?{query}"));
-            Ok(Step::send(
+            Ok((
                 request.retry_safe(true),
-                FlowState::StatusByReference {
+                Asked::ChargeSearch {
                     reference: reference.to_string(),
                 },
             ))
@@ -86,7 +126,21 @@ pub fn start(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> 
     }
 }
 
-pub fn finish_details(response: &HttpResponse) -> Result<Outcome, ProviderError> {
+/// Reads the answer to what was asked.
+pub fn finish(asked: Asked, response: &HttpResponse) -> Result<Outcome, ProviderError> {
+    match asked {
+        Asked::ChargeDetails => finish_details(response),
+        Asked::ChargeSearch { reference } => finish_search(&reference, response),
+        Asked::Refund { amount } => refund_outcome(details_record(response)?, amount),
+    }
+}
+
+fn finish_details(response: &HttpResponse) -> Result<Outcome, ProviderError> {
+    transaction_outcome(details_record(response)?)
+}
+
+/// The one transaction record of a transaction-details answer.
+fn details_record(response: &HttpResponse) -> Result<&RawValue, ProviderError> {
     if !response.is_success() {
         return Err(http_error(Call::TransactionDetails, response));
     }
@@ -105,13 +159,13 @@ pub fn finish_details(response: &HttpResponse) -> Result<Outcome, ProviderError>
             "Xsolla's transaction-details answer is not an object",
         ));
     }
-    transaction_outcome(record)
+    Ok(record)
 }
 
 /// Reads a search by `external_id`. No transaction means Xsolla never registered the charge
 /// (not found); several mean retries created several, and the most conclusive one answers
 /// whether the money moved.
-pub fn finish_search(reference: &str, response: &HttpResponse) -> Result<Outcome, ProviderError> {
+fn finish_search(reference: &str, response: &HttpResponse) -> Result<Outcome, ProviderError> {
     if !response.is_success() {
         return Err(http_error(Call::SearchByExternalId, response));
     }

@@ -1,12 +1,12 @@
 //! Saved accounts ("tokenization"): list, delete, and charge a saved account.
 
 use gatehouse_plugin_api::{
-    Command, Details, HttpResponse, Invocation, Method, Money, Outcome, ProviderError,
-    SavedAccount, Step,
+    Command, Details, HttpResponse, Invocation, Method, Money, Operation, Outcome, ProviderError,
+    SavedAccount,
 };
 
-use crate::FlowState;
-use crate::config::Account;
+use crate::account::Account;
+use crate::flows::Started;
 use crate::flows::payment_page::check_positive;
 use crate::flows::{extra_integer, extra_object, money_outcome_for_http_error, required};
 use crate::transformers::errors::{Call, http_error};
@@ -58,10 +58,11 @@ fn user_path(account: &Account<'_>, user_id: &str) -> String {
     )
 }
 
-pub fn start_list(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> {
+pub fn start_list(invocation: &Invocation) -> Started<()> {
     let Command::SavedAccounts { user_id, .. } = &invocation.command else {
-        return Err(ProviderError::plugin_fault(
-            "start_list called for another command",
+        return Err(ProviderError::wrong_command(
+            Operation::SavedAccounts,
+            invocation.command.operation(),
         ));
     };
     let account = Account::read(&invocation.account)?;
@@ -71,10 +72,7 @@ pub fn start_list(invocation: &Invocation) -> Result<Step<FlowState>, ProviderEr
         "saved accounts need the user's id",
     )?;
     let path = format!("{}/payment_accounts", user_path(&account, user_id));
-    Ok(Step::send(
-        account.request(Method::Get, &path).retry_safe(true),
-        FlowState::SavedAccounts,
-    ))
+    Ok((account.request(Method::Get, &path).retry_safe(true), ()))
 }
 
 /// The list [GUESS shape: an array of `{id, name, type, payment_system}`].
@@ -106,7 +104,7 @@ pub fn finish_list(response: &HttpResponse) -> Result<Outcome, ProviderError> {
     Ok(Outcome::succeeded().with_details(Details::SavedAccounts { accounts }))
 }
 
-pub fn start_delete(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> {
+pub fn start_delete(invocation: &Invocation) -> Started<()> {
     let Command::DeleteSavedAccount {
         user_id,
         account_type: kind,
@@ -114,8 +112,9 @@ pub fn start_delete(invocation: &Invocation) -> Result<Step<FlowState>, Provider
         ..
     } = &invocation.command
     else {
-        return Err(ProviderError::plugin_fault(
-            "start_delete called for another command",
+        return Err(ProviderError::wrong_command(
+            Operation::DeleteSavedAccount,
+            invocation.command.operation(),
         ));
     };
     let account = Account::read(&invocation.account)?;
@@ -132,7 +131,7 @@ pub fn start_delete(invocation: &Invocation) -> Result<Step<FlowState>, Provider
     );
     // Deleting twice leaves the same state; the second answer is a 404 at worst.
     let request = account.request(Method::Delete, &path).retry_safe(true);
-    Ok(Step::send(request, FlowState::DeleteSavedAccount))
+    Ok((request, ()))
 }
 
 /// 204 No Content [SRC: delete-saved-account page]; any 2xx is accepted.
@@ -144,7 +143,8 @@ pub fn finish_delete(response: &HttpResponse) -> Result<Outcome, ProviderError> 
     }
 }
 
-pub fn start_charge(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> {
+/// Starts a charge; the amount is what the answer is read against.
+pub fn start_charge(invocation: &Invocation) -> Started<Money> {
     let Command::Charge {
         amount,
         description,
@@ -154,8 +154,9 @@ pub fn start_charge(invocation: &Invocation) -> Result<Step<FlowState>, Provider
         extra,
     } = &invocation.command
     else {
-        return Err(ProviderError::plugin_fault(
-            "start_charge called for another command",
+        return Err(ProviderError::wrong_command(
+            Operation::Charge,
+            invocation.command.operation(),
         ));
     };
     let account = Account::read(&invocation.account)?;
@@ -217,7 +218,7 @@ pub fn start_charge(invocation: &Invocation) -> Result<Step<FlowState>, Provider
         .json_request(Method::Post, &path, to_json_bytes(&body)?)
         .timeout_ms(CHARGE_TIMEOUT_MS)
         .retry_safe(false);
-    Ok(Step::send(request, FlowState::Charge { amount: *amount }))
+    Ok((request, *amount))
 }
 
 /// The charge answer [GUESS: `{"transaction_id": <int>}`]. Accepted means the payment exists at

@@ -5,7 +5,7 @@ use gatehouse_plugin_api::{
     Details, Invocation, Outcome, ProviderError, WebhookEvent, WebhookReply, WebhookResult,
 };
 
-use crate::config::{PROJECT_SECRET_KEY, project_secret_key};
+use crate::account::{PROJECT_SECRET_KEY, project_secret_key};
 use crate::transformers::webhook::{
     Notification, SignatureCheck, check_signature, error_reply, parse_notification,
 };

@@ -225,3 +225,133 @@ fn operations_xsolla_lacks_are_refused() {
     );
     assert_eq!(run.error().kind, ErrorKind::NotSupported);
 }
+
+fn refund_status(amount: Option<(i64, &str)>) -> Value {
+    let mut command = json!({"operation": "status", "transaction_id": "555001", "of": "refund"});
+    if let Some((minor_units, currency)) = amount {
+        command["amount"] = json!({"minor_units": minor_units, "currency": currency});
+    }
+    command
+}
+
+#[test]
+fn the_manifest_says_status_describes_refunds() {
+    let manifest = <crate::Xsolla as gatehouse_plugin_api::Plugin>::manifest();
+    assert!(manifest.status_describes(gatehouse_plugin_api::Operation::Refund));
+    assert!(!manifest.status_describes(gatehouse_plugin_api::Operation::AffiliatePayout));
+    assert_eq!(manifest.validate(), Ok(()));
+}
+
+#[test]
+fn a_refund_status_reads_the_refunded_transactions_details() {
+    let run = run(
+        refund_status(None),
+        [ok(&transaction(
+            555_001, "refunded", "19.99", "USD", "gh_ref",
+        ))],
+    );
+    let request = run.single_request();
+    assert_eq!(request.method, Method::Get);
+    assert_eq!(
+        request.url,
+        "http://xsolla.test/merchant/v2/merchants/12345/reports/transactions/555001/details"
+    );
+    assert!(request.retry_safe);
+    let outcome = run.outcome();
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded);
+    assert_eq!(outcome.provider_reference.as_deref(), Some("555001"));
+    // A full refund gave back the whole transaction.
+    assert_eq!(outcome.amount.map(|amount| amount.minor_units), Some(1999));
+    assert!(outcome.error.is_none());
+}
+
+#[test]
+fn refund_statuses_map_for_full_and_partial_refunds() {
+    use OutcomeStatus::{Failed, Pending, Succeeded, Unknown};
+    for (status, full, partial) in [
+        ("refunded", Succeeded, Succeeded),
+        ("awaitingRefund", Pending, Pending),
+        ("done", Failed, Unknown),
+        ("error", Failed, Unknown),
+        ("created", Failed, Failed),
+        ("processing", Failed, Failed),
+        ("review", Failed, Failed),
+        ("canceled", Unknown, Unknown),
+        ("teleported", Unknown, Unknown),
+    ] {
+        for (amount, expected) in [(None, full), (Some((500, "USD")), partial)] {
+            let run = run(
+                refund_status(amount),
+                [ok(&transaction(555_001, status, "19.99", "USD", "r"))],
+            );
+            let outcome = run.outcome();
+            assert_eq!(outcome.status, expected, "{status} {amount:?}");
+            match expected {
+                Failed => {
+                    let error = outcome.error.as_ref().expect("says why");
+                    assert_eq!(error.kind, ErrorKind::NotFound, "{status}");
+                    assert!(error.message.contains("never made"), "{}", error.message);
+                }
+                Unknown => {
+                    let error = outcome.error.as_ref().expect("says why");
+                    assert_eq!(error.kind, ErrorKind::ProviderError, "{status}");
+                }
+                Succeeded | Pending => assert!(outcome.error.is_none(), "{status}"),
+            }
+            if let Some((minor_units, _)) = amount
+                && matches!(expected, Succeeded | Pending)
+            {
+                assert_eq!(
+                    outcome.amount.map(|amount| amount.minor_units),
+                    Some(minor_units)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_refund_status_needs_the_numeric_transaction_id_and_only_refunds_are_described() {
+    for command in [
+        json!({"operation": "status", "reference": "gh_x", "of": "refund"}),
+        json!({"operation": "status", "transaction_id": "12a", "of": "refund"}),
+    ] {
+        let run = run(command.clone(), []);
+        assert!(run.requests.is_empty(), "{command}");
+        assert_eq!(run.error().kind, ErrorKind::InvalidRequest, "{command}");
+        assert_eq!(run.error().fields, vec!["transaction_id".to_string()]);
+    }
+    let payout = run(
+        json!({"operation": "status", "transaction_id": "1", "of": "affiliate_payout"}),
+        [],
+    );
+    assert!(payout.requests.is_empty());
+    assert_eq!(payout.error().kind, ErrorKind::NotSupported);
+    // `of: charge` is the status as before.
+    let charge = run(
+        json!({"operation": "status", "transaction_id": "1", "of": "charge"}),
+        [ok(&transaction(1, "refunded", "1", "USD", "r"))],
+    );
+    assert_eq!(charge.outcome().status, OutcomeStatus::Succeeded);
+}
+
+#[test]
+fn refund_status_answers_that_are_not_details_are_errors_never_a_settled_refund() {
+    for response in [
+        answer(500, "oops"),
+        answer(404, r#"{"message":"not found"}"#),
+        ok(""),
+        ok("[]"),
+        ok("{\"transaction\": {\"id\": 1}}"),
+        ok("{\"transaction\": {\"status\": "),
+        ok("\u{0}\u{1}garbage"),
+    ] {
+        let run = run(refund_status(None), [response.clone()]);
+        assert!(
+            run.result.is_err(),
+            "{:?} gave {:?}",
+            response.text(),
+            run.result
+        );
+    }
+}

@@ -17,6 +17,60 @@ const PAYMENT: &str = r#"{"notification_type":"payment",
                     "xsolla_fee":{"currency":"USD","amount":10},"payment_method_fee":{"currency":"USD","amount":20}},
  "custom_parameters":{"parameter1":"value1"}}"#;
 
+/// Shaped like xsolla-sdk-php's partial-refund message test
+/// (`tests/Unit/Webhook/Message/PartialRefundMessageTest.php`), with values of our own: a
+/// purchase whose checkout is 80.00 EUR, and `refund_details` holding only a code and a reason.
+/// Nothing in it says how much was refunded.
+const PARTIAL_REFUND_LIKE_THE_SDK: &str = r#"{"notification_type":"partial_refund",
+ "purchase":{"virtual_currency":{"name":"Gems","quantity":40,"currency":"EUR","amount":80},
+             "subscription":{"plan_id":3,"subscription_id":"77","date_create":"2025-03-02T10:00:00+01:00","currency":"EUR","amount":4.99},
+             "checkout":{"currency":"EUR","amount":80},
+             "virtual_items":{"items":[{"sku":"gem_pack","amount":1}],"currency":"EUR","amount":80},
+             "total":{"currency":"EUR","amount":160}},
+ "user":{"ip":"192.0.2.10","email":"player@example.org","id":"p-42","name":"A Player","country":"FR"},
+ "transaction":{"id":90210,"external_id":"gh_0123456789abcdef0123456789abcdef","dry_run":0,"agreement":1},
+ "refund_details":{"code":3,"reason":"Partial refund requested by the game"},
+ "payment_details":{"xsolla_fee":{"currency":"EUR","amount":"4"},"payout":{"currency":"EUR","amount":"72"},
+                    "payment_method_fee":{"currency":"EUR","amount":"4"},"payment":{"currency":"EUR","amount":"80"}},
+ "custom_parameters":{"order":"o-1"}}"#;
+
+#[test]
+fn a_partial_refund_reports_no_amount_xsolla_did_not_state() {
+    let outcome = deliver(
+        PARTIAL_REFUND_LIKE_THE_SDK,
+        signed(PARTIAL_REFUND_LIKE_THE_SDK),
+    );
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded);
+    let result = result(&outcome);
+    assert_eq!(result.reply.status, 204);
+    let event = result.event.as_ref().expect("an event");
+    assert!(event.verified);
+    assert_eq!(event.event_type, "partial_refund");
+    assert_eq!(event.provider_reference.as_deref(), Some("90210"));
+    assert_eq!(
+        event.reference.as_deref(),
+        Some("gh_0123456789abcdef0123456789abcdef")
+    );
+    // Not the checkout (80.00), not the total (160.00), not the payment: nothing.
+    assert_eq!(event.amount, None, "{event:?}");
+    assert_eq!(outcome.amount, None);
+    assert_eq!(
+        event.raw["refund_details"]["reason"],
+        "Partial refund requested by the game"
+    );
+    // A full refund of the same purchase does report the purchase amount.
+    let full = PARTIAL_REFUND_LIKE_THE_SDK.replace("\"partial_refund\"", "\"refund\"");
+    let full_event = result_event(&deliver(&full, signed(&full)));
+    assert_eq!(
+        full_event.amount.map(|amount| amount.minor_units),
+        Some(8000)
+    );
+}
+
+fn result_event(outcome: &gatehouse_plugin_api::Outcome) -> gatehouse_plugin_api::WebhookEvent {
+    result(outcome).event.clone().expect("an event")
+}
+
 fn refund_body(kind: &str, amount: &str) -> String {
     format!(
         r#"{{"notification_type":"{kind}","transaction":{{"id":555001,"external_id":"gh_ref","dry_run":0}},
@@ -126,10 +180,8 @@ fn refunds_with_string_amounts_and_partial_refunds_are_parsed() {
         first_event.event_id, second_event.event_id,
         "two partial refunds are two events"
     );
-    assert_eq!(
-        first_event.amount.map(|amount| amount.minor_units),
-        Some(1500)
-    );
+    // The partial refund's purchase amount is the purchase's, not what went back: not reported.
+    assert_eq!(first_event.amount, None);
 
     // Zero-decimal currencies, numbers and strings alike.
     let body = r#"{"notification_type":"payment","transaction":{"id":7},"purchase":{"checkout":{"currency":"JPY","amount":"500"}}}"#;

@@ -66,17 +66,11 @@ pub struct ErrorBody {
 pub fn http_error(call: Call, response: &HttpResponse) -> ProviderError {
     let body = read_error_body(&response.body);
     let status = response.status;
+    // The refund and chargeback pages document 422 for business refusals; every other status
+    // reads the common way.
     let kind = match status {
-        400 => ErrorKind::InvalidRequest,
-        401 | 403 => ErrorKind::Authentication,
-        402 => ErrorKind::Declined,
-        404 => ErrorKind::NotFound,
-        409 => ErrorKind::Duplicate,
         422 if body.fields.is_empty() && call.refusal_on_422() => ErrorKind::Declined,
-        429 => ErrorKind::RateLimited,
-        408 | 500..=599 => ErrorKind::ProviderUnavailable,
-        405..=499 => ErrorKind::InvalidRequest,
-        _ => ErrorKind::MalformedResponse,
+        other => ErrorKind::for_http_status(other),
     };
     let mut message = format!(
         "Xsolla answered the {} request with HTTP {status}",

@@ -16,7 +16,7 @@
 //! | anything else     | unknown     | undocumented: reconciled or looked at by an operator, never guessed |
 
 use gatehouse_plugin_api::{
-    Details, ErrorKind, Outcome, OutcomeStatus, ProviderError, TransactionInfo,
+    Details, ErrorKind, Money, Outcome, OutcomeStatus, ProviderError, TransactionInfo,
 };
 use serde_json::value::RawValue;
 
@@ -92,6 +92,68 @@ pub fn transaction_outcome(record: &RawValue) -> Result<Outcome, ProviderError> 
         date: first_text(record, TRANSACTION_DATE),
         raw: to_value(record),
     });
+    Ok(outcome)
+}
+
+/// What a transaction's status says about a refund of it (the details of the refunded
+/// transaction, asked with `of: refund`). `requested` is the refund's amount: `Some` for a
+/// partial refund, `None` for a full one.
+///
+/// | Xsolla | full refund | partial refund | why |
+/// |---|---|---|---|
+/// | `refunded` | succeeded | succeeded | the money went back (all of it) |
+/// | `awaitingRefund` | pending | pending | accepted; Xsolla support completes it |
+/// | `done` | failed | unknown | paid and not refunded in full; Xsolla states no partially refunded amount, so a partial refund cannot be told from none |
+/// | `error` | failed | unknown | a refund of a failed payment would have moved it on |
+/// | `created`, `processing`, `review` | failed | failed | never paid: nothing can have been refunded |
+/// | `canceled` and anything else | unknown | unknown | a cancellation may be how the money went back: an operator looks |
+///
+/// `failed` means the refund was never made, so asking for it again is safe: Xsolla refuses a
+/// second refund while one is in progress ("We are processing the refund request").
+pub fn refund_outcome(
+    record: &RawValue,
+    requested: Option<Money>,
+) -> Result<Outcome, ProviderError> {
+    let charge = transaction_outcome(record)?;
+    let status_text = first_text(record, TRANSACTION_STATUS).unwrap_or_default();
+    let partial = requested.is_some();
+    let status = match (status_text.trim().to_ascii_lowercase().as_str(), partial) {
+        ("refunded", _) => OutcomeStatus::Succeeded,
+        ("awaitingrefund", _) => OutcomeStatus::Pending,
+        ("done" | "error", false) => OutcomeStatus::Failed,
+        ("created" | "processing" | "review", _) => OutcomeStatus::Failed,
+        _ => OutcomeStatus::Unknown,
+    };
+    let mut outcome = Outcome::new(status);
+    outcome.provider_reference = charge.provider_reference;
+    outcome.details = charge.details;
+    // A full refund gives back what the transaction was for; a partial one what it asked.
+    outcome.amount = requested.or(charge.amount);
+    outcome.error = match status {
+        OutcomeStatus::Failed => Some(
+            ProviderError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "Xsolla shows the transaction `{status_text}`, not refunded: the refund was never made"
+                ),
+            )
+            .with_provider_code(status_text.clone()),
+        ),
+        OutcomeStatus::Unknown => Some(
+            ProviderError::new(
+                ErrorKind::ProviderError,
+                if partial && status_text.eq_ignore_ascii_case("done") {
+                    "Xsolla shows the transaction `done` and states no partially refunded amount: whether this partial refund was made cannot be told".to_string()
+                } else {
+                    format!(
+                        "Xsolla shows the transaction `{status_text}`, which does not say whether this refund was made"
+                    )
+                },
+            )
+            .with_provider_code(status_text.clone()),
+        ),
+        OutcomeStatus::Succeeded | OutcomeStatus::Pending => None,
+    };
     Ok(outcome)
 }
 
