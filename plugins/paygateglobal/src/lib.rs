@@ -5,18 +5,24 @@
 //! by `identifier` (v2), check-balance, and the payment confirmation callback. The callback is not
 //! signed, so this plugin confirms every callback with the v2 status API before it reports the
 //! event as verified.
+//!
+//! Layout: this file is the integration (manifest, dispatch, flow state); `account.rs` reads the
+//! account's token; `transformers.rs` holds the pure wire mappings (error mapping included);
+//! `tests.rs` drives the flows through the testkit.
 
+mod account;
 mod transformers;
 
 use gatehouse_plugin_api::http::{encode_form, join_url};
 use gatehouse_plugin_api::{
-    Command, ConfigKey, Details, ErrorKind, HttpRequest, HttpResponse, Invocation, Manifest,
-    Operation, Outcome, OutcomeStatus, Plugin, ProviderError, Step, WebhookEvent, WebhookReply,
-    WebhookResult, export_plugin,
+    Command, Details, ErrorKind, HttpRequest, HttpResponse, Invocation, Manifest, Operation,
+    Outcome, OutcomeStatus, Plugin, ProviderError, Step, WebhookEvent, WebhookReply, WebhookResult,
+    export_plugin,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::account::{AUTH_TOKEN, auth_token};
 use crate::transformers::{
     BalanceResponse, Callback, PayResponse, PayResult, StatusResponse, amount_from_wire,
     amount_to_wire, balances, http_error, normalize_network, parse_json, pay_result,
@@ -44,8 +50,6 @@ pub enum FlowState {
     },
 }
 
-const AUTH_TOKEN: &str = "auth_token";
-
 impl Plugin for PayGateGlobal {
     type State = FlowState;
 
@@ -61,10 +65,7 @@ impl Plugin for PayGateGlobal {
                 Operation::Balance,
                 Operation::Webhook,
             ],
-            config_keys: vec![ConfigKey::secret(
-                AUTH_TOKEN,
-                "the merchant's API key (auth_token in method 1, token in the payment page URL)",
-            )],
+            config_keys: account::config_keys(),
             extra_fields: vec![],
             reports: vec![],
             default_base_url: Some("https://paygateglobal.com".into()),
@@ -79,8 +80,14 @@ impl Plugin for PayGateGlobal {
             Command::Status {
                 transaction_id,
                 reference,
+                of: None | Some(Operation::Charge),
                 ..
             } => start_status(invocation, transaction_id.as_deref(), reference.as_deref()),
+            Command::Status {
+                of: Some(other), ..
+            } => Err(ProviderError::not_supported(format!(
+                "PayGateGlobal's status describes payments, not a `{other}`"
+            ))),
             Command::Balance { .. } => post_json(invocation, "/api/v1/check-balance", json!({}))
                 .map(|request| Step::send(request.retry_safe(true), FlowState::Balance)),
             Command::Webhook { .. } => start_callback(invocation, inbound_body),
@@ -89,7 +96,7 @@ impl Plugin for PayGateGlobal {
                 other.operation()
             ))),
         };
-        result.unwrap_or_else(Step::Failed)
+        without_secrets(invocation, result.unwrap_or_else(Step::Failed))
     }
 
     fn resume(
@@ -115,24 +122,26 @@ impl Plugin for PayGateGlobal {
                 payment_method,
             ))),
         };
-        result.unwrap_or_else(Step::Failed)
+        without_secrets(invocation, result.unwrap_or_else(Step::Failed))
     }
 }
 
 export_plugin!(PayGateGlobal);
 
-fn auth_token(invocation: &Invocation) -> Result<&str, ProviderError> {
-    invocation
-        .account
-        .secret(AUTH_TOKEN)
-        .map(|secret| secret.expose())
-        .filter(|token| !token.is_empty())
-        .ok_or_else(|| {
-            ProviderError::invalid_request(format!(
-                "account `{}` has no `{AUTH_TOKEN}` configured",
-                invocation.account.account
-            ))
-        })
+/// Every error leaves the plugin through here, cleared of the account's token: error texts quote
+/// the provider's body, and a proxy or a broken server may echo the request (which carries the
+/// token in its body). The host scrubs again, as a second line of defence only.
+fn without_secrets(invocation: &Invocation, step: Step<FlowState>) -> Step<FlowState> {
+    match step {
+        Step::Failed(error) => Step::Failed(error.redacted(&invocation.account)),
+        Step::Done(mut outcome) => {
+            outcome.error = outcome
+                .error
+                .map(|error| error.redacted(&invocation.account));
+            Step::Done(outcome)
+        }
+        send @ Step::Send { .. } => send,
+    }
 }
 
 /// Builds a JSON POST with `auth_token` added to the body, as every documented API expects.
@@ -141,7 +150,7 @@ fn post_json(
     path: &str,
     mut body: serde_json::Value,
 ) -> Result<HttpRequest, ProviderError> {
-    body[AUTH_TOKEN] = json!(auth_token(invocation)?);
+    body[AUTH_TOKEN] = json!(auth_token(&invocation.account)?);
     Ok(HttpRequest::post(join_url(&invocation.account.base_url, path)).json_body(&body))
 }
 
@@ -154,7 +163,10 @@ fn start_pay(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> 
         ..
     } = &invocation.command
     else {
-        unreachable!("start_pay is only called for charges")
+        return Err(ProviderError::wrong_command(
+            Operation::Charge,
+            invocation.command.operation(),
+        ));
     };
     let identifier = invocation.reference.as_deref().ok_or_else(|| {
         ProviderError::invalid_request("a charge needs the host-made reference as `identifier`")
@@ -232,8 +244,9 @@ fn finish_duplicate_lookup(response: &HttpResponse) -> Result<Outcome, ProviderE
 
 fn money_outcome_for_http_error(response: &HttpResponse) -> Outcome {
     let error = http_error(response.status, &response.text());
-    // A server error after sending may hide a registered payment; a 4xx means it was refused.
-    if response.status >= 500 || response.status == 408 {
+    // A server error after sending may hide a registered payment, and so may a "duplicate"; a
+    // 4xx means it was refused.
+    if response.status >= 500 || response.status == 408 || error.kind == ErrorKind::Duplicate {
         Outcome::unknown(error)
     } else {
         Outcome::failed(error)
@@ -250,7 +263,10 @@ fn payment_page(invocation: &Invocation) -> Result<Outcome, ProviderError> {
         ..
     } = &invocation.command
     else {
-        unreachable!("payment_page is only called for payment pages")
+        return Err(ProviderError::wrong_command(
+            Operation::PaymentPage,
+            invocation.command.operation(),
+        ));
     };
     let identifier = invocation.reference.as_deref().ok_or_else(|| {
         ProviderError::invalid_request(
@@ -259,8 +275,10 @@ fn payment_page(invocation: &Invocation) -> Result<Outcome, ProviderError> {
     })?;
     let amount_text = amount_to_wire(amount)?.to_string();
     let phone = customer.phone.as_deref().map(phone_to_wire).transpose()?;
-    let mut pairs: Vec<(&str, &str)> =
-        vec![("token", auth_token(invocation)?), ("amount", &amount_text)];
+    let mut pairs: Vec<(&str, &str)> = vec![
+        ("token", auth_token(&invocation.account)?),
+        ("amount", &amount_text),
+    ];
     if let Some(description) = description {
         pairs.push(("description", description));
     }
@@ -400,8 +418,9 @@ fn finish_callback(
         }
         Err(error) => (false, OutcomeStatus::Unknown, Some(error.clone())),
     };
-    // The v2 status answer carries no documented amount, so the callback's amount can only be
-    // confirmed when the provider happens to send one. An unconfirmed amount is not reported as
+    // The guide documents no amount in the v2 status answer, but real answers carry one (a
+    // PayGateGlobal client library's published sample): when it is there, a callback claiming
+    // another amount is not believed; when it is not, the callback's amount is not confirmed. An unconfirmed amount is not reported as
     // the event's amount (the host uses the amount it recorded for the identifier); the claimed
     // value stays in `raw` for an operator to see.
     let confirmed_amount = confirmed.as_ref().ok().and_then(|outcome| outcome.amount);

@@ -281,3 +281,121 @@ fn the_auth_token_never_appears_in_errors() {
         assert!(!text.contains(TOKEN), "{text}");
     }
 }
+
+/// A real `/api/v2/status` answer as a PayGateGlobal client library published it (numeric
+/// `tx_reference`, ISO `datetime`, `identifier`, `amount` and `phone_number`), with our own values.
+fn real_shaped_status(
+    tx_reference: u64,
+    identifier: &str,
+    amount: i64,
+    status: i64,
+) -> HttpResponse {
+    ok(
+        json!({"tx_reference": tx_reference, "identifier": identifier, "amount": amount,
+              "payment_reference": "24081755031", "payment_method": "T-Money",
+              "datetime": "2026-02-11T08:15:42.000Z", "phone_number": "22891234567",
+              "status": status}),
+    )
+}
+
+fn callback(tx_reference: &str, identifier: &str, amount: &str) -> Vec<u8> {
+    format!(
+        r#"{{"tx_reference": {tx_reference}, "identifier": "{identifier}", "payment_reference": "24081755031",
+            "amount": {amount}, "datetime": "2026-02-11T08:15:42.000Z", "payment_method": "T-Money",
+            "phone_number": "22891234567"}}"#
+    )
+    .into_bytes()
+}
+
+fn webhook_event(run: &testkit::FlowRun) -> gatehouse_plugin_api::WebhookEvent {
+    let Details::Webhook(result) = &run.outcome().details else {
+        panic!("no webhook: {:?}", run.result)
+    };
+    result.event.clone().expect("an event")
+}
+
+#[test]
+fn the_real_v2_status_shape_is_read() {
+    let invocation = testkit::invocation(
+        json!({"operation": "status", "reference": "order-9"}),
+        account(),
+    );
+    let run = testkit::run::<PayGateGlobal>(
+        &invocation,
+        b"",
+        [real_shaped_status(4_671_135, "order-9", 750, 0)],
+    );
+    let outcome = run.outcome();
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded);
+    assert_eq!(outcome.provider_reference.as_deref(), Some("4671135"));
+    assert_eq!(outcome.amount.map(|amount| amount.minor_units), Some(750));
+    let Details::Transaction(info) = &outcome.details else {
+        panic!("no transaction")
+    };
+    assert_eq!(info.reference.as_deref(), Some("order-9"));
+    assert_eq!(info.date.as_deref(), Some("2026-02-11T08:15:42.000Z"));
+    assert_eq!(info.payment_method.as_deref(), Some("T-Money"));
+}
+
+#[test]
+fn a_callback_is_believed_only_when_the_status_api_states_the_same_amount() {
+    let invocation = testkit::invocation(json!({"operation": "webhook", "headers": []}), account());
+    // Numeric and string references alike, and the amount the status API states.
+    for reference in ["4671135", "\"4671135\""] {
+        let run = testkit::run::<PayGateGlobal>(
+            &invocation,
+            &callback(reference, "order-9", "750"),
+            [real_shaped_status(4_671_135, "order-9", 750, 0)],
+        );
+        let event = webhook_event(&run);
+        assert!(event.verified, "{reference}");
+        assert_eq!(event.amount.map(|amount| amount.minor_units), Some(750));
+        assert_eq!(run.outcome().status, OutcomeStatus::Succeeded);
+    }
+    // The same transaction, but the callback claims more than PayGateGlobal says was paid.
+    for claimed in ["75000", "751", "749", "\"7500\""] {
+        let run = testkit::run::<PayGateGlobal>(
+            &invocation,
+            &callback("4671135", "order-9", claimed),
+            [real_shaped_status(4_671_135, "order-9", 750, 0)],
+        );
+        let event = webhook_event(&run);
+        assert!(!event.verified, "claimed {claimed}");
+        assert_eq!(event.amount, None, "an unconfirmed amount is not reported");
+        assert_eq!(event.status, OutcomeStatus::Unknown);
+        assert_eq!(run.outcome().status, OutcomeStatus::Failed);
+        assert_eq!(
+            run.outcome().error.as_ref().map(|error| error.kind),
+            Some(ErrorKind::Authentication),
+            "claimed {claimed}"
+        );
+        assert_eq!(event.raw["claimed_amount"], claimed.trim_matches('"'));
+    }
+}
+
+#[test]
+fn a_status_of_anything_but_a_payment_is_refused_before_any_request() {
+    for of in ["refund", "affiliate_payout"] {
+        let invocation = testkit::invocation(
+            json!({"operation": "status", "reference": "order-9", "of": of}),
+            account(),
+        );
+        let run = testkit::run::<PayGateGlobal>(&invocation, b"", []);
+        assert!(run.requests.is_empty());
+        assert_eq!(run.error().kind, ErrorKind::NotSupported, "{of}");
+    }
+}
+
+#[test]
+fn an_echoed_token_is_removed_from_error_texts() {
+    let echo = format!("bad request: {{\"auth_token\": \"{TOKEN}\"}}");
+    for response in [
+        HttpResponse::new(400, echo.clone()),
+        HttpResponse::new(503, echo),
+    ] {
+        let run = testkit::run::<PayGateGlobal>(&charge(), b"", [response]);
+        let text = serde_json::to_string(run.outcome()).expect("serializes");
+        assert!(!text.contains(TOKEN), "{text}");
+        assert!(text.contains("***"), "{text}");
+    }
+}

@@ -266,16 +266,10 @@ pub fn balances(response: &BalanceResponse) -> Result<Vec<BalanceEntry>, Provide
     ])
 }
 
-/// Maps an HTTP-level failure (the document defines none: errors travel in `status`), so any
-/// non-2xx answer is the server's or a proxy's.
+/// Maps an HTTP-level failure. The guide defines none (errors travel in `status`), so any non-2xx
+/// answer is the server's or a proxy's and reads the common way.
 pub fn http_error(status: u16, body: &str) -> ProviderError {
-    let kind = match status {
-        401 | 403 => ErrorKind::Authentication,
-        404 => ErrorKind::NotFound,
-        429 => ErrorKind::RateLimited,
-        400..=499 => ErrorKind::InvalidRequest,
-        _ => ErrorKind::ProviderUnavailable,
-    };
+    let kind = ErrorKind::for_http_status(status);
     ProviderError::new(kind, format!("PayGateGlobal answered HTTP {status}"))
         .with_provider_code(status.to_string())
         .with_provider_message(body.trim())

@@ -5,6 +5,13 @@
 //! pending until the test (or `/_sim/...`) settles them as paid, expired or cancelled, both status
 //! endpoints, the balance, and the confirmation POSTed to the merchant's callback URL.
 //!
+//! `/api/v2/status` answers in the shape a real answer published in a PayGateGlobal client library
+//! has: `tx_reference` a JSON number, an ISO 8601 `datetime` with milliseconds and `Z`, and the
+//! `identifier`, `amount` and `phone_number` beside the documented fields, e.g.
+//! `{"tx_reference":4671135,"identifier":"…","amount":10,"payment_reference":"13171916025",
+//! "payment_method":"T-Money","datetime":"2025-09-09T13:03:31.000Z","phone_number":"22892104312",
+//! "status":0}`. `/api/v1/status` keeps the guide's documented fields (string reference).
+//!
 //! Not documented, and assumed here (the plugin's README says so too): a wrong token on the
 //! status and balance APIs answers HTTP 401, and an unknown transaction HTTP 404, each with a
 //! JSON `{"message": ...}`.
@@ -27,6 +34,9 @@ pub const PAID: u8 = 0;
 pub const PENDING: u8 = 2;
 pub const EXPIRED: u8 = 4;
 pub const CANCELLED: u8 = 6;
+
+/// When every simulated payment happened, written as the real v2 answer writes dates.
+pub const SIMULATED_DATETIME: &str = "2026-01-09T12:30:00.000Z";
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Transaction {
@@ -144,6 +154,25 @@ impl PayGateSimulator {
     }
 }
 
+/// The `/api/v2/status` answer for a transaction, in the real shape (see the crate docs): the
+/// reference as a number, the amount in FCFA, the payer's phone number.
+pub fn v2_status_body(transaction: &Transaction) -> Value {
+    let tx_reference = transaction
+        .tx_reference
+        .parse::<u64>()
+        .map_or_else(|_| json!(transaction.tx_reference), |number| json!(number));
+    json!({
+        "tx_reference": tx_reference,
+        "identifier": transaction.identifier,
+        "amount": transaction.amount,
+        "payment_reference": transaction.payment_reference,
+        "payment_method": if transaction.network == "FLOOZ" { "FLOOZ" } else { "T-Money" },
+        "datetime": transaction.datetime,
+        "phone_number": transaction.phone_number,
+        "status": transaction.status,
+    })
+}
+
 /// The documented confirmation message.
 pub fn callback_body(transaction: &Transaction) -> Value {
     json!({
@@ -200,7 +229,7 @@ async fn pay(State(sim): State<PayGateSimulator>, headers: HeaderMap, body: Byte
         network,
         phone_number: phone,
         status: PENDING,
-        datetime: "2026-01-09 12:30:00".into(),
+        datetime: SIMULATED_DATETIME.into(),
     };
     inner.transactions.insert(identifier, transaction);
     Json(json!({"tx_reference": tx_reference, "status": 0})).into_response()
@@ -243,7 +272,7 @@ async fn page(State(sim): State<PayGateSimulator>, Query(query): Query<PageQuery
                 phone_number: "22890000000".into(),
                 status: PENDING,
                 payment_reference,
-                datetime: "2026-01-09 12:30:00".into(),
+                datetime: SIMULATED_DATETIME.into(),
             },
         );
     }
@@ -315,12 +344,7 @@ async fn status_by_identifier(
         return not_found();
     };
     match sim.lock().transactions.get(identifier) {
-        Some(tx) => Json(json!({
-            "tx_reference": tx.tx_reference, "payment_reference": tx.payment_reference,
-            "status": tx.status, "datetime": tx.datetime,
-            "payment_method": if tx.network == "FLOOZ" { "FLOOZ" } else { "T-Money" },
-        }))
-        .into_response(),
+        Some(tx) => Json(v2_status_body(tx)).into_response(),
         None => not_found(),
     }
 }
