@@ -1,4 +1,5 @@
-//! Gatehouse plugin for the Kolmisoft MOR / M2 / M4 billing API.
+//! Gatehouse plugin for the Kolmisoft M4 billing API (M4's parameter names only: MOR's
+//! `payments_get` names its filters `s_user_id`, `s_from`, … and is not spoken here).
 //!
 //! Source of truth: the "M4 API payments get" page (`shared/seeds/002`) and `providers.md`
 //! section 3. The one documented operation is the payments list, offered as the `payments`
@@ -40,7 +41,9 @@ impl Plugin for Kolmisoft {
     fn manifest() -> Manifest {
         Manifest {
             provider: "kolmisoft".into(),
-            display_name: "Kolmisoft MOR / M2 / M4 billing".into(),
+            // M4 only: the parameter names sent (`user_id_s`, `from_s`, …) and the hash order are
+            // M4's; MOR's `payments_get` uses `s_user_id`, `s_from`, `s_till`, … (README).
+            display_name: "Kolmisoft M4 billing".into(),
             plugin_version: env!("CARGO_PKG_VERSION").into(),
             operations: vec![Operation::Report],
             config_keys: account::config_keys(),
@@ -60,17 +63,34 @@ impl Plugin for Kolmisoft {
                 other.operation()
             ))),
         };
-        result.unwrap_or_else(Step::Failed)
+        without_secrets(invocation, result.unwrap_or_else(Step::Failed))
     }
 
     fn resume(
-        _invocation: &Invocation,
+        invocation: &Invocation,
         state: FlowState,
         response: &HttpResponse,
     ) -> Step<FlowState> {
-        match state {
+        let step = match state {
             FlowState::Payments => finish_payments_report(response).into(),
+        };
+        without_secrets(invocation, step)
+    }
+}
+
+/// Every error leaves the plugin through here, cleared of the account's secrets: error texts
+/// quote the server's body, and a proxy or a broken server may echo the request. The host scrubs
+/// again, as a second line of defence only.
+fn without_secrets(invocation: &Invocation, step: Step<FlowState>) -> Step<FlowState> {
+    match step {
+        Step::Failed(error) => Step::Failed(error.redacted(&invocation.account)),
+        Step::Done(mut outcome) => {
+            outcome.error = outcome
+                .error
+                .map(|error| error.redacted(&invocation.account));
+            Step::Done(outcome)
         }
+        send @ Step::Send { .. } => send,
     }
 }
 
@@ -85,8 +105,9 @@ fn start_payments_report(invocation: &Invocation) -> Result<Step<FlowState>, Pro
         extra,
     } = &invocation.command
     else {
-        return Err(ProviderError::plugin_fault(
-            "the payments report was started for another command",
+        return Err(ProviderError::wrong_command(
+            Operation::Report,
+            invocation.command.operation(),
         ));
     };
     if report != PAYMENTS_REPORT {

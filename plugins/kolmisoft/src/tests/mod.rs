@@ -111,3 +111,12 @@ pub fn full_payment(user: &str, amount: &str, currency: &str) -> String {
         ("user_balance_after_payment", "15.0000"),
     ])
 }
+
+#[test]
+fn the_manifest_claims_m4_only() {
+    use gatehouse_plugin_api::Plugin;
+    let manifest = crate::Kolmisoft::manifest();
+    assert_eq!(manifest.display_name, "Kolmisoft M4 billing");
+    assert!(!manifest.display_name.contains("MOR"));
+    assert!(manifest.status_of.is_empty());
+}

@@ -142,15 +142,10 @@ pub fn refusal(text: &str) -> ProviderError {
 }
 
 /// Maps an HTTP-level failure. The document defines none (errors travel as `<error>` in the
-/// body), so a non-2xx answer without a readable `<error>` is the web server's or a proxy's.
+/// body), so a non-2xx answer without a readable `<error>` is the web server's or a proxy's and
+/// reads the common way.
 pub fn http_error(status: u16, body: &[u8]) -> ProviderError {
-    let kind = match status {
-        401 | 403 => ErrorKind::Authentication,
-        404 => ErrorKind::NotFound,
-        429 => ErrorKind::RateLimited,
-        400..=499 => ErrorKind::InvalidRequest,
-        _ => ErrorKind::ProviderUnavailable,
-    };
+    let kind = ErrorKind::for_http_status(status);
     let hint = if status == 404 {
         " (is the account's base_url the server's `/billing` address?)"
     } else {
