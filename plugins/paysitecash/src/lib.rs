@@ -5,7 +5,7 @@
 //! (`webmasters*.php`) and affiliate (`affiliates*.php`) statistics, each as API 1 (full),
 //! API 2 (quick) and API 3 (monthly) — called by GET with the user name and the md5 of the
 //! password, and five error strings. It says nothing of the successful answer's format: see
-//! [`statistics`] for what is assumed and how tolerant the reading is.
+//! [`transformers::statistics`] for what is assumed and how tolerant the reading is.
 //!
 //! Every documented operation maps to the normalized `report` command; there is nothing else to
 //! offer (no payments, no refunds, no webhooks in this document).
@@ -14,8 +14,6 @@
 //! plugin classifies `auth error` as [`ErrorKind::Authentication`] and `too many login attemps`
 //! as [`ErrorKind::RateLimited`] so the host pauses the account before the lockout.
 
-mod errors;
-mod statistics;
 mod transformers;
 
 use gatehouse_plugin_api::{
@@ -24,8 +22,8 @@ use gatehouse_plugin_api::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::errors::{DocumentedError, http_error};
-use crate::statistics::{
+use crate::transformers::errors::{DocumentedError, http_error};
+use crate::transformers::statistics::{
     BodyError, MAX_BODY_BYTES, Statistics, decode_text, looks_binary, parse_statistics,
 };
 use crate::transformers::{

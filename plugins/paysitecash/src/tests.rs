@@ -8,7 +8,7 @@ use gatehouse_plugin_api::{
 };
 use serde_json::json;
 
-use crate::statistics::{MAX_BODY_BYTES, MAX_RAW_TEXT_CHARS, MAX_RECORDS};
+use crate::transformers::statistics::{MAX_BODY_BYTES, MAX_RAW_TEXT_CHARS, MAX_RECORDS};
 use crate::{PaysiteCash, md5_hex};
 
 const BASE: &str = "http://paysite.test/stats";

@@ -5,6 +5,9 @@
 //! Everything here is checked before any request leaves: an unknown report, a filter the chosen
 //! API does not take, a month or year the provider would refuse, a missing credential.
 
+pub mod errors;
+pub mod statistics;
+
 use std::collections::BTreeMap;
 use std::fmt;
 

@@ -100,14 +100,7 @@ impl DocumentedError {
 /// An answer outside 2xx that is not a documented error string. The document defines no HTTP
 /// statuses, so these come from the server or a proxy in front of it.
 pub fn http_error(status: u16, body: &str, api: StatisticsApi) -> ProviderError {
-    let kind = match status {
-        401 | 403 => ErrorKind::Authentication,
-        404 => ErrorKind::NotFound,
-        429 => ErrorKind::RateLimited,
-        408 | 500..=599 => ErrorKind::ProviderUnavailable,
-        400..=499 => ErrorKind::InvalidRequest,
-        _ => ErrorKind::MalformedResponse,
-    };
+    let kind = ErrorKind::for_http_status(status);
     let error = ProviderError::new(
         kind,
         format!("Paysite Cash ({}) answered HTTP {status}", api.script()),
