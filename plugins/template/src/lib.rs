@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::transformers::{
     BalanceResponse, ChargeResponse, balances, charge_outcome, charge_request, http_error,
-    may_have_acted, parse_json, without_secrets,
+    may_have_acted, parse_json,
 };
 
 /// The provider id: the name operators use in `plugins.toml` and callers in the API.
@@ -107,10 +107,10 @@ fn secrets_removed(step: Step<FlowState>, invocation: &Invocation) -> Step<FlowS
         Step::Done(mut outcome) => {
             outcome.error = outcome
                 .error
-                .map(|error| without_secrets(error, &invocation.account));
+                .map(|error| error.redacted(&invocation.account));
             Step::Done(outcome)
         }
-        Step::Failed(error) => Step::Failed(without_secrets(error, &invocation.account)),
+        Step::Failed(error) => Step::Failed(error.redacted(&invocation.account)),
         send @ Step::Send { .. } => send,
     }
 }
@@ -184,8 +184,9 @@ fn start_charge(invocation: &Invocation) -> Result<Step<FlowState>, ProviderErro
         ..
     } = &invocation.command
     else {
-        return Err(ProviderError::plugin_fault(
-            "start_charge was called for another command",
+        return Err(ProviderError::wrong_command(
+            Operation::Charge,
+            invocation.command.operation(),
         ));
     };
     if saved_account_id.is_some() {

@@ -152,7 +152,8 @@ pub fn wire_money(amount: &str, currency: &str, what: &str) -> Result<Money, Pro
 }
 
 /// Reads a JSON answer; the message names the operation and serde's reason. (serde's reason may
-/// quote the provider's text: errors leave the plugin through [`without_secrets`].)
+/// quote the provider's text: errors leave the plugin through `secrets_removed` in `lib.rs`, which uses
+/// `ProviderError::redacted`.)
 pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<T, ProviderError> {
     serde_json::from_slice(body).map_err(|error| {
         ProviderError::malformed_response(format!(
@@ -165,31 +166,24 @@ pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<
 /// message are kept so an operator sees the provider's own words; secrets are removed before the
 /// text is cut to length, so a cut can never leave part of a secret behind.
 pub fn http_error(status: u16, body: &[u8], account: &AccountConfig) -> ProviderError {
-    let kind = match status {
-        400 | 422 => ErrorKind::InvalidRequest,
-        401 | 403 => ErrorKind::Authentication,
-        402 => ErrorKind::Declined,
-        404 => ErrorKind::NotFound,
-        409 => ErrorKind::Duplicate,
-        429 => ErrorKind::RateLimited,
-        500..=599 | 408 => ErrorKind::ProviderUnavailable,
-        _ => ErrorKind::ProviderError,
-    };
+    // Template Pay documents no statuses of its own beyond its error body, so they read the common
+    // way; a provider that documents some maps those first and falls back to this.
+    let kind = ErrorKind::for_http_status(status);
     let mut error = ProviderError::new(kind, format!("Template Pay answered HTTP {status}"));
     match serde_json::from_slice::<ErrorResponse>(body) {
         Ok(ErrorResponse { error: wire }) => {
             if let Some(code) = wire.code {
-                error = error.with_provider_code(redact(&code, account));
+                error = error.with_provider_code(account.redact(&code));
             }
             if let Some(message) = wire.message {
-                error = error.with_provider_message(redact(&message, account));
+                error = error.with_provider_message(account.redact(&message));
             }
         }
         // Proxies and load balancers answer with HTML or text: keep the start of it.
         Err(_) => {
             let text = String::from_utf8_lossy(body);
             if !text.trim().is_empty() {
-                error = error.with_provider_message(redact(text.trim(), account));
+                error = error.with_provider_message(account.redact(text.trim()));
             }
         }
     }
@@ -201,31 +195,6 @@ pub fn http_error(status: u16, body: &[u8], account: &AccountConfig) -> Provider
 /// outcome is `unknown` and the host reconciles it. Other 4xx answers are refusals.
 pub fn may_have_acted(status: u16) -> bool {
     !(400..=499).contains(&status) || matches!(status, 408 | 409)
-}
-
-/// Removes the account's secrets from every text of an error. Every error leaves the plugin
-/// through this function (see `lib.rs`).
-///
-/// Providers sometimes echo what they received ("invalid key sk_live_..."), and errors carry
-/// provider text. The host scrubs known secrets again, as a second line of defence only.
-pub fn without_secrets(mut error: ProviderError, account: &AccountConfig) -> ProviderError {
-    error.message = redact(&error.message, account);
-    error.provider_code = error.provider_code.map(|code| redact(&code, account));
-    error.provider_message = error.provider_message.map(|text| redact(&text, account));
-    error
-}
-
-/// Replaces every secret of the account found in `text` with `***`.
-pub fn redact(text: &str, account: &AccountConfig) -> String {
-    let mut clean = text.to_string();
-    for secret in account.secrets.values() {
-        let value = secret.expose();
-        // Replacing a one- or two-character "secret" everywhere would destroy the message.
-        if value.len() >= 4 && clean.contains(value) {
-            clean = clean.replace(value, "***");
-        }
-    }
-    clean
 }
 
 #[cfg(test)]
@@ -280,6 +249,6 @@ mod tests {
             .into(),
             ..Default::default()
         };
-        assert_eq!(redact("bad key sk_live_abc123!", &account), "bad key ***!");
+        assert_eq!(account.redact("bad key sk_live_abc123!"), "bad key ***!");
     }
 }
