@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Err(error) =
-        gatehouse_host::Config::parse(text, std::path::Path::new("/nonexistent/fuzz/plugins.toml"))
+        gatehouse_core::Config::parse(text, std::path::Path::new("/nonexistent/fuzz/plugins.toml"))
     {
         let message = error.to_string();
         assert!(

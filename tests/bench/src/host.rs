@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use gatehouse_host::ledger::{Ledger, SqliteLedger};
-use gatehouse_host::watcher::WatchHandle;
-use gatehouse_host::{Config, Gateway};
+use gatehouse_core::watcher::WatchHandle;
+use gatehouse_core::{Config, Gateway};
+use gatehouse_ledger::{Ledger, SqliteLedger};
 use tempfile::TempDir;
 
 use crate::artifacts::{
@@ -91,7 +91,7 @@ impl BenchHost {
         let dir = work_dir()?;
         let gateway = start_gateway(dir.path(), simulator_base_url).await?;
         let watch =
-            gatehouse_host::watcher::watch(&gateway).context("watching the plugins folder")?;
+            gatehouse_core::watcher::watch(&gateway).context("watching the plugins folder")?;
         Ok(Self {
             gateway,
             dir,
@@ -103,7 +103,7 @@ impl BenchHost {
     /// "inline"` (not watched: the reload figures are the pooled gateway's).
     pub async fn inline_gateway(&self) -> anyhow::Result<Gateway> {
         let mut config = (*self.gateway.config()).clone();
-        config.host.plugin_calls = gatehouse_host::config::PluginCalls::Inline;
+        config.host.plugin_calls = gatehouse_core::config::PluginCalls::Inline;
         let gateway = Gateway::start(config).await;
         anyhow::ensure!(
             gateway.registry().active().len() == PROVIDER_PLUGINS.len(),
@@ -192,7 +192,8 @@ impl ApiHost {
                         }
                     };
                     let _ = started_sender.send(Ok((base_url, gateway.clone())));
-                    let _ = gatehouse_host::server::serve(gateway, ledger, listener, async move {
+                    let service = gatehouse_service::Service::new(gateway, ledger);
+                    let _ = gatehouse_service::server::serve(service, listener, async move {
                         let _ = stopped.await;
                     })
                     .await;

@@ -28,7 +28,7 @@ use gatehouse_bench::scenarios::{
 use gatehouse_bench::simulator::{SIMULATE_ARGUMENT, SimulatorProcess, run_child};
 use gatehouse_bench::stats::{REPORTED_PERCENTILES, added_micros, human, human_micros};
 use gatehouse_bench::targets::{Call, Path, Targets};
-use gatehouse_host::service::Service;
+use gatehouse_service::Service;
 
 /// Clients of the maximum-throughput runs.
 const CONCURRENT_CLIENTS: usize = 16;

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use abi_stable::std_types::{RSlice, RStr};
 use anyhow::{Context, bail};
-use gatehouse_host::loader::LoadedPlugin;
-use gatehouse_host::plugin_api::ffi::{FfiHttpResponse, HostStep};
-use gatehouse_host::plugin_api::plugin::{ffi_resume, ffi_start};
-use gatehouse_host::plugin_api::{AccountConfig, HttpResponse, Invocation, Plugin, Secret, Step};
-use gatehouse_host::plugin_pool::PluginPool;
+use gatehouse_core::loader::LoadedPlugin;
+use gatehouse_core::plugin_pool::PluginPool;
+use gatehouse_plugin_api::ffi::{FfiHttpResponse, HostStep};
+use gatehouse_plugin_api::plugin::{ffi_resume, ffi_start};
+use gatehouse_plugin_api::{AccountConfig, HttpResponse, Invocation, Plugin, Secret, Step};
 use gatehouse_plugin_paygateglobal::PayGateGlobal;
 
 use crate::artifacts::{PAYGATEGLOBAL_NEXT, plugin_file_name, release_library};
@@ -435,7 +435,7 @@ pub async fn hot_reload(
         // scans that loaded the file.
         if events
             .iter()
-            .any(|event| matches!(event, gatehouse_host::registry::ScanEvent::Loaded { .. }))
+            .any(|event| matches!(event, gatehouse_core::registry::ScanEvent::Loaded { .. }))
         {
             run.scan_with_change.push(elapsed);
         }

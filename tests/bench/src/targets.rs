@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use gatehouse_host::plugin_api::{Command, OutcomeStatus};
-use gatehouse_host::service::Service;
-use gatehouse_host::{DispatchRequest, Gateway};
+use gatehouse_core::Gateway;
+use gatehouse_ledger::SqliteLedger;
+use gatehouse_plugin_api::{Command, OutcomeStatus};
+use gatehouse_service::Service;
 use serde_json::{Value, json};
 
 use crate::host::{ACCOUNT, API_KEY, PROVIDER};
@@ -109,6 +110,10 @@ pub struct Targets {
     /// A second embedded gateway over the same plugins folder, with inline plugin calls.
     pub inline_gateway: Gateway,
     pub service: Service,
+    /// The library paths: each gateway behind a service whose ledger is in memory, so the path
+    /// measures the host's work per command (the door included) without the disk.
+    library_service: Service,
+    inline_service: Service,
     simulator_base_url: String,
     api_base_url: String,
     /// The platform's own client, for the direct path.
@@ -129,7 +134,15 @@ impl Targets {
         simulator_base_url: &str,
         api_base_url: &str,
     ) -> Arc<Self> {
+        let in_memory = || -> Arc<dyn gatehouse_ledger::Ledger> {
+            match SqliteLedger::open_in_memory() {
+                Ok(ledger) => Arc::new(ledger),
+                Err(error) => panic!("an in-memory ledger: {error}"),
+            }
+        };
         Arc::new(Self {
+            library_service: Service::new(gateway.clone(), in_memory()),
+            inline_service: Service::new(inline_gateway.clone(), in_memory()),
             gateway,
             inline_gateway,
             service,
@@ -152,8 +165,8 @@ impl Targets {
     pub async fn call(&self, path: Path, call: Call) -> Result<String, String> {
         match path {
             Path::Direct => self.direct(call).await.map(|()| String::new()),
-            Path::Library => self.library(&self.gateway, call).await,
-            Path::LibraryInline => self.library(&self.inline_gateway, call).await,
+            Path::Library => self.library(&self.library_service, call).await,
+            Path::LibraryInline => self.library(&self.inline_service, call).await,
             Path::HttpApi => self.http_api(call).await,
         }
     }
@@ -201,18 +214,18 @@ impl Targets {
         }
     }
 
-    async fn library(&self, gateway: &Gateway, call: Call) -> Result<String, String> {
+    async fn library(&self, service: &Service, call: Call) -> Result<String, String> {
         let command = match call {
             Call::Charge => self.charge.clone(),
             Call::Balance => self.balance.clone(),
         };
-        let dispatched = gateway
-            .dispatch_request(DispatchRequest::new(PROVIDER, ACCOUNT, command))
+        let answer = service
+            .execute(PROVIDER, ACCOUNT, command, None)
             .await
             .map_err(|error| format!("library: {error}"))?;
-        check_status(call, dispatched.outcome.status)
+        check_status(call, answer.outcome.status)
             .map_err(|problem| format!("library: {problem}"))?;
-        Ok(dispatched.plugin_version)
+        Ok(answer.plugin_version.unwrap_or_default())
     }
 
     async fn http_api(&self, call: Call) -> Result<String, String> {

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-use gatehouse_host::plugin_api::{Command as PluginCommand, Outcome};
-use gatehouse_host::watcher::WatchHandle;
-use gatehouse_host::{Config, DispatchError, DispatchRequest, Dispatched, Gateway};
+use gatehouse_core::watcher::WatchHandle;
+use gatehouse_core::{Config, DispatchError, Gateway};
+use gatehouse_plugin_api::{Command as PluginCommand, Outcome};
+use gatehouse_service::{CommandAnswer, Service, ServiceError};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -76,14 +77,7 @@ pub fn library(package: &str) -> PathBuf {
         // The `gatehouse` executable too: some tests run the real binary.
         let status = Command::new(env!("CARGO"))
             .current_dir(workspace_root())
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "gatehouse-host",
-                "--bin",
-                "gatehouse",
-            ])
+            .args(["build", "--quiet", "-p", "gatehouse", "--bin", "gatehouse"])
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building the gatehouse binary failed");
@@ -144,9 +138,7 @@ pub fn gatehouse_binary() -> PathBuf {
 }
 
 fn package_dir(package: &str) -> String {
-    if package == "gatehouse-host" {
-        "host".to_string()
-    } else if let Some(provider) = package.strip_prefix("gatehouse-plugin-") {
+    if let Some(provider) = package.strip_prefix("gatehouse-plugin-") {
         format!("plugins/{provider}")
     } else if let Some(fixture) = package.strip_prefix("gatehouse-fixture-") {
         format!("tests/fixtures/{fixture}")
@@ -175,9 +167,11 @@ pub fn plugin_file_name(provider: &str) -> String {
 /// The bearer key test hosts accept.
 pub const API_KEY: &str = "test-api-key-0123456789";
 
-/// A running host over a temporary folder holding `plugins/` and `plugins.toml`.
+/// A running host over a temporary folder holding `plugins/`, `plugins.toml` and the ledger
+/// (`ledger.sqlite`): every command goes through the service, the one door a platform uses.
 pub struct TestHost {
     pub gateway: Gateway,
+    pub service: Service,
     pub dir: TempDir,
     watch: Option<WatchHandle>,
 }
@@ -206,9 +200,10 @@ impl TestHost {
         )
         .expect("write plugins.toml");
         let config = Config::load(&config_path).expect("test configuration is valid");
-        let gateway = Gateway::start(config).await;
+        let service = Service::open(config).await.expect("the service opens");
         Self {
-            gateway,
+            gateway: service.gateway().clone(),
+            service,
             dir,
             watch: None,
         }
@@ -224,10 +219,10 @@ impl TestHost {
 
     /// Starts watching the plugins folder and `plugins.toml` for changes.
     pub fn watch(&mut self) {
-        self.watch = Some(gatehouse_host::watcher::watch(&self.gateway).expect("watch"));
+        self.watch = Some(gatehouse_core::watcher::watch(&self.gateway).expect("watch"));
     }
 
-    /// Runs a command given as JSON (`{"operation": "charge", ...}`).
+    /// Runs a command given as JSON (`{"operation": "charge", ...}`) through the service.
     pub async fn call(
         &self,
         provider: &str,
@@ -236,24 +231,33 @@ impl TestHost {
     ) -> Result<Outcome, DispatchError> {
         self.call_full(provider, account, command)
             .await
-            .map(|dispatched| dispatched.outcome)
+            .map(|answer| answer.outcome)
     }
 
-    /// Runs a command and returns everything the dispatch reports.
+    /// Runs a command and returns the whole answer. The gateway's refusals and errors come back
+    /// as they are; a ledger failure fails the test (no test here expects one).
     pub async fn call_full(
         &self,
         provider: &str,
         account: &str,
         command: Value,
-    ) -> Result<Dispatched, DispatchError> {
-        let command: PluginCommand =
-            serde_json::from_value(command).expect("test command is valid JSON for the contract");
-        self.gateway
-            .dispatch_request(DispatchRequest::new(provider, account, command))
-            .await
+    ) -> Result<CommandAnswer, DispatchError> {
+        self.call_keyed(provider, account, command, None).await
     }
 
-    /// Delivers an inbound webhook body, as the HTTP API would.
+    /// Runs a command under an idempotency key.
+    pub async fn call_keyed(
+        &self,
+        provider: &str,
+        account: &str,
+        command: Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<CommandAnswer, DispatchError> {
+        execute(&self.service, provider, account, command, idempotency_key).await
+    }
+
+    /// Delivers an inbound webhook body, as the HTTP API would, and returns the plugin's
+    /// verdict as an outcome (its `details` hold the webhook result).
     pub async fn webhook(
         &self,
         provider: &str,
@@ -261,13 +265,17 @@ impl TestHost {
         headers: Vec<(String, String)>,
         body: &[u8],
     ) -> Result<Outcome, DispatchError> {
-        let mut request =
-            DispatchRequest::new(provider, account, PluginCommand::Webhook { headers });
-        request.inbound_body = body.to_vec();
-        self.gateway
-            .dispatch_request(request)
-            .await
-            .map(|dispatched| dispatched.outcome)
+        let prepared =
+            self.gateway
+                .prepare(provider, account, PluginCommand::Webhook { headers })?;
+        match prepared.into_door() {
+            gatehouse_core::Door::Direct(command) => self
+                .gateway
+                .dispatch(command.with_inbound_body(body.to_vec()))
+                .await
+                .map(|dispatched| dispatched.outcome),
+            gatehouse_core::Door::Recorded(_) => unreachable!("webhooks are not recorded"),
+        }
     }
 
     /// Waits (up to `timeout`) until `condition` holds, polling.
@@ -285,6 +293,55 @@ impl TestHost {
         }
         condition(&self.gateway)
     }
+}
+
+/// Runs a command given as JSON through `service` (the one door), under an optional idempotency
+/// key. The gateway's refusals and errors come back as they are; a ledger failure fails the test
+/// (no test here expects one).
+pub async fn execute(
+    service: &Service,
+    provider: &str,
+    account: &str,
+    command: Value,
+    idempotency_key: Option<&str>,
+) -> Result<CommandAnswer, DispatchError> {
+    let command: PluginCommand =
+        serde_json::from_value(command).expect("test command is valid JSON for the contract");
+    match service
+        .execute(
+            provider,
+            account,
+            command,
+            idempotency_key.map(str::to_string),
+        )
+        .await
+    {
+        Ok(answer) => Ok(answer),
+        Err(ServiceError::Dispatch(error)) => Err(error),
+        Err(ServiceError::RecordedRefusal { message, .. }) => {
+            Err(DispatchError::InvalidCommand { message })
+        }
+        Err(other) => panic!("the service failed: {other}"),
+    }
+}
+
+/// Runs the calling test alone in a process of its own (this test binary, run again with just
+/// that test) when it measures the process itself — memory, descriptors, threads — which the
+/// other tests of this one binary would disturb. Returns `true` in that process, where the test
+/// body runs; in the parent it waits for the child, fails if the child failed, and returns
+/// `false`.
+pub fn in_own_process(test_path: &str) -> bool {
+    const ALONE: &str = "GATEHOUSE_E2E_ALONE";
+    if std::env::var_os(ALONE).is_some() {
+        return true;
+    }
+    let status = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([test_path, "--exact", "--test-threads=1", "--nocapture"])
+        .env(ALONE, "1")
+        .status()
+        .expect("the test binary runs");
+    assert!(status.success(), "{test_path} failed in its own process");
+    false
 }
 
 /// Log output of the host, captured for the secret-leak tests.
@@ -325,7 +382,8 @@ pub fn init_logging() {
 pub struct ApiHost {
     pub host: TestHost,
     pub base_url: String,
-    pub ledger: std::sync::Arc<dyn gatehouse_host::ledger::Ledger>,
+    /// The same ledger file, opened apart for the tests' own reads.
+    pub ledger: std::sync::Arc<dyn gatehouse_ledger::Ledger>,
     pub client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -334,8 +392,8 @@ pub struct ApiHost {
 impl ApiHost {
     pub async fn start(packages: &[&str], accounts_toml: &str) -> Self {
         let host = TestHost::start(packages, accounts_toml).await;
-        let ledger: std::sync::Arc<dyn gatehouse_host::ledger::Ledger> = std::sync::Arc::new(
-            gatehouse_host::ledger::SqliteLedger::open(&host.dir.path().join("ledger.sqlite"))
+        let ledger: std::sync::Arc<dyn gatehouse_ledger::Ledger> = std::sync::Arc::new(
+            gatehouse_ledger::SqliteLedger::open(&host.dir.path().join("ledger.sqlite"))
                 .expect("ledger"),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -343,9 +401,8 @@ impl ApiHost {
             .expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("address"));
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(gatehouse_host::server::serve(
-            host.gateway.clone(),
-            ledger.clone(),
+        let server = tokio::spawn(gatehouse_service::server::serve(
+            host.service.clone(),
             listener,
             async move {
                 let _ = stopped.await;

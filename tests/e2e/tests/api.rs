@@ -417,15 +417,15 @@ async fn plugins_metrics_and_the_openapi_document() {
         .text()
         .await
         .expect("text");
-    assert_eq!(served, gatehouse_host::service::api::OPENAPI_JSON);
+    assert_eq!(served, gatehouse_service::api::OPENAPI_JSON);
 }
 
 #[test]
 fn the_openapi_document_and_the_router_do_not_drift() {
     let document: Value =
-        serde_json::from_str(gatehouse_host::service::api::OPENAPI_JSON).expect("valid JSON");
+        serde_json::from_str(gatehouse_service::api::OPENAPI_JSON).expect("valid JSON");
     let paths = document["paths"].as_object().expect("paths");
-    let table = gatehouse_host::service::api::route_table();
+    let table = gatehouse_service::api::route_table();
     let mut documented = std::collections::BTreeSet::new();
     for (path, methods) in paths {
         for method in methods.as_object().expect("methods").keys() {

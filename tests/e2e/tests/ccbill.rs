@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use gatehouse_core::DispatchError;
 use gatehouse_e2e::TestHost;
-use gatehouse_host::DispatchError;
-use gatehouse_host::plugin_api::{ErrorKind, Outcome, OutcomeStatus};
+use gatehouse_plugin_api::{ErrorKind, Outcome, OutcomeStatus};
 use gatehouse_sim_ccbill::CcBillSimulator;
 use gatehouse_sim_common::{Fault, RunningSimulator};
 use serde_json::{Value, json};
@@ -19,7 +19,7 @@ const SUB_PASSWORD: &str = "Sub S3cret+pass/0001";
 const WRONG_PASSWORD: &str = "Wrong P@ss&guess=7";
 
 fn form_encoded(text: &str) -> String {
-    gatehouse_host::plugin_api::http::encode_form(&[("", text)])
+    gatehouse_plugin_api::http::encode_form(&[("", text)])
         .trim_start_matches('=')
         .to_string()
 }

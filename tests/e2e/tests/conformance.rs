@@ -5,13 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gatehouse_e2e::library;
-use gatehouse_host::conformance::{
+use gatehouse::conformance::{
     CHECK_CONTRACT, CHECK_ERRORS_WELL_FORMED, CHECK_MANIFEST, CHECK_NO_SECRET_IN_ERRORS,
     CHECK_NO_SECRET_IN_URLS, CHECK_SAME_ORIGIN, CHECK_SENSITIVE_HEADERS, ConformanceReport,
     check_plugin_file, operation_check_name,
 };
-use gatehouse_host::plugin_api::Operation;
+use gatehouse_e2e::library;
+use gatehouse_plugin_api::Operation;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -96,7 +96,7 @@ fn the_template_report_is_readable() {
     assert_eq!(report.plugin_version.as_deref(), Some("0.1.0"));
     assert_eq!(
         report.contract_version.as_deref(),
-        Some(gatehouse_host::plugin_api::CONTRACT_VERSION)
+        Some(gatehouse_plugin_api::CONTRACT_VERSION)
     );
     let names: Vec<&str> = report
         .checks
@@ -399,7 +399,7 @@ async fn guide_walkthrough() {
         .expect("balance through the deployed plugin");
     assert_eq!(
         outcome.status,
-        gatehouse_host::plugin_api::OutcomeStatus::Succeeded
+        gatehouse_plugin_api::OutcomeStatus::Succeeded
     );
     assert!(
         provider
@@ -447,7 +447,7 @@ async fn guide_walkthrough() {
         .expect("balance after the roll-back");
     assert_eq!(
         outcome.status,
-        gatehouse_host::plugin_api::OutcomeStatus::Succeeded
+        gatehouse_plugin_api::OutcomeStatus::Succeeded
     );
 
     // Every command block of the guide was run above.

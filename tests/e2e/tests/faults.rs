@@ -8,7 +8,7 @@
 //! provider's true state (checked against the simulator's own records), nothing is lost and
 //! nothing is done twice.
 
-mod reliability;
+use crate::reliability;
 
 use std::time::Duration;
 

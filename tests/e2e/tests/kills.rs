@@ -5,7 +5,7 @@
 //! charges and payouts hold their true outcome (CCBill's flagged `needs_operator`, since it has no
 //! status operation).
 
-mod reliability;
+use crate::reliability;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

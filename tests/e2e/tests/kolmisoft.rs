@@ -5,9 +5,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+use gatehouse_core::DispatchError;
 use gatehouse_e2e::{TestHost, captured_logs};
-use gatehouse_host::DispatchError;
-use gatehouse_host::plugin_api::{
+use gatehouse_plugin_api::{
     Details, ErrorKind, Outcome, OutcomeStatus, ProviderError, ReportRecord,
 };
 use gatehouse_sim_common::{Fault, RunningSimulator};

@@ -2,7 +2,7 @@
 //! time: no errors but the injected ones, every money-moving command in the ledger once, and
 //! this process's memory (VmRSS) and open file descriptors before and after within stated bounds.
 
-mod reliability;
+use crate::reliability;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -234,9 +234,9 @@ async fn sustained_traffic_across_all_five_providers() {
     );
     // Every money-moving command is in the ledger, once.
     // (More than the API's page of 1000: read the ledger directly.)
-    let entries: BTreeMap<String, gatehouse_host::ledger::Entry> = api
+    let entries: BTreeMap<String, gatehouse_ledger::Entry> = api
         .ledger
-        .list(&gatehouse_host::ledger::ListFilter {
+        .list(&gatehouse_ledger::ListFilter {
             limit: 1_000_000,
             ..Default::default()
         })

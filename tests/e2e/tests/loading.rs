@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use gatehouse_core::DispatchError;
+use gatehouse_core::registry::ScanEvent;
 use gatehouse_e2e::{TestHost, install, library, plugin_file_name, standalone_library};
-use gatehouse_host::DispatchError;
-use gatehouse_host::plugin_api::{ErrorKind, OutcomeStatus};
-use gatehouse_host::registry::ScanEvent;
+use gatehouse_plugin_api::{ErrorKind, OutcomeStatus};
 use gatehouse_sim_common::{Fault, RunningSimulator};
 use gatehouse_sim_paygateglobal::PayGateSimulator;
 use serde_json::json;
@@ -73,7 +73,7 @@ async fn hot_reload_under_load_fails_no_request() {
                     .await
                 {
                     Ok(dispatched) if dispatched.outcome.status == OutcomeStatus::Succeeded => {
-                        if dispatched.plugin_version == "1.1.0" {
+                        if dispatched.plugin_version.as_deref() == Some("1.1.0") {
                             served_by_new.fetch_add(1, Ordering::SeqCst);
                         }
                     }
@@ -114,7 +114,8 @@ async fn hot_reload_under_load_fails_no_request() {
         .expect("task")
         .expect("the in-flight request finished");
     assert_eq!(
-        slow.plugin_version, "1.0.0",
+        slow.plugin_version.as_deref(),
+        Some("1.0.0"),
         "a request finishes on the version it started with"
     );
     assert_eq!(
@@ -130,7 +131,7 @@ async fn hot_reload_under_load_fails_no_request() {
         .call_full("paygateglobal", "main", json!({"operation": "balance"}))
         .await
         .expect("after the swap");
-    assert_eq!(after.plugin_version, "1.1.0");
+    assert_eq!(after.plugin_version.as_deref(), Some("1.1.0"));
     assert!(total > 16, "the load was real ({total} requests)");
 }
 
@@ -253,7 +254,7 @@ async fn misbehaving_plugins_fail_their_own_request_only() {
 async fn inline_plugin_calls_keep_faults_to_their_own_request() {
     let (host, _simulator, running) = paygate_host().await;
     let mut config = (*host.gateway.config()).clone();
-    config.host.plugin_calls = gatehouse_host::config::PluginCalls::Inline;
+    config.host.plugin_calls = gatehouse_core::config::PluginCalls::Inline;
     host.gateway.set_config(config);
     misbehaving_plugin_fails_only_its_own_requests(&host, &running, false).await;
     let charge = host

@@ -4,9 +4,9 @@
 //! extremes of `i64`, and amounts with more decimals than the currency allows refused, never
 //! rounded.
 
-mod reliability;
+use crate::reliability;
 
-use gatehouse_host::plugin_api::{Currency, HttpResponse, Money, MoneyError, OutcomeStatus};
+use gatehouse_plugin_api::{Currency, HttpResponse, Money, MoneyError, OutcomeStatus};
 use proptest::prelude::*;
 use reliability::{drive, invocation, loaded_plugin};
 use serde_json::json;

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use gatehouse_core::DispatchError;
 use gatehouse_e2e::TestHost;
-use gatehouse_host::DispatchError;
-use gatehouse_host::plugin_api::{Details, ErrorKind, OutcomeStatus};
+use gatehouse_plugin_api::{Details, ErrorKind, OutcomeStatus};
 use gatehouse_sim_common::{Fault, RunningSimulator};
 use gatehouse_sim_paygateglobal::{CANCELLED, EXPIRED, PAID, PayGateSimulator};
 use serde_json::json;
@@ -168,22 +168,35 @@ async fn documented_error_statuses() {
     );
 }
 
+/// A retry after a lost answer, under the caller's idempotency key, is answered from the ledger:
+/// the provider never sees the identifier twice (the plugin's handling of PayGateGlobal's code 6,
+/// "duplicate identifier", for a resend from elsewhere is covered by its unit tests).
 #[tokio::test]
-async fn a_duplicate_identifier_reports_the_existing_transaction() {
+async fn a_retry_with_the_same_key_is_answered_from_the_ledger() {
     let (host, simulator, _running) = setup().await;
     let first = host
-        .call_full("paygateglobal", "main", charge("90123456"))
+        .call_keyed(
+            "paygateglobal",
+            "main",
+            charge("90123456"),
+            Some("order-77"),
+        )
         .await
         .expect("charge");
     let identifier = first.reference.clone().expect("reference");
     simulator.settle(&identifier, PAID).await;
-    // The same reference again (a retry after a lost answer): the provider says 6, the plugin
-    // looks the identifier up and reports the real state instead of a failure.
-    let command = serde_json::from_value(charge("90123456")).expect("command");
-    let mut request = gatehouse_host::DispatchRequest::new("paygateglobal", "main", command);
-    request.reference = Some(identifier.clone());
-    let retry = host.gateway.dispatch_request(request).await.expect("retry");
-    assert_eq!(retry.outcome.status, OutcomeStatus::Succeeded);
+    let retry = host
+        .call_keyed(
+            "paygateglobal",
+            "main",
+            charge("90123456"),
+            Some("order-77"),
+        )
+        .await
+        .expect("retry");
+    assert!(retry.replayed, "{retry:?}");
+    assert_eq!(retry.reference.as_deref(), Some(identifier.as_str()));
+    assert_eq!(retry.provider_requests, 0);
     assert_eq!(
         retry.outcome.provider_reference,
         first.outcome.provider_reference

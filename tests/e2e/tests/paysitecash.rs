@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use gatehouse_core::DispatchError;
 use gatehouse_e2e::{TestHost, captured_logs};
-use gatehouse_host::DispatchError;
-use gatehouse_host::plugin_api::{Details, ErrorKind, Outcome, OutcomeStatus, ProviderError};
+use gatehouse_plugin_api::{Details, ErrorKind, Outcome, OutcomeStatus, ProviderError};
 use gatehouse_sim_common::{Fault, RunningSimulator};
 use gatehouse_sim_paysitecash::{PaysiteCashSimulator, md5_hex};
 use serde_json::{Value, json};
@@ -57,7 +57,7 @@ fn provider_error(result: Result<Outcome, DispatchError>) -> ProviderError {
     }
 }
 
-fn records(outcome: &Outcome) -> &[gatehouse_host::plugin_api::ReportRecord] {
+fn records(outcome: &Outcome) -> &[gatehouse_plugin_api::ReportRecord] {
     assert_eq!(outcome.status, OutcomeStatus::Succeeded);
     match &outcome.details {
         Details::Report { records, .. } => records,

@@ -5,7 +5,7 @@
 //! and a refund Xsolla never made was recorded `succeeded` because its charge was `done`. Now an
 //! unknown refund goes to an operator; this test checks no reconciled state contradicts Xsolla.
 
-mod reliability;
+use crate::reliability;
 
 use gatehouse_e2e::ApiHost;
 use gatehouse_sim_common::Fault;

@@ -4,7 +4,7 @@
 //! api_key)`; a provider or proxy that echoes that header gets the Base64 credential (as good as
 //! the API key) into the API's error answer, the ledger and the logs.
 
-mod reliability;
+use crate::reliability;
 
 use gatehouse_e2e::{ApiHost, captured_logs};
 use gatehouse_sim_common::Fault;

@@ -4,10 +4,10 @@
 //! are not stored twice and forged signatures are refused; a plugins folder writable by others
 //! is refused.
 
-mod reliability;
+use crate::reliability;
 
 use gatehouse_e2e::{API_KEY, ApiHost, captured_logs, install, library, plugin_file_name};
-use gatehouse_host::service::api::ROUTES;
+use gatehouse_service::api::ROUTES;
 use gatehouse_sim_common::Fault;
 use gatehouse_sim_xsolla::{Credentials, SignatureMode};
 use reliability::{

@@ -4,17 +4,18 @@
 //! answers nonsense (an unparsable URL, a header with a line break, an endless flow, impossible
 //! amounts).
 
-mod reliability;
+use crate::reliability;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use gatehouse_e2e::{init_logging, install, library, plugin_file_name};
-use gatehouse_host::loader::sha256_hex;
-use gatehouse_host::plugin_api::{Details, ErrorKind, OutcomeStatus};
-use gatehouse_host::registry::ScanEvent;
-use gatehouse_host::{Config, DispatchError, DispatchRequest, Gateway};
+use gatehouse_core::loader::sha256_hex;
+use gatehouse_core::registry::ScanEvent;
+use gatehouse_core::{Config, DispatchError, Gateway};
+use gatehouse_e2e::{execute, init_logging, install, library, plugin_file_name};
+use gatehouse_plugin_api::{Details, ErrorKind, OutcomeStatus};
+use gatehouse_service::{CommandAnswer, Service};
 use gatehouse_sim_common::{Fault, RunningSimulator};
 use gatehouse_sim_paygateglobal::PayGateSimulator;
 use reliability::{PGG_TOKEN, figure, vm_rss_kib};
@@ -45,6 +46,7 @@ fn nonsense_library() -> std::path::PathBuf {
 
 struct Host {
     gateway: Gateway,
+    service: Service,
     dir: TempDir,
     _simulator: PayGateSimulator,
     running: RunningSimulator,
@@ -62,11 +64,15 @@ impl Host {
             .expect("scan")
     }
 
-    async fn balance(&self, provider: &str) -> Result<gatehouse_host::Dispatched, DispatchError> {
-        let command = serde_json::from_value(json!({"operation": "balance"})).expect("command");
-        self.gateway
-            .dispatch_request(DispatchRequest::new(provider, "main", command))
-            .await
+    async fn balance(&self, provider: &str) -> Result<CommandAnswer, DispatchError> {
+        execute(
+            &self.service,
+            provider,
+            "main",
+            json!({"operation": "balance"}),
+            None,
+        )
+        .await
     }
 
     async fn wait_for(&self, timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
@@ -115,9 +121,12 @@ async fn host(first: &str, max_loaded_libraries: usize) -> Host {
         ),
     )
     .expect("config");
-    let gateway = Gateway::start(Config::load(&config).expect("config is valid")).await;
+    let service = Service::open(Config::load(&config).expect("config is valid"))
+        .await
+        .expect("the service opens");
     Host {
-        gateway,
+        gateway: service.gateway().clone(),
+        service,
         dir,
         _simulator: simulator,
         running,
@@ -169,7 +178,7 @@ async fn a_hundred_rewrites_under_load_fail_no_request() {
     const REWRITES: usize = 100;
     const SERIES: usize = 10;
     let host = Arc::new(host(PGG_NEXT, 256).await);
-    let watch = gatehouse_host::watcher::watch(&host.gateway).expect("watch");
+    let watch = gatehouse_core::watcher::watch(&host.gateway).expect("watch");
     assert_eq!(host.version().as_deref(), Some("1.1.0"));
     let target = host.plugins().join(plugin_file_name("paygateglobal"));
     let stop = Arc::new(AtomicBool::new(false));
@@ -286,8 +295,9 @@ async fn a_hundred_rewrites_under_load_fail_no_request() {
         host.balance("paygateglobal")
             .await
             .expect("serves")
-            .plugin_version,
-        "1.1.0"
+            .plugin_version
+            .as_deref(),
+        Some("1.1.0")
     );
     let storm_growth = rss_storm.saturating_sub(rss_before);
     let series_growth = rss_series.saturating_sub(rss_storm);
@@ -352,7 +362,10 @@ async fn a_reload_past_max_loaded_libraries_is_refused_and_the_old_version_serve
         .await
         .expect("the old version keeps serving");
     assert_eq!(
-        (after.outcome.status, after.plugin_version.as_str()),
+        (
+            after.outcome.status,
+            after.plugin_version.as_deref().unwrap_or_default()
+        ),
         (OutcomeStatus::Succeeded, "1.0.0")
     );
     assert_eq!(
@@ -391,13 +404,10 @@ async fn a_file_removed_while_in_use_lets_its_requests_finish() {
     let charge = tokio::spawn({
         let host = host.clone();
         async move {
-            let command = serde_json::from_value(json!({"operation": "charge",
+            let command = json!({"operation": "charge",
                 "amount": {"minor_units": 500, "currency": "XOF"}, "customer": {"phone": "90123456"},
-                "payment_method": "FLOOZ"}))
-            .expect("command");
-            host.gateway
-                .dispatch_request(DispatchRequest::new("paygateglobal", "main", command))
-                .await
+                "payment_method": "FLOOZ"});
+            execute(&host.service, "paygateglobal", "main", command, None).await
         }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -414,7 +424,10 @@ async fn a_file_removed_while_in_use_lets_its_requests_finish() {
         .expect("task")
         .expect("the in-flight read finished");
     assert_eq!(
-        (balance.outcome.status, balance.plugin_version.as_str()),
+        (
+            balance.outcome.status,
+            balance.plugin_version.as_deref().unwrap_or_default()
+        ),
         (OutcomeStatus::Succeeded, "1.0.0")
     );
     let charge = charge
@@ -470,8 +483,9 @@ async fn a_file_overwritten_in_place_is_never_half_loaded() {
         host.balance("paygateglobal")
             .await
             .expect("serves")
-            .plugin_version,
-        "1.0.0"
+            .plugin_version
+            .as_deref(),
+        Some("1.0.0")
     );
     std::fs::write(&target, &next).expect("whole");
     host.reload().await;
@@ -494,11 +508,8 @@ async fn a_plugin_answering_nonsense_fails_only_its_own_requests() {
     );
     host.reload().await;
     assert!(host.gateway.registry().get("nonsense").is_some());
-    let dispatch = |command: serde_json::Value| {
-        let command = serde_json::from_value(command).expect("command");
-        host.gateway
-            .dispatch_request(DispatchRequest::new("nonsense", "main", command))
-    };
+    let dispatch =
+        |command: serde_json::Value| execute(&host.service, "nonsense", "main", command, None);
     let calls = || host.running.calls.all().len();
 
     // An unparsable URL: never sent; a charge that cannot have happened is `failed`.
@@ -548,7 +559,7 @@ async fn a_plugin_answering_nonsense_fails_only_its_own_requests() {
         Err(other) => panic!("unexpected {other:?}"),
     }
     assert!(
-        requests_sent <= gatehouse_host::gateway::MAX_FLOW_STEPS,
+        requests_sent <= gatehouse_plugin_api::flow::MAX_FLOW_STEPS,
         "{requests_sent} requests"
     );
 

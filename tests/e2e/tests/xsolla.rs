@@ -1,8 +1,8 @@
 //! Xsolla Pay Station end to end: the real host, the real plugin cdylib, the simulator over HTTP.
 
+use gatehouse_core::DispatchError;
 use gatehouse_e2e::TestHost;
-use gatehouse_host::DispatchError;
-use gatehouse_host::plugin_api::{Currency, Details, ErrorKind, Money, Outcome, OutcomeStatus};
+use gatehouse_plugin_api::{Currency, Details, ErrorKind, Money, Outcome, OutcomeStatus};
 use gatehouse_sim_common::{Fault, RunningSimulator};
 use gatehouse_sim_xsolla::{Credentials, SignatureMode, XsollaSimulator};
 use serde_json::{Value, json};

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use gatehouse_core::loader::{LoadedPlugin, load_plugin};
 use gatehouse_e2e::{ApiHost, library};
-use gatehouse_host::loader::{LoadedPlugin, load_plugin};
-use gatehouse_host::plugin_api::ffi::{FfiHttpResponse, HostStep};
-use gatehouse_host::plugin_api::{HttpRequest, HttpResponse, Outcome, ProviderError};
+use gatehouse_plugin_api::ffi::{FfiHttpResponse, HostStep};
+use gatehouse_plugin_api::{HttpRequest, HttpResponse, Outcome, ProviderError};
 use gatehouse_sim_ccbill::CcBillSimulator;
 use gatehouse_sim_common::RunningSimulator;
 use gatehouse_sim_kolmisoft::{KolmisoftSimulator, Payment};
@@ -62,7 +62,7 @@ pub fn known_secrets() -> Vec<String> {
 }
 
 pub fn form_encoded(text: &str) -> String {
-    gatehouse_host::plugin_api::http::encode_form(&[("", text)])
+    gatehouse_plugin_api::http::encode_form(&[("", text)])
         .trim_start_matches('=')
         .to_string()
 }

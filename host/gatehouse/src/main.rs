@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gatehouse_host::plugin_api::Command as PluginCommand;
-use gatehouse_host::{Config, DispatchError, DispatchRequest, Gateway};
+use gatehouse::exit;
+use gatehouse_core::{Config, Gateway};
+use gatehouse_plugin_api::Command as PluginCommand;
+use gatehouse_service::{ApiError, Service};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -36,7 +38,8 @@ enum Commands {
         #[arg(long)]
         json: bool,
     },
-    /// Run one normalized command and print its outcome as JSON.
+    /// Run one normalized command and print its outcome as JSON. Money-moving commands and
+    /// payment pages are recorded in the configured ledger before they are sent, like the API's.
     Call {
         provider: String,
         /// charge, refund, report, affiliate_payout, affiliate_refund, status, balance,
@@ -48,9 +51,10 @@ enum Commands {
         /// The command's fields as a JSON object (without `operation`).
         #[arg(long, default_value = "{}")]
         json: String,
-        /// The host-made reference to use (for a retry of a money-moving command).
+        /// An idempotency key: a retry with the same key and command is answered from the ledger
+        /// and never reaches the provider twice.
         #[arg(long)]
-        reference: Option<String>,
+        idempotency_key: Option<String>,
     },
     /// Run the host and its HTTP API: load plugins, watch the folder and the configuration,
     /// reconcile in the background, until SIGTERM or Ctrl-C.
@@ -129,7 +133,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("gatehouse: {error:#}");
-            ExitCode::from(2)
+            ExitCode::from(exit::BAD_INVOCATION)
         }
     }
 }
@@ -147,14 +151,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Plugins { json } => {
             let gateway = Gateway::start(config).await;
             print_plugins(&gateway, json)?;
-            Ok(ExitCode::SUCCESS)
+            // A refused plugin file is something an operator must see, in a script too.
+            Ok(if gateway.registry().failures().is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(exit::REFUSED)
+            })
         }
         Commands::Call {
             provider,
             operation,
             account,
             json,
-            reference,
+            idempotency_key,
         } => {
             let mut fields: Value = serde_json::from_str(&json).context("--json is not JSON")?;
             let object = fields
@@ -163,23 +172,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             object.insert("operation".into(), Value::String(operation.clone()));
             let command: PluginCommand = serde_json::from_value(fields)
                 .with_context(|| format!("not a valid `{operation}` command"))?;
-            let gateway = Gateway::start(config).await;
-            let mut request = DispatchRequest::new(&provider, &account, command);
-            request.reference = reference;
-            match gateway.dispatch_request(request).await {
-                Ok(dispatched) => {
-                    let mut answer = serde_json::to_value(&dispatched.outcome)?;
-                    if let Some(reference) = dispatched.reference {
-                        answer["reference"] = json!(reference);
-                    }
-                    answer["plugin_version"] = json!(dispatched.plugin_version);
+            let service = match Service::open(config).await {
+                Ok(service) => service,
+                Err(error) => return Ok(print_error(ApiError::from(error))),
+            };
+            match service
+                .execute(&provider, &account, command, idempotency_key)
+                .await
+            {
+                Ok(answer) => {
                     println!("{}", serde_json::to_string_pretty(&answer)?);
-                    Ok(ExitCode::SUCCESS)
+                    Ok(exit::for_outcome(answer.outcome.status))
                 }
-                Err(error) => {
-                    println!("{}", serde_json::to_string_pretty(&error_json(&error))?);
-                    Ok(ExitCode::FAILURE)
-                }
+                Err(error) => Ok(print_error(ApiError::from(error))),
             }
         }
         Commands::Serve => {
@@ -189,9 +194,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Reconcile {
             sending_min_age_secs,
         } => {
-            let ledger = open_ledger(&config)?;
-            let gateway = Gateway::start(config).await;
-            let service = gatehouse_host::service::Service::new(gateway, ledger);
+            let service = match Service::open(config).await {
+                Ok(service) => service,
+                Err(error) => return Ok(print_error(ApiError::from(error))),
+            };
             let report = service
                 .reconcile_with(10_000, std::time::Duration::from_secs(sending_min_age_secs))
                 .await;
@@ -199,7 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if report.errors.is_empty() {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::FAILURE
+                ExitCode::from(exit::HOST_FAILURE)
             })
         }
         #[cfg(feature = "sandbox")]
@@ -211,7 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn plugin_tool(command: &PluginCommands) -> anyhow::Result<ExitCode> {
     match command {
         PluginCommands::Check { file, json } => {
-            let report = gatehouse_host::conformance::check_plugin_file(file);
+            let report = gatehouse::conformance::check_plugin_file(file);
             if *json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -220,11 +226,11 @@ fn plugin_tool(command: &PluginCommands) -> anyhow::Result<ExitCode> {
             Ok(if report.passed() {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::FAILURE
+                ExitCode::from(exit::REFUSED)
             })
         }
         PluginCommands::New { name, destination } => {
-            let created = gatehouse_host::scaffold::new_plugin(name, destination)?;
+            let created = gatehouse::scaffold::new_plugin(name, destination)?;
             println!("created {}", created.display());
             println!(
                 "next: add it to the workspace (plugins/* is globbed), then `cargo test -p gatehouse-plugin-{name}`"
@@ -234,30 +240,23 @@ fn plugin_tool(command: &PluginCommands) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn open_ledger(
-    config: &Config,
-) -> anyhow::Result<std::sync::Arc<dyn gatehouse_host::ledger::Ledger>> {
-    let ledger = gatehouse_host::ledger::SqliteLedger::open(&config.host.ledger)
-        .with_context(|| format!("cannot open the ledger {}", config.host.ledger.display()))?;
-    Ok(std::sync::Arc::new(ledger))
-}
-
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.host.listen.clone();
-    let ledger = open_ledger(&config)?;
-    let gateway = Gateway::start(config).await;
-    let _watch =
-        gatehouse_host::watcher::watch(&gateway).context("cannot watch the plugins folder")?;
-    print_plugins(&gateway, false)?;
+    let ledger = config.host.ledger.clone();
+    let service = Service::open(config)
+        .await
+        .with_context(|| format!("cannot open the ledger {}", ledger.display()))?;
+    let _watch = gatehouse_core::watcher::watch(service.gateway())
+        .context("cannot watch the plugins folder")?;
+    print_plugins(service.gateway(), false)?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "serving the API");
-    gatehouse_host::server::serve(
-        gateway,
-        ledger,
+    gatehouse_service::server::serve(
+        service,
         listener,
-        gatehouse_host::server::shutdown_signal(),
+        gatehouse_service::server::shutdown_signal(),
     )
     .await?;
     tracing::info!("stopped");
@@ -266,7 +265,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 #[cfg(feature = "sandbox")]
 async fn sandbox(folder: &std::path::Path, listen: &str) -> anyhow::Result<ExitCode> {
-    let sandbox = gatehouse_host::sandbox::prepare(folder, listen).await?;
+    let sandbox = gatehouse::sandbox::prepare(folder, listen).await?;
     let config = Config::load(&sandbox.config_path)?;
     println!("=== SANDBOX: every provider is a simulator on loopback; no real money moves ===");
     for (provider, simulator) in &sandbox.simulators {
@@ -278,27 +277,24 @@ async fn sandbox(folder: &std::path::Path, listen: &str) -> anyhow::Result<ExitC
     );
     println!(
         "  API: http://{listen}  (Authorization: Bearer {})",
-        gatehouse_host::sandbox::SANDBOX_API_KEY
+        gatehouse::sandbox::SANDBOX_API_KEY
     );
     println!(
         "  try: curl -s -H 'Authorization: Bearer {}' http://{listen}/v1/plugins",
-        gatehouse_host::sandbox::SANDBOX_API_KEY
+        gatehouse::sandbox::SANDBOX_API_KEY
     );
     serve(config).await?;
     drop(sandbox);
     Ok(ExitCode::SUCCESS)
 }
 
-fn error_json(error: &DispatchError) -> Value {
-    let mut body = json!({"code": error.code(), "message": error.to_string()});
-    if let Some(provider_error) = error.provider_error() {
-        body["provider_code"] = json!(provider_error.provider_code);
-        body["provider_message"] = json!(provider_error.provider_message);
-        if !provider_error.fields.is_empty() {
-            body["fields"] = json!(provider_error.fields);
-        }
-    }
-    json!({ "error": body })
+/// Prints an error in the API's envelope and returns its exit code.
+fn print_error(error: ApiError) -> ExitCode {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&error.to_json()).unwrap_or_else(|_| error.message.clone())
+    );
+    exit::for_error(error.code)
 }
 
 fn print_plugins(gateway: &Gateway, as_json: bool) -> anyhow::Result<()> {

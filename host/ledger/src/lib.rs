@@ -15,6 +15,11 @@
 //!
 //! [`Ledger`] is the interface; [`SqliteLedger`] is the embedded implementation (one file, WAL).
 //! Several host instances sharing one ledger need a PostgreSQL implementation of the same trait.
+//!
+//! Architecture Invariant: [`reserve`] is the only maker of a [`Reservation`], and it makes one
+//! only for an entry [`Ledger::begin`] has just created, durably, in state `sending`. The core's
+//! gateway sends a command the ledger records only with a reservation for that very command
+//! (`gatehouse_core::prepared`), so no caller can send money the ledger does not know about.
 
 mod sqlite;
 
@@ -135,6 +140,66 @@ impl Begin {
             Self::Created(entry) | Self::Existing(entry) => entry,
         }
     }
+}
+
+/// Proof that a command's entry is durable in the ledger in state `sending`: the ticket the
+/// gateway asks for before it sends a money-moving command. Only [`reserve`] makes one; it is
+/// neither `Clone` nor constructible elsewhere, and dispatching consumes it, so one entry
+/// authorizes one dispatch.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reservation {
+    id: String,
+    provider: String,
+    account: String,
+    request_hash: String,
+}
+
+impl Reservation {
+    /// The entry's id: the host-made reference the provider sees.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    /// The [`request_hash`] of the command the entry records.
+    pub fn request_hash(&self) -> &str {
+        &self.request_hash
+    }
+
+    pub fn into_id(self) -> String {
+        self.id
+    }
+}
+
+/// What [`reserve`] found.
+#[derive(Debug, PartialEq)]
+pub enum Reserved {
+    /// A new entry, durable in state `sending`: the command may now be sent, once.
+    New(Reservation),
+    /// The entry an earlier request with the same idempotency key and body made: answer from it,
+    /// send nothing.
+    Existing(Entry),
+}
+
+/// Records `new` before it is sent ([`Ledger::begin`]) and, when the entry is new, returns the
+/// reservation that lets the gateway send it. Blocking: call it off the async workers.
+pub fn reserve(ledger: &dyn Ledger, new: NewEntry) -> Result<Reserved, LedgerError> {
+    Ok(match ledger.begin(new)? {
+        Begin::Created(entry) => Reserved::New(Reservation {
+            id: entry.id,
+            provider: entry.provider,
+            account: entry.account,
+            request_hash: entry.request_hash,
+        }),
+        Begin::Existing(entry) => Reserved::Existing(entry),
+    })
 }
 
 /// A command about to be sent.

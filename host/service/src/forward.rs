@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::Service;
+use crate::Service;
 
 const BATCH: usize = 100;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -16,13 +16,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Runs until the task is aborted.
 pub fn spawn_forwarder(service: Service, cursor_file: PathBuf) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let client = crate::transport::build_client();
+        let client = gatehouse_core::transport::build_client();
         let mut cursor: i64 = std::fs::read_to_string(&cursor_file)
             .ok()
             .and_then(|text| text.trim().parse().ok())
             .unwrap_or(0);
         loop {
-            let config = service.gateway.config();
+            let config = service.gateway().config();
             let Some(url) = config.webhooks.forward_url.clone() else {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 continue;
@@ -33,7 +33,7 @@ pub fn spawn_forwarder(service: Service, cursor_file: PathBuf) -> tokio::task::J
                 .as_ref()
                 .and_then(|key| key.resolve().ok())
                 .map(|key| key.value);
-            let events = match service.ledger.events(cursor, BATCH) {
+            let events = match service.ledger().events(cursor, BATCH).await {
                 Ok(events) => events,
                 Err(error) => {
                     tracing::error!(%error, "cannot read events to forward");
@@ -76,14 +76,14 @@ pub fn spawn_forwarder(service: Service, cursor_file: PathBuf) -> tokio::task::J
                         }
                     }
                     service
-                        .gateway
+                        .gateway()
                         .metrics()
                         .increment("gatehouse_webhook_forward_retries_total", &[]);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 cursor = stored.sequence;
-                service.gateway.metrics().increment(
+                service.gateway().metrics().increment(
                     "gatehouse_webhook_forwarded_total",
                     &[("provider", &stored.provider)],
                 );

@@ -1,29 +1,25 @@
 //! Running the HTTP API: bind, serve, and shut down gracefully.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::gateway::Gateway;
-use crate::ledger::Ledger;
-use crate::service::{Service, api};
+use crate::{Service, api};
 
 /// Serves the API on `listener` until `shutdown` completes, then stops accepting, lets in-flight
 /// requests finish within the configured grace period, and returns.
 pub async fn serve(
-    gateway: Gateway,
-    ledger: Arc<dyn Ledger>,
+    service: Service,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let gateway = service.gateway().clone();
     let grace = Duration::from_millis(gateway.config().host.shutdown_grace_ms);
-    let service = Service::new(gateway.clone(), ledger);
     let reconciler = service.spawn_reconciler(Duration::from_secs(60));
     let mut cursor_file = gateway.config().host.ledger.clone().into_os_string();
     cursor_file.push(".forwarded");
-    let forwarder = super::service::forward::spawn_forwarder(service.clone(), cursor_file.into());
+    let forwarder = crate::forward::spawn_forwarder(service.clone(), cursor_file.into());
     let router = api::router(service);
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let draining_gateway = gateway.clone();

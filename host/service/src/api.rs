@@ -3,24 +3,28 @@
 //! The routes are data ([`ROUTES`]): the router is built from the table, and a test checks the
 //! table against the checked-in OpenAPI document (`host/openapi.json`), so the two cannot drift.
 
+mod extract;
+
 use std::collections::HashMap;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
+use gatehouse_core::ErrorCode;
+use gatehouse_ledger::{EntryState, ListFilter};
 use gatehouse_plugin_api::{Command, Operation, verify::constant_time_eq};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Service, ServiceError};
-use crate::ledger::{EntryState, ListFilter};
+use self::extract::{ApiBody, ApiPath, ApiQuery};
+use crate::Service;
+use crate::error::ApiError;
 
 /// The checked-in OpenAPI document, served at `/openapi.json`.
-pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
 /// One route of the API.
 pub struct RouteSpec {
@@ -127,7 +131,13 @@ pub fn router(service: Service) -> Router {
         router = router.route(spec.path, handler);
     }
     router
-        .fallback(|| async { api_error(StatusCode::NOT_FOUND, "not_found", "no such route", None) })
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "the route does not take this method",
+            )
+        })
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
         .with_state(service)
 }
@@ -166,39 +176,6 @@ fn handler_for(operation_id: &str) -> MethodRouter<Service> {
     }
 }
 
-/// An error answer: `{"error": {"code", "message", ...}}` with a stable machine code.
-pub fn api_error(status: StatusCode, code: &str, message: &str, extra: Option<Value>) -> Response {
-    let mut body = json!({"code": code, "message": message});
-    if let Some(Value::Object(fields)) = extra {
-        for (key, value) in fields {
-            body[key] = value;
-        }
-    }
-    (status, axum::Json(json!({ "error": body }))).into_response()
-}
-
-fn service_error(error: &ServiceError) -> Response {
-    let status =
-        StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let extra = match error {
-        ServiceError::Dispatch(dispatch) => dispatch.provider_error().map(|provider_error| {
-            json!({
-                "kind": provider_error.kind,
-                "provider_code": provider_error.provider_code,
-                "provider_message": provider_error.provider_message,
-                "fields": provider_error.fields,
-            })
-        }),
-        _ => None,
-    };
-    let code = match error {
-        // A replayed refusal answers with the code the first request got.
-        ServiceError::RecordedRefusal { code, .. } => code.as_str(),
-        other => other.code(),
-    };
-    api_error(status, code, &error.to_string(), extra)
-}
-
 async fn require_api_key(State(service): State<Service>, request: Request, next: Next) -> Response {
     let presented = request
         .headers()
@@ -206,7 +183,7 @@ async fn require_api_key(State(service): State<Service>, request: Request, next:
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::to_string);
-    let config = service.gateway.config();
+    let config = service.gateway().config();
     let keys: Vec<String> = config
         .api
         .keys
@@ -215,56 +192,49 @@ async fn require_api_key(State(service): State<Service>, request: Request, next:
         .map(|key| key.value.expose().to_string())
         .collect();
     if keys.is_empty() {
-        return api_error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+        return ApiError::new(
+            ErrorCode::Unauthorized,
             "no API key is configured (api.keys in plugins.toml): every route but webhooks and health is closed",
-            None,
-        );
+        )
+        .into_response();
     }
     let Some(presented) = presented else {
-        return api_error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+        return ApiError::new(
+            ErrorCode::Unauthorized,
             "missing `Authorization: Bearer <key>`",
-            None,
-        );
+        )
+        .into_response();
     };
     // Compare against every key without stopping at the first match, in constant time each.
     let matched = keys.iter().fold(false, |matched, key| {
         constant_time_eq(key.as_bytes(), presented.as_bytes()) | matched
     });
     if !matched {
-        return api_error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the API key is not valid",
-            None,
-        );
+        return ApiError::new(ErrorCode::Unauthorized, "the API key is not valid").into_response();
     }
     next.run(request).await
 }
 
 async fn readyz(State(service): State<Service>) -> Response {
-    if service.gateway.registry().active().is_empty() {
-        (StatusCode::SERVICE_UNAVAILABLE, "no plugin loaded").into_response()
+    if service.gateway().registry().active().is_empty() {
+        ApiError::new(ErrorCode::NotReady, "no plugin is loaded").into_response()
     } else {
         "ready".into_response()
     }
 }
 
 async fn metrics(State(service): State<Service>) -> Response {
-    let mut text = service.gateway.metrics().render();
+    let mut text = service.gateway().metrics().render();
     text.push_str(&format!(
         "# TYPE gatehouse_plugin_libraries_loaded gauge\ngatehouse_plugin_libraries_loaded {}\n",
-        service.gateway.registry().libraries_loaded()
+        service.gateway().registry().libraries_loaded()
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn list_plugins(State(service): State<Service>) -> Response {
     let pauses: Vec<Value> = service
-        .gateway
+        .gateway()
         .paused_accounts()
         .into_iter()
         .map(|(provider, account, pause)| {
@@ -272,99 +242,91 @@ async fn list_plugins(State(service): State<Service>) -> Response {
         })
         .collect();
     axum::Json(json!({
-        "plugins": service.gateway.registry().statuses(),
-        "load_errors": service.gateway.registry().failures(),
+        "plugins": service.gateway().registry().statuses(),
+        "load_errors": service.gateway().registry().failures(),
         "paused_accounts": pauses,
-        "config_error": service.gateway.config_error(),
-        "libraries_loaded": service.gateway.registry().libraries_loaded(),
+        "config_error": service.gateway().config_error(),
+        "libraries_loaded": service.gateway().registry().libraries_loaded(),
     }))
     .into_response()
 }
 
 async fn command_route(
     State(service): State<Service>,
-    Path((provider, account)): Path<(String, String)>,
+    ApiPath((provider, account)): ApiPath<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBody(body): ApiBody,
     operation: Operation,
 ) -> Response {
+    match command_from_body(&body, operation)
+        .and_then(|command| idempotency_key(&headers).map(|key| (command, key)))
+    {
+        Ok((command, key)) => run(&service, &provider, &account, command, key).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// The command a route's body describes: the body's fields plus the route's operation.
+fn command_from_body(body: &[u8], operation: Operation) -> Result<Command, ApiError> {
     if body.len() > MAX_COMMAND_BYTES {
-        return api_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request",
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
             "the command body is larger than 256 KiB",
-            None,
-        );
+        ));
     }
     let mut fields: Value = if body.is_empty() {
         json!({})
     } else {
-        match serde_json::from_slice(&body) {
-            Ok(value) => value,
-            Err(error) => {
-                return api_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    &format!("the body is not JSON: {error}"),
-                    None,
-                );
-            }
-        }
+        serde_json::from_slice(body).map_err(|error| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("the body is not JSON: {error}"),
+            )
+        })?
     };
     let Some(object) = fields.as_object_mut() else {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
             "the body must be a JSON object",
-            None,
-        );
+        ));
     };
     if object.contains_key("operation") {
-        return api_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
             "`operation` is given by the route, not the body",
-            None,
-        );
+        ));
     }
     object.insert("operation".into(), Value::String(operation.as_str().into()));
-    let command: Command = match serde_json::from_value(fields) {
-        Ok(command) => command,
-        Err(error) => {
-            return api_error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_request",
-                &format!("not a valid `{operation}` command: {error}"),
-                None,
-            );
-        }
-    };
-    if let Some(problem) = command_problem(&command) {
-        return api_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            &problem,
-            None,
-        );
-    }
-    let key = headers.get("idempotency-key").map(|value| {
-        value
-            .to_str()
-            .map(str::to_string)
-            .unwrap_or_else(|_| "\u{0}".into())
-    });
-    run(&service, &provider, &account, command, key).await
+    serde_json::from_value(fields).map_err(|error| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("not a valid `{operation}` command: {error}"),
+        )
+    })
 }
 
-/// Checks that apply to every provider: amounts are positive.
-fn command_problem(command: &Command) -> Option<String> {
-    match command.amount() {
-        Some(amount) if amount.minor_units <= 0 => Some(format!(
-            "amount.minor_units must be positive, got {}",
-            amount.minor_units
-        )),
-        _ => None,
+/// The `Idempotency-Key` header: at most one, text.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        // Which one would the caller mean? Using either could charge twice on a later retry.
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "more than one Idempotency-Key header",
+        ));
     }
+    value
+        .to_str()
+        .map(|key| Some(key.to_string()))
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                "invalid Idempotency-Key: an idempotency key is 1 to 255 printable ASCII characters without spaces",
+            )
+        })
 }
 
 async fn run(
@@ -385,13 +347,13 @@ async fn run(
             }
             response
         }
-        Err(error) => service_error(&error),
+        Err(error) => ApiError::from(error).into_response(),
     }
 }
 
 async fn balance(
     State(service): State<Service>,
-    Path((provider, account)): Path<(String, String)>,
+    ApiPath((provider, account)): ApiPath<(String, String)>,
 ) -> Response {
     run(
         &service,
@@ -407,7 +369,7 @@ async fn balance(
 
 async fn saved_accounts(
     State(service): State<Service>,
-    Path((provider, account, user_id)): Path<(String, String, String)>,
+    ApiPath((provider, account, user_id)): ApiPath<(String, String, String)>,
 ) -> Response {
     let command = Command::SavedAccounts {
         user_id,
@@ -418,7 +380,7 @@ async fn saved_accounts(
 
 async fn delete_saved_account(
     State(service): State<Service>,
-    Path((provider, account, user_id, account_type, account_id)): Path<(
+    ApiPath((provider, account, user_id, account_type, account_id)): ApiPath<(
         String,
         String,
         String,
@@ -437,9 +399,9 @@ async fn delete_saved_account(
 
 async fn resume_account(
     State(service): State<Service>,
-    Path((provider, account)): Path<(String, String)>,
+    ApiPath((provider, account)): ApiPath<(String, String)>,
 ) -> Response {
-    let was_paused = service.gateway.resume_account(&provider, &account);
+    let was_paused = service.gateway().resume_account(&provider, &account);
     axum::Json(json!({"provider": provider, "account": account, "was_paused": was_paused}))
         .into_response()
 }
@@ -452,12 +414,13 @@ struct LedgerQuery {
     limit: Option<usize>,
 }
 
-async fn list_ledger(State(service): State<Service>, Query(query): Query<LedgerQuery>) -> Response {
+async fn list_ledger(
+    State(service): State<Service>,
+    ApiQuery(query): ApiQuery<LedgerQuery>,
+) -> Response {
     let state = match query.state.as_deref().map(parse_state).transpose() {
         Ok(state) => state,
-        Err(message) => {
-            return api_error(StatusCode::BAD_REQUEST, "invalid_request", &message, None);
-        }
+        Err(message) => return ApiError::new(ErrorCode::BadRequest, message).into_response(),
     };
     let filter = ListFilter {
         provider: query.provider,
@@ -465,14 +428,9 @@ async fn list_ledger(State(service): State<Service>, Query(query): Query<LedgerQ
         state,
         limit: query.limit.unwrap_or(100).min(1000),
     };
-    match service.ledger.list(&filter) {
+    match service.ledger().list(filter).await {
         Ok(entries) => axum::Json(json!({ "entries": entries })).into_response(),
-        Err(error) => api_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ledger_error",
-            &error.to_string(),
-            None,
-        ),
+        Err(error) => ApiError::from(error).into_response(),
     }
 }
 
@@ -482,23 +440,18 @@ fn parse_state(text: &str) -> Result<EntryState, String> {
     })
 }
 
-async fn get_ledger_entry(State(service): State<Service>, Path(id): Path<String>) -> Response {
-    match (service.ledger.get(&id), service.ledger.history(&id)) {
-        (Ok(Some(entry)), Ok(history)) => {
+async fn get_ledger_entry(
+    State(service): State<Service>,
+    ApiPath(id): ApiPath<String>,
+) -> Response {
+    match service.ledger().entry_with_history(&id).await {
+        Ok(Some((entry, history))) => {
             axum::Json(json!({ "entry": entry, "history": history })).into_response()
         }
-        (Ok(None), _) => api_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("no ledger entry `{id}`"),
-            None,
-        ),
-        (Err(error), _) | (_, Err(error)) => api_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ledger_error",
-            &error.to_string(),
-            None,
-        ),
+        Ok(None) => {
+            ApiError::new(ErrorCode::NotFound, format!("no ledger entry `{id}`")).into_response()
+        }
+        Err(error) => ApiError::from(error).into_response(),
     }
 }
 
@@ -512,26 +465,25 @@ struct EventsQuery {
     limit: Option<usize>,
 }
 
-async fn list_events(State(service): State<Service>, Query(query): Query<EventsQuery>) -> Response {
-    match service.ledger.events(
+async fn list_events(
+    State(service): State<Service>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+) -> Response {
+    let (after, limit) = (
         query.after.unwrap_or(0),
         query.limit.unwrap_or(100).min(1000),
-    ) {
+    );
+    match service.ledger().events(after, limit).await {
         Ok(events) => axum::Json(json!({ "events": events })).into_response(),
-        Err(error) => api_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ledger_error",
-            &error.to_string(),
-            None,
-        ),
+        Err(error) => ApiError::from(error).into_response(),
     }
 }
 
 async fn webhook(
     State(service): State<Service>,
-    Path((provider, account)): Path<(String, String)>,
+    ApiPath((provider, account)): ApiPath<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBody(body): ApiBody,
 ) -> Response {
     let headers: Vec<(String, String)> = headers
         .iter()
@@ -560,7 +512,7 @@ async fn webhook(
             }
             response
         }
-        Err(error) => service_error(&error),
+        Err(error) => ApiError::from(error).into_response(),
     }
 }
 

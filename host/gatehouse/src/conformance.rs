@@ -4,7 +4,7 @@
 //!
 //! What is checked, one [`CheckResult`] each:
 //! - **contract**: the file is a plugin library built against a compatible plugin-api (contract
-//!   version and type layout), through [`crate::loader::load_plugin`] itself;
+//!   version and type layout), through [`gatehouse_core::loader::load_plugin`] itself;
 //! - **manifest**: the manifest reads and validates (the loader's own validation);
 //! - **operation `<name>`**, one per declared operation: canned commands of that operation, each
 //!   answered in turn with every canned response, finish within the host's step limit without a
@@ -31,7 +31,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use gatehouse_plugin_api::error::MAX_PROVIDER_TEXT;
-use gatehouse_plugin_api::ffi::{FfiHttpResponse, HostStep};
+use gatehouse_plugin_api::ffi::HostStep;
 use gatehouse_plugin_api::{
     AccountConfig, CONTRACT_VERSION, Command, ErrorKind, HttpRequest, HttpResponse, Invocation,
     Manifest, Operation, Outcome, OutcomeStatus, ProviderError, Secret,
@@ -39,9 +39,9 @@ use gatehouse_plugin_api::{
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::gateway::MAX_FLOW_STEPS;
-use crate::loader::{LoadError, LoadedPlugin, load_plugin};
-use crate::transport::{loggable_url, same_origin};
+use gatehouse_core::loader::{LoadError, LoadedPlugin, load_plugin};
+use gatehouse_core::transport::{loggable_url, same_origin};
+use gatehouse_plugin_api::flow::{self, MAX_FLOW_STEPS};
 
 /// The base URL of the canned account. `.invalid` never resolves (RFC 2606), so even a request
 /// that escaped the check could not reach anything.
@@ -654,53 +654,36 @@ fn drive_flow(
     inbound_body: &[u8],
     response: &HttpResponse,
 ) -> FlowRun {
-    let mut run = FlowRun {
+    let driven = flow::drive(
+        || {
+            let (plugin, invocation, body) = (
+                plugin.clone(),
+                invocation_json.clone(),
+                inbound_body.to_vec(),
+            );
+            call_with_timeout(move || plugin.start(&invocation, &body))
+                .map_err(|failure| failure.into_end("start"))
+        },
+        |state, answer| {
+            let (plugin, invocation) = (plugin.clone(), invocation_json.clone());
+            call_with_timeout(move || plugin.resume(&invocation, &state, &answer))
+                .map_err(|failure| failure.into_end("resume"))
+        },
+        |_| Some(response.clone()),
+    );
+    let end = match driven.end {
+        flow::FlowEnd::Done(outcome) => FlowEnd::Done(outcome),
+        flow::FlowEnd::Failed(error) => FlowEnd::Failed(error),
+        // Every request is answered with the canned response: a flow never runs out of answers.
+        flow::FlowEnd::Unanswered | flow::FlowEnd::TooManySteps => FlowEnd::TooManySteps,
+        flow::FlowEnd::Aborted(end) => end,
+    };
+    FlowRun {
         operation,
         context: String::new(),
-        requests: Vec::new(),
-        end: FlowEnd::TooManySteps,
-    };
-    let started = {
-        let (plugin, invocation, body) = (
-            plugin.clone(),
-            invocation_json.clone(),
-            inbound_body.to_vec(),
-        );
-        call_with_timeout(move || plugin.start(&invocation, &body))
-    };
-    let mut step = match started {
-        Ok(step) => step,
-        Err(failure) => {
-            run.end = failure.into_end("start");
-            return run;
-        }
-    };
-    for _ in 0..MAX_FLOW_STEPS {
-        match step {
-            HostStep::Done(outcome) => {
-                run.end = FlowEnd::Done(outcome);
-                return run;
-            }
-            HostStep::Failed(error) => {
-                run.end = FlowEnd::Failed(error);
-                return run;
-            }
-            HostStep::Send { request, state } => {
-                run.requests.push(request);
-                let (plugin, invocation) = (plugin.clone(), invocation_json.clone());
-                let answer = FfiHttpResponse::from(response.clone());
-                step = match call_with_timeout(move || plugin.resume(&invocation, &state, &answer))
-                {
-                    Ok(step) => step,
-                    Err(failure) => {
-                        run.end = failure.into_end("resume");
-                        return run;
-                    }
-                };
-            }
-        }
+        requests: driven.requests,
+        end,
     }
-    run
 }
 
 enum CallFailure {
@@ -1076,6 +1059,7 @@ mod tests {
             )],
             reports: vec!["payments".into(), "payouts".into()],
             default_base_url: None,
+            status_of: Vec::new(),
         }
     }
 

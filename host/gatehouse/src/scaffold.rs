@@ -14,23 +14,23 @@ use std::path::{Path, PathBuf};
 pub const TEMPLATE_FILES: [(&str, &str); 5] = [
     (
         "Cargo.toml",
-        include_str!("../../plugins/template/Cargo.toml"),
+        include_str!("../../../plugins/template/Cargo.toml"),
     ),
     (
         "README.md",
-        include_str!("../../plugins/template/README.md"),
+        include_str!("../../../plugins/template/README.md"),
     ),
     (
         "src/lib.rs",
-        include_str!("../../plugins/template/src/lib.rs"),
+        include_str!("../../../plugins/template/src/lib.rs"),
     ),
     (
         "src/transformers.rs",
-        include_str!("../../plugins/template/src/transformers.rs"),
+        include_str!("../../../plugins/template/src/transformers.rs"),
     ),
     (
         "src/tests.rs",
-        include_str!("../../plugins/template/src/tests.rs"),
+        include_str!("../../../plugins/template/src/tests.rs"),
     ),
 ];
 
@@ -286,7 +286,7 @@ mod tests {
 
     #[test]
     fn embedded_files_are_the_templates_files() {
-        let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/template");
+        let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/template");
         for (relative, text) in TEMPLATE_FILES {
             assert_eq!(read(&template, relative), text, "{relative}");
         }

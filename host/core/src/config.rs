@@ -396,10 +396,17 @@ impl Config {
 /// file would hold and parses it, so a built configuration is checked exactly like a file.
 pub struct ConfigBuilder {
     plugins_dir: PathBuf,
+    ledger: Option<PathBuf>,
     text: String,
 }
 
 impl ConfigBuilder {
+    /// The ledger's SQLite file (default: `ledger.sqlite` in the working folder).
+    pub fn ledger(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ledger = Some(path.into());
+        self
+    }
+
     /// A bearer key for the HTTP API (an `"${ENV_VAR}"` reference or the key itself).
     pub fn api_key(mut self, key: &str) -> Self {
         self.text
@@ -442,6 +449,9 @@ impl ConfigBuilder {
         );
         let mut config = Config::parse(&text, Path::new("<built in code>"))?;
         config.host.plugins_dir = self.plugins_dir;
+        if let Some(ledger) = self.ledger {
+            config.host.ledger = ledger;
+        }
         config.source = None;
         Ok(config)
     }
@@ -456,6 +466,7 @@ impl Config {
     pub fn builder(plugins_dir: impl Into<PathBuf>) -> ConfigBuilder {
         ConfigBuilder {
             plugins_dir: plugins_dir.into(),
+            ledger: None,
             text: String::new(),
         }
     }

@@ -1,0 +1,555 @@
+//! The gateway: the handle a platform embeds (through `gatehouse-service`). It owns the
+//! configuration, the plugin registry, the one HTTP client, the per-account runtimes and the
+//! metrics; it checks commands once ([`Gateway::prepare`]) and drives their flows.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use gatehouse_ledger::Reservation;
+use gatehouse_plugin_api::{Command, ErrorKind, Operation, Outcome};
+
+use crate::accounts::{AccountRuntimes, Pause};
+use crate::config::{AccountSection, Config, PluginCalls};
+use crate::error::DispatchError;
+use crate::flow::Flow;
+use crate::loader::LoadedPlugin;
+use crate::metrics::Metrics;
+use crate::plugin_pool::PluginPool;
+use crate::prepared::{DirectCommand, Prepared, RecordedCommand};
+use crate::registry::{Registry, ScanEvent};
+use crate::resolve::{ResolvedAccount, resolve_account};
+use crate::scrub::Scrubber;
+use crate::transport::build_client;
+
+/// What a finished dispatch reports besides its outcome.
+#[derive(Debug, Clone)]
+pub struct Dispatched {
+    pub outcome: Outcome,
+    /// The plugin version that served the whole flow.
+    pub plugin_version: String,
+    pub reference: Option<String>,
+    /// Requests sent to the provider (retries included).
+    pub provider_requests: u32,
+}
+
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<GatewayInner>,
+}
+
+struct GatewayInner {
+    config: ArcSwap<Config>,
+    registry: Registry,
+    client: reqwest::Client,
+    accounts: AccountRuntimes,
+    metrics: Metrics,
+    plugin_pool: PluginPool,
+    shutting_down: AtomicBool,
+    /// Why the newest configuration file was refused, if it was.
+    config_error: std::sync::Mutex<Option<String>>,
+    /// Accounts resolved against their plugin, per (provider, account): rebuilt only when the
+    /// configuration or the plugin changes (see [`Gateway::resolved_account`]).
+    resolved: std::sync::Mutex<HashMap<(String, String), CachedAccount>>,
+}
+
+/// A resolved account and what it was resolved from. The configuration is held (not just its
+/// address) so that a new configuration can never reuse the address of the one cached here.
+struct CachedAccount {
+    config: Arc<Config>,
+    plugin_generation: u64,
+    resolved: Arc<ResolvedAccount>,
+    resolved_at: Instant,
+}
+
+/// How long a resolved account is reused. Secrets come from the environment or from files that
+/// an orchestrator may rotate in place, without `plugins.toml` changing: they are read again at
+/// least this often.
+const RESOLVED_ACCOUNT_TTL: Duration = Duration::from_secs(1);
+
+impl Gateway {
+    /// A gateway for `config`. Plugins are not loaded yet: call [`Gateway::reload_plugins`]
+    /// (blocking) or [`Gateway::start`].
+    pub fn new(config: Config) -> Self {
+        let registry = Registry::new(
+            config.host.plugins_dir.clone(),
+            config.host.max_loaded_libraries,
+        );
+        Self {
+            inner: Arc::new(GatewayInner {
+                config: ArcSwap::from_pointee(config),
+                registry,
+                client: build_client(),
+                accounts: AccountRuntimes::default(),
+                metrics: Metrics::default(),
+                plugin_pool: PluginPool::new(
+                    std::thread::available_parallelism()
+                        .map_or(2, |cores| cores.get())
+                        .clamp(2, 16),
+                ),
+                shutting_down: AtomicBool::new(false),
+                config_error: std::sync::Mutex::new(None),
+                resolved: std::sync::Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// A gateway for `config` with its plugins folder scanned once.
+    pub async fn start(config: Config) -> Self {
+        let gateway = Self::new(config);
+        let scanner = gateway.clone();
+        let _ = tokio::task::spawn_blocking(move || scanner.reload_plugins()).await;
+        gateway
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.config.load_full()
+    }
+
+    /// Replaces the configuration; requests already running keep the one they started with.
+    pub fn set_config(&self, config: Config) {
+        self.inner.config.store(Arc::new(config));
+    }
+
+    /// Why the newest `plugins.toml` was refused (the previous one stays in force), if it was.
+    pub fn config_error(&self) -> Option<String> {
+        self.inner
+            .config_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub fn set_config_error(&self, error: Option<String>) {
+        *self
+            .inner
+            .config_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = error;
+    }
+
+    /// Rescans the plugins folder (blocking: file I/O and `dlopen`).
+    pub fn reload_plugins(&self) -> Vec<ScanEvent> {
+        let events = self.inner.registry.scan();
+        for event in &events {
+            match event {
+                ScanEvent::Loaded { provider, .. } => {
+                    self.inner
+                        .metrics
+                        .increment("gatehouse_plugin_reloads_total", &[("provider", provider)]);
+                }
+                ScanEvent::Failed { file, .. } => {
+                    let file = file
+                        .file_name()
+                        .map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+                    self.inner
+                        .metrics
+                        .increment("gatehouse_plugin_load_failures_total", &[("file", &file)]);
+                }
+                ScanEvent::Retired { .. } => {}
+            }
+        }
+        events
+    }
+
+    /// Accounts paused after an authentication failure or a provider's rate-limit answer.
+    pub fn paused_accounts(&self) -> Vec<(String, String, Pause)> {
+        self.inner.accounts.pauses()
+    }
+
+    /// Lifts an account's pause (an operator's decision). Returns whether it was paused.
+    pub fn resume_account(&self, provider: &str, account: &str) -> bool {
+        self.inner
+            .accounts
+            .existing(provider, account)
+            .is_some_and(|runtime| runtime.resume())
+    }
+
+    /// Stops accepting new dispatches.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Checks `command` for `provider`'s `account` once, before any I/O: a plugin is loaded for
+    /// the provider, its manifest lists the operation (and every `extra` field, and the report),
+    /// the account is configured and satisfies the manifest, an amount is positive, and the
+    /// account is not paused. The [`Prepared`] command holds what dispatch needs, so nothing is
+    /// checked twice or against another configuration.
+    pub fn prepare(
+        &self,
+        provider: &str,
+        account: &str,
+        command: Command,
+    ) -> Result<Prepared, DispatchError> {
+        let operation = command.operation();
+        self.check(provider, account, command)
+            .inspect_err(|refusal| {
+                self.count_outcome(provider, operation, "error", refusal.code().as_str());
+            })
+    }
+
+    fn check(
+        &self,
+        provider: &str,
+        account: &str,
+        command: Command,
+    ) -> Result<Prepared, DispatchError> {
+        if self.inner.shutting_down.load(Ordering::SeqCst) {
+            return Err(DispatchError::ShuttingDown);
+        }
+        let plugin =
+            self.inner
+                .registry
+                .get(provider)
+                .ok_or_else(|| DispatchError::UnknownProvider {
+                    provider: provider.to_string(),
+                })?;
+        let operation = command.operation();
+        if !plugin.manifest.supports(operation) {
+            return Err(DispatchError::NotSupported {
+                provider: provider.to_string(),
+                operation,
+            });
+        }
+        let config = self.inner.config.load_full();
+        let Some(section) = config.account(provider, account) else {
+            return Err(DispatchError::UnknownAccount {
+                provider: provider.to_string(),
+                account: account.to_string(),
+            });
+        };
+        check_command_fields(&plugin, provider, &command)?;
+        let resolved = self.resolved_account(&config, &plugin, provider, account, section)?;
+        let runtime =
+            self.inner
+                .accounts
+                .get(provider, account, &resolved.fingerprint, &section.policy());
+        if let Some(pause) = runtime.paused() {
+            return Err(paused(provider, account, pause));
+        }
+        Ok(Prepared {
+            provider: provider.to_string(),
+            account: account.to_string(),
+            command,
+            plugin,
+            config,
+            resolved,
+            runtime,
+            inbound_body: Vec::new(),
+        })
+    }
+
+    /// Dispatches a prepared command that needs no ledger entry (reads, webhooks).
+    pub async fn dispatch(&self, command: DirectCommand) -> Result<Dispatched, DispatchError> {
+        self.run(command.0, None).await
+    }
+
+    /// Dispatches a command the ledger recorded: `reservation` proves its entry is durable in
+    /// state `sending`, and its id is the host-made reference the provider sees.
+    pub async fn dispatch_recorded(
+        &self,
+        command: RecordedCommand,
+        reservation: Reservation,
+    ) -> Result<Dispatched, DispatchError> {
+        if !command.matches(&reservation) {
+            return Err(DispatchError::ReservationMismatch {
+                reservation: reservation.id().to_string(),
+            });
+        }
+        self.run(command.prepared, Some(reservation.into_id()))
+            .await
+    }
+
+    fn count_outcome(&self, provider: &str, operation: Operation, status: &str, code: &str) {
+        let operation = operation.as_str();
+        self.inner.metrics.increment(
+            "gatehouse_requests_total",
+            &[("provider", provider), ("operation", operation)],
+        );
+        self.inner.metrics.increment(
+            "gatehouse_outcomes_total",
+            &[
+                ("provider", provider),
+                ("operation", operation),
+                ("status", status),
+                ("error", code),
+            ],
+        );
+    }
+
+    async fn run(
+        &self,
+        prepared: Prepared,
+        reference: Option<String>,
+    ) -> Result<Dispatched, DispatchError> {
+        let operation = prepared.operation();
+        let provider = prepared.provider.clone();
+        let result = self.run_flow(prepared, reference).await;
+        let (status, code) = match &result {
+            Ok(dispatched) => (
+                dispatched.outcome.status.as_str(),
+                dispatched
+                    .outcome
+                    .error
+                    .as_ref()
+                    .map_or("none", |error| error.kind.code()),
+            ),
+            Err(error) => ("error", error.code().as_str()),
+        };
+        self.count_outcome(&provider, operation, status, code);
+        result
+    }
+
+    async fn run_flow(
+        &self,
+        prepared: Prepared,
+        reference: Option<String>,
+    ) -> Result<Dispatched, DispatchError> {
+        let Prepared {
+            provider,
+            account,
+            command,
+            plugin,
+            config,
+            resolved,
+            runtime,
+            inbound_body,
+        } = prepared;
+        if self.inner.shutting_down.load(Ordering::SeqCst) {
+            return Err(DispatchError::ShuttingDown);
+        }
+        let operation = command.operation();
+        // With credentials not yet accepted by the provider, flows run one at a time (see
+        // `AccountRuntime::probe_slot`); the pause is checked again once the slot is ours, since
+        // the flow before may have paused the account.
+        let probe = if operation == Operation::Webhook {
+            None
+        } else {
+            runtime.probe_slot().await
+        };
+        if let Some(pause) = runtime.paused() {
+            return Err(paused(&provider, &account, pause));
+        }
+        let expected_currency = command.amount().map(|amount| amount.currency);
+        let invocation = gatehouse_plugin_api::Invocation {
+            command,
+            account: resolved.config.clone(),
+            reference: reference.clone(),
+            now_unix: now_unix(),
+        };
+        let invocation_json: Arc<str> = serde_json::to_string(&invocation)
+            .map_err(|error| DispatchError::InvalidCommand {
+                message: format!("the command cannot be serialized: {error}"),
+            })?
+            .into();
+        let flow = Flow {
+            pool: &self.inner.plugin_pool,
+            client: &self.inner.client,
+            metrics: &self.inner.metrics,
+            plugin: plugin.clone(),
+            runtime: runtime.clone(),
+            scrubber: &resolved.scrubber,
+            learned: Scrubber::default(),
+            base_url: &resolved.config.base_url,
+            provider: &provider,
+            account: &account,
+            operation,
+            invocation_json,
+            budget: Duration::from_millis(config.host.plugin_call_budget_ms),
+            inline_calls: config.host.plugin_calls == PluginCalls::Inline,
+            expected_currency,
+            max_response_bytes: config.host.max_response_bytes,
+            provider_requests: 0,
+        };
+        let (result, provider_requests) = flow.run(inbound_body).await;
+        // Protect the account from the provider's lockout: after the provider refuses the
+        // credentials or says "too many attempts", stop sending until a pause has passed.
+        let error_kind = match &result {
+            Ok(outcome) => outcome.error.as_ref().map(|error| error.kind),
+            Err(DispatchError::Provider(error)) => Some(error.kind),
+            Err(_) => None,
+        };
+        let policy = &runtime.policy;
+        match error_kind {
+            Some(ErrorKind::Authentication) if operation != Operation::Webhook => {
+                runtime.pause_for(
+                    Duration::from_secs(policy.auth_failure_pause_secs),
+                    "the provider refused the credentials; fix them in plugins.toml (which lifts the pause) or resume the account".into(),
+                );
+                tracing::warn!(%provider, %account, "account paused after an authentication failure");
+            }
+            Some(ErrorKind::RateLimited) if operation != Operation::Webhook => {
+                runtime.pause_for(
+                    Duration::from_secs(policy.auth_failure_pause_secs.min(300)),
+                    "the provider answered with a rate-limit or lockout error".into(),
+                );
+                tracing::warn!(%provider, %account, "account paused after a rate-limit answer");
+            }
+            _ => {
+                // The provider answered without refusing the credentials.
+                if provider_requests > 0
+                    && !matches!(result, Err(DispatchError::Provider(ref error)) if error.kind == ErrorKind::ProviderUnavailable)
+                {
+                    runtime.mark_credentials_proven();
+                }
+            }
+        }
+        drop(probe);
+        result.map(|outcome| Dispatched {
+            outcome,
+            plugin_version: plugin.manifest.plugin_version.clone(),
+            reference,
+            provider_requests,
+        })
+    }
+
+    /// The account's section resolved against its plugin's manifest (secrets read, settings
+    /// checked, scrubber built), from the cache when neither the configuration nor the plugin
+    /// changed since and it is under a second old (secret files may be rotated in place):
+    /// resolving costs more than the rest of the host's bookkeeping per dispatch.
+    fn resolved_account(
+        &self,
+        config: &Arc<Config>,
+        plugin: &LoadedPlugin,
+        provider: &str,
+        account: &str,
+        section: &AccountSection,
+    ) -> Result<Arc<ResolvedAccount>, DispatchError> {
+        let key = (provider.to_string(), account.to_string());
+        {
+            let cache = self.lock_resolved();
+            if let Some(cached) = cache.get(&key).filter(|cached| {
+                Arc::ptr_eq(&cached.config, config)
+                    && cached.plugin_generation == plugin.generation
+                    && cached.resolved_at.elapsed() < RESOLVED_ACCOUNT_TTL
+            }) {
+                return Ok(cached.resolved.clone());
+            }
+        }
+        let resolved = Arc::new(resolve_account(&plugin.manifest, account, section).map_err(
+            |problems| DispatchError::AccountMisconfigured {
+                provider: provider.to_string(),
+                account: account.to_string(),
+                problems,
+            },
+        )?);
+        let mut cache = self.lock_resolved();
+        // Entries of an older configuration go with it (a removed account must not linger).
+        cache.retain(|_, cached| Arc::ptr_eq(&cached.config, config));
+        cache.insert(
+            key,
+            CachedAccount {
+                config: config.clone(),
+                plugin_generation: plugin.generation,
+                resolved: resolved.clone(),
+                resolved_at: Instant::now(),
+            },
+        );
+        Ok(resolved)
+    }
+
+    fn lock_resolved(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), CachedAccount>> {
+        // The cache holds no invariant a panic could break: recover it.
+        self.inner
+            .resolved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn paused(provider: &str, account: &str, pause: Pause) -> DispatchError {
+    DispatchError::AccountPaused {
+        provider: provider.to_string(),
+        account: account.to_string(),
+        reason: pause.reason,
+        until_unix: pause.until_unix,
+    }
+}
+
+/// The checks of a command's own fields against the plugin's manifest and the rules that hold for
+/// every provider: `extra` fields known (and the required ones given), the report offered, an
+/// amount positive.
+fn check_command_fields(
+    plugin: &LoadedPlugin,
+    provider: &str,
+    command: &Command,
+) -> Result<(), DispatchError> {
+    let operation = command.operation();
+    if let Some(extra) = command.extra() {
+        let known: Vec<&str> = plugin
+            .manifest
+            .extra_fields
+            .iter()
+            .filter(|field| field.operation == operation)
+            .map(|field| field.name.as_str())
+            .collect();
+        if let Some(unknown) = extra.keys().find(|key| !known.contains(&key.as_str())) {
+            return Err(DispatchError::InvalidCommand {
+                message: format!(
+                    "extra.{unknown} is not a field of `{provider}` `{operation}` (known: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            });
+        }
+        for field in plugin
+            .manifest
+            .extra_fields
+            .iter()
+            .filter(|field| field.operation == operation && field.required)
+        {
+            if !extra.contains_key(&field.name) {
+                return Err(DispatchError::InvalidCommand {
+                    message: format!("extra.{} is required: {}", field.name, field.description),
+                });
+            }
+        }
+    }
+    if let Command::Report { report, .. } = command
+        && !plugin.manifest.reports.iter().any(|known| known == report)
+    {
+        return Err(DispatchError::InvalidCommand {
+            message: format!(
+                "report `{report}` is not offered by `{provider}` (known: {})",
+                plugin.manifest.reports.join(", ")
+            ),
+        });
+    }
+    if let Some(amount) = command.amount()
+        && amount.minor_units <= 0
+    {
+        return Err(DispatchError::InvalidCommand {
+            message: format!(
+                "amount.minor_units must be positive, got {}",
+                amount.minor_units
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
+/// A fresh host-made reference: `gh_` and 32 hex digits of a random UUID.
+pub fn new_reference() -> String {
+    format!("gh_{}", uuid::Uuid::new_v4().simple())
+}

@@ -1,0 +1,81 @@
+//! The ledger as the service reaches it: every call, reads included, on tokio's blocking pool.
+//!
+//! A ledger write waits for its commit's fsync (the SQLite ledger's group commit), and a read can
+//! commit an open write batch, so any call may block for milliseconds. [`AsyncLedger`] is the
+//! only handle the service holds, so no service code can call the blocking ledger on an async
+//! worker by mistake.
+
+use std::sync::Arc;
+
+use gatehouse_ledger::{Entry, HistoryEvent, Ledger, LedgerError, ListFilter, StoredEvent};
+
+/// A ledger whose every call runs off the async workers.
+#[derive(Clone)]
+pub struct AsyncLedger {
+    ledger: Arc<dyn Ledger>,
+}
+
+impl AsyncLedger {
+    pub fn new(ledger: Arc<dyn Ledger>) -> Self {
+        Self { ledger }
+    }
+
+    /// Runs `call` with the ledger on the blocking pool and waits for it without holding a
+    /// worker. A call that panics is a storage failure of that one call.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn Ledger) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let ledger = Arc::clone(&self.ledger);
+        tokio::task::spawn_blocking(move || call(ledger.as_ref()))
+            .await
+            .unwrap_or_else(|error| {
+                Err(LedgerError::Storage(format!(
+                    "the ledger call ended abnormally: {error}"
+                )))
+            })
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Entry>, LedgerError> {
+        let id = id.to_string();
+        self.call(move |ledger| ledger.get(&id)).await
+    }
+
+    /// An entry and its history, read in one blocking call.
+    pub async fn entry_with_history(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Entry, Vec<HistoryEvent>)>, LedgerError> {
+        let id = id.to_string();
+        self.call(move |ledger| {
+            let Some(entry) = ledger.get(&id)? else {
+                return Ok(None);
+            };
+            Ok(Some((entry, ledger.history(&id)?)))
+        })
+        .await
+    }
+
+    pub async fn find_by_key(
+        &self,
+        provider: &str,
+        account: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<Entry>, LedgerError> {
+        let (provider, account, key) = (
+            provider.to_string(),
+            account.to_string(),
+            idempotency_key.to_string(),
+        );
+        self.call(move |ledger| ledger.find_by_key(&provider, &account, &key))
+            .await
+    }
+
+    pub async fn list(&self, filter: ListFilter) -> Result<Vec<Entry>, LedgerError> {
+        self.call(move |ledger| ledger.list(&filter)).await
+    }
+
+    pub async fn events(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>, LedgerError> {
+        self.call(move |ledger| ledger.events(after, limit)).await
+    }
+}

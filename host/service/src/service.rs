@@ -1,0 +1,572 @@
+//! The service: the one door every surface (HTTP API, CLI, a platform's own code) sends commands
+//! through. It puts the ledger in front of the gateway (record before sending, idempotency keys,
+//! reconciliation) and turns inbound webhooks into stored, deduplicated events.
+//!
+//! Architecture Invariant: a money-moving command (and a payment page) is in the ledger, in
+//! state `sending`, before its first request leaves the host; a retry with the same idempotency
+//! key never reaches the provider again. The gateway enforces the first half with types (it
+//! sends such a command only with a ledger `Reservation`); this module is where the reservation
+//! is made and the retries are answered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_core::prepared::records;
+use gatehouse_core::{
+    Config, DirectCommand, DispatchError, Door, ErrorCode, Gateway, RecordedCommand, new_reference,
+};
+use gatehouse_ledger::{
+    Entry, EntryState, Ledger, LedgerError, Reservation, Reserved, SqliteLedger, request_hash,
+    reserve,
+};
+use gatehouse_plugin_api::{
+    Command, Details, ErrorKind, Operation, Outcome, OutcomeStatus, ProviderError, WebhookReply,
+};
+use serde::Serialize;
+
+use crate::error::ServiceError;
+use crate::in_flight::{Claim, InFlight};
+use crate::ledger_access::AsyncLedger;
+
+/// How long a retry waits for the first attempt with its key, running in this process.
+const RETRY_WAIT: Duration = Duration::from_secs(300);
+
+/// The answer to a command, as the API returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandAnswer {
+    /// The host-made reference (the ledger entry id for recorded commands).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin_version: Option<String>,
+    /// True when the answer was recorded earlier and is returned for a retry.
+    pub replayed: bool,
+    /// Requests this answer cost the provider (0 for a replay).
+    #[serde(skip)]
+    pub provider_requests: u32,
+}
+
+/// The result of handling an inbound webhook.
+pub struct WebhookHandling {
+    pub reply: WebhookReply,
+    /// Whether a new verified event was stored (false for replays, unverified and refused ones).
+    pub stored: bool,
+}
+
+/// The service: a gateway with the ledger in front of it. Cheap to clone (every clone shares
+/// one gateway, one ledger and one in-flight registry).
+#[derive(Clone)]
+pub struct Service {
+    gateway: Gateway,
+    ledger: AsyncLedger,
+    in_flight: Arc<InFlight>,
+}
+
+/// A report of one reconciliation pass.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ReconcileReport {
+    pub examined: usize,
+    pub resolved: usize,
+    pub still_open: usize,
+    pub flagged_for_operator: usize,
+    pub errors: Vec<String>,
+}
+
+impl Service {
+    pub fn new(gateway: Gateway, ledger: Arc<dyn Ledger>) -> Self {
+        Self {
+            gateway,
+            ledger: AsyncLedger::new(ledger),
+            in_flight: Arc::new(InFlight::default()),
+        }
+    }
+
+    /// The embedding entry point: opens the ledger `config` names, starts a gateway on it and
+    /// scans its plugins folder once.
+    pub async fn open(config: Config) -> Result<Self, ServiceError> {
+        let path = config.host.ledger.clone();
+        let ledger = tokio::task::spawn_blocking(move || SqliteLedger::open(&path))
+            .await
+            .map_err(|error| ServiceError::Internal(format!("opening the ledger: {error}")))??;
+        let gateway = Gateway::start(config).await;
+        Ok(Self::new(gateway, Arc::new(ledger)))
+    }
+
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    /// The ledger, every call off the async workers.
+    pub fn ledger(&self) -> &AsyncLedger {
+        &self.ledger
+    }
+
+    /// Runs a command. Money-moving commands and payment pages are recorded in the ledger
+    /// before they are sent, and a retry with the same `idempotency_key` is answered from it;
+    /// the others go straight to the gateway.
+    pub async fn execute(
+        &self,
+        provider: &str,
+        account: &str,
+        command: Command,
+        idempotency_key: Option<String>,
+    ) -> Result<CommandAnswer, ServiceError> {
+        if let Some(key) = &idempotency_key {
+            validate_key(key)?;
+        }
+        let operation = command.operation();
+        // Kept only for a keyed recorded command, whose retry may need answering when the checks
+        // refuse it (below).
+        let retry_copy = (idempotency_key.is_some() && records(operation)).then(|| command.clone());
+        let prepared = match self.gateway.prepare(provider, account, command) {
+            Ok(prepared) => prepared,
+            Err(refusal) => {
+                // Refused before anything is recorded or sent, so that a refusal that may pass
+                // later (a paused account) does not bind the key. A retry of a command already
+                // recorded is answered from the ledger even then: its outcome does not depend on
+                // the account's state now.
+                if let (Some(key), Some(command)) = (&idempotency_key, retry_copy)
+                    && let Some(entry) = self.ledger.find_by_key(provider, account, key).await?
+                {
+                    if entry.request_hash != request_hash(provider, account, &command) {
+                        return Err(LedgerError::KeyReused { key: key.clone() }.into());
+                    }
+                    return self.replay(entry).await;
+                }
+                return Err(refusal.into());
+            }
+        };
+        match prepared.into_door() {
+            Door::Direct(command) => self.execute_direct(command).await,
+            Door::Recorded(command) => self.execute_recorded(command, idempotency_key).await,
+        }
+    }
+
+    async fn execute_direct(&self, command: DirectCommand) -> Result<CommandAnswer, ServiceError> {
+        let dispatched = self.gateway.dispatch(command).await?;
+        Ok(CommandAnswer {
+            reference: dispatched.reference,
+            outcome: dispatched.outcome,
+            plugin_version: Some(dispatched.plugin_version),
+            replayed: false,
+            provider_requests: dispatched.provider_requests,
+        })
+    }
+
+    async fn execute_recorded(
+        &self,
+        command: RecordedCommand,
+        idempotency_key: Option<String>,
+    ) -> Result<CommandAnswer, ServiceError> {
+        let id = new_reference();
+        let key_of = idempotency_key.as_ref().map(|key| {
+            let prepared = command.prepared();
+            (
+                prepared.provider().to_string(),
+                prepared.account().to_string(),
+                key.clone(),
+            )
+        });
+        // Claim the entry and its key in this process before the ledger sees them: a concurrent
+        // retry then waits for this attempt instead of finding its entry `sending` with nobody
+        // (it seems) running it, and reconciliation leaves the entry alone.
+        let guard = loop {
+            match self.in_flight.claim(&id, key_of.clone()) {
+                Claim::Mine(guard) => break guard,
+                Claim::Busy(mut running) => {
+                    let waited =
+                        tokio::time::timeout(RETRY_WAIT, running.wait_for(|done| *done)).await;
+                    if waited.is_err() {
+                        return Err(ServiceError::InProgress);
+                    }
+                }
+            }
+        };
+        let new_entry = command.new_entry(id, idempotency_key);
+        let reservation = match self
+            .ledger
+            .call(move |ledger| reserve(ledger, new_entry))
+            .await?
+        {
+            Reserved::New(reservation) => reservation,
+            Reserved::Existing(entry) => {
+                drop(guard);
+                return self.replay(entry).await;
+            }
+        };
+        // The dispatch runs to its end even if the caller goes away (an HTTP client that hangs
+        // up drops its request's future): an entry must not stay `sending` for that.
+        let service = self.clone();
+        tokio::spawn(async move {
+            let answer = service.send_reserved(command, reservation).await;
+            drop(guard);
+            answer
+        })
+        .await
+        .unwrap_or_else(|error| {
+            Err(ServiceError::Internal(format!(
+                "the dispatch ended abnormally: {error}; the entry is left for reconciliation"
+            )))
+        })
+    }
+
+    async fn send_reserved(
+        &self,
+        command: RecordedCommand,
+        reservation: Reservation,
+    ) -> Result<CommandAnswer, ServiceError> {
+        let id = reservation.id().to_string();
+        match self.gateway.dispatch_recorded(command, reservation).await {
+            Ok(dispatched) => {
+                let (entry_id, outcome) = (id.clone(), dispatched.outcome.clone());
+                let recorded = self
+                    .ledger
+                    .call(move |ledger| ledger.record_outcome(&entry_id, &outcome))
+                    .await;
+                if let Err(error) = &recorded {
+                    // The provider acted but the ledger could not say so: the entry stays
+                    // `sending` and reconciliation will settle it. Tell the caller the truth.
+                    tracing::error!(%id, %error, "outcome not recorded; left for reconciliation");
+                }
+                Ok(CommandAnswer {
+                    reference: Some(id),
+                    outcome: dispatched.outcome,
+                    plugin_version: Some(dispatched.plugin_version),
+                    replayed: false,
+                    provider_requests: dispatched.provider_requests,
+                })
+            }
+            Err(error) => {
+                // Nothing reached the provider (the gateway turns every post-send failure of a
+                // money-moving command into an outcome), so the entry is a definitive refusal.
+                let (entry_id, code, message) = (id, error.code(), error.to_string());
+                if let Err(ledger_error) = self
+                    .ledger
+                    .call(move |ledger| ledger.record_refusal(&entry_id, code.as_str(), &message))
+                    .await
+                {
+                    tracing::error!(%ledger_error, "refusal not recorded; left for reconciliation");
+                }
+                Err(ServiceError::Dispatch(error))
+            }
+        }
+    }
+
+    /// Answers a retry from what the ledger holds, waiting for a dispatch still running here.
+    async fn replay(&self, entry: Entry) -> Result<CommandAnswer, ServiceError> {
+        let mut entry = entry;
+        if entry.state == EntryState::Sending
+            && let Some(mut running) = self.in_flight.waiter(&entry.id)
+        {
+            let _ = tokio::time::timeout(RETRY_WAIT, running.wait_for(|done| *done)).await;
+            entry =
+                self.ledger.get(&entry.id).await?.ok_or_else(|| {
+                    ServiceError::Internal(format!("entry {} vanished", entry.id))
+                })?;
+        }
+        if let (None, Some(refusal)) = (&entry.outcome, &entry.refusal) {
+            return Err(ServiceError::RecordedRefusal {
+                code: ErrorCode::parse(&refusal.code).unwrap_or(ErrorCode::InternalError),
+                message: refusal.message.clone(),
+            });
+        }
+        let outcome = match (&entry.outcome, entry.state) {
+            (Some(outcome), _) => outcome.clone(),
+            // Left `sending` by a crash or by another process: it may have reached the
+            // provider. Reconciliation settles it.
+            (None, EntryState::Sending) => Outcome::unknown(ProviderError::new(
+                ErrorKind::ProviderUnavailable,
+                "the first attempt was interrupted; the entry is being reconciled with the provider",
+            )),
+            (None, EntryState::NeedsOperator) => Outcome::unknown(ProviderError::new(
+                ErrorKind::ProviderError,
+                "the entry needs an operator's decision",
+            )),
+            (None, _) => Outcome::new(state_to_status(entry.state)),
+        };
+        Ok(CommandAnswer {
+            reference: Some(entry.id.clone()),
+            outcome,
+            plugin_version: None,
+            replayed: true,
+            provider_requests: 0,
+        })
+    }
+
+    /// Settles `unknown`, `pending` and crash-interrupted entries through the provider's status
+    /// operation, or flags them for an operator when the provider cannot tell.
+    pub async fn reconcile(&self, limit: usize) -> ReconcileReport {
+        self.reconcile_with(limit, Duration::ZERO).await
+    }
+
+    /// Like [`Service::reconcile`], but leaves alone entries still `sending` that are younger
+    /// than `sending_min_age`: run from another process than the server, this process cannot
+    /// see which dispatches the server still has in flight.
+    pub async fn reconcile_with(&self, limit: usize, sending_min_age: Duration) -> ReconcileReport {
+        let mut report = ReconcileReport::default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs() as i64);
+        let entries = match self
+            .ledger
+            .call(move |ledger| ledger.unresolved(limit))
+            .await
+        {
+            Ok(entries) => entries,
+            Err(error) => {
+                report.errors.push(error.to_string());
+                return report;
+            }
+        };
+        for entry in entries {
+            if self.in_flight.contains(&entry.id) {
+                continue;
+            }
+            if entry.state == EntryState::Sending
+                && now.saturating_sub(entry.created_at_unix) < sending_min_age.as_secs() as i64
+            {
+                report.still_open += 1;
+                continue;
+            }
+            report.examined += 1;
+            self.reconcile_entry(entry, &mut report).await;
+        }
+        report
+    }
+
+    async fn reconcile_entry(&self, entry: Entry, report: &mut ReconcileReport) {
+        let Some(plugin) = self.gateway.registry().get(&entry.provider) else {
+            report.still_open += 1;
+            return;
+        };
+        // The status operation describes charges (and the payment pages that become charges);
+        // other money movements only where the plugin's manifest says it can tell (`status_of`).
+        // Asked about a refund it cannot describe, it would answer with the charge's state: a
+        // lost refund of a `done` charge would read as succeeded. Those go to an operator.
+        let asked_as = match entry.operation {
+            Operation::PaymentPage => Operation::Charge,
+            other => other,
+        };
+        let why_operator = if !plugin.manifest.supports(Operation::Status) {
+            Some(
+                "the provider has no status operation: check the transaction in its back office"
+                    .to_string(),
+            )
+        } else if !plugin.manifest.status_describes(asked_as) {
+            Some(format!(
+                "the provider's status operation cannot describe a {}: check it in the provider's back office",
+                entry.operation
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why_operator {
+            if entry.state == EntryState::Pending {
+                // The provider accepted it and will say more (webhook): nothing is unknown.
+                report.still_open += 1;
+            } else {
+                let id = entry.id.clone();
+                match self
+                    .ledger
+                    .call(move |ledger| ledger.flag_for_operator(&id, &why))
+                    .await
+                {
+                    Ok(_) => report.flagged_for_operator += 1,
+                    Err(error) => report.errors.push(format!("{}: {error}", entry.id)),
+                }
+            }
+            return;
+        }
+        let command = status_command(&entry, asked_as);
+        let result = match self
+            .gateway
+            .prepare(&entry.provider, &entry.account, command)
+            .map(|prepared| prepared.into_door())
+        {
+            Ok(Door::Direct(command)) => self.gateway.dispatch(command).await,
+            Ok(Door::Recorded(_)) => unreachable!("a status command is never recorded"),
+            Err(refusal) => Err(refusal),
+        };
+        let outcome = match result {
+            Ok(dispatched) => {
+                let mut outcome = dispatched.outcome;
+                if outcome.amount.is_none() {
+                    outcome.amount = entry.amount;
+                }
+                if outcome.provider_reference.is_none() {
+                    outcome.provider_reference = entry.provider_reference.clone();
+                }
+                outcome
+            }
+            // A page the customer has not paid yet is unknown to the provider: not a failure.
+            Err(DispatchError::Provider(error))
+                if error.kind == ErrorKind::NotFound
+                    && entry.operation == Operation::PaymentPage =>
+            {
+                report.still_open += 1;
+                return;
+            }
+            Err(DispatchError::Provider(error)) if error.kind == ErrorKind::NotFound => {
+                // The provider has no record of our reference: the request never reached it.
+                Outcome::failed(error)
+            }
+            Err(error) => {
+                report.still_open += 1;
+                report.errors.push(format!("{}: {error}", entry.id));
+                return;
+            }
+        };
+        let final_now = outcome.status.is_final();
+        let id = entry.id.clone();
+        match self
+            .ledger
+            .call(move |ledger| ledger.record_outcome(&id, &outcome))
+            .await
+        {
+            Ok(_) if final_now => report.resolved += 1,
+            Ok(_) => report.still_open += 1,
+            Err(error) => report.errors.push(format!("{}: {error}", entry.id)),
+        }
+    }
+
+    /// Verifies, stores and applies an inbound webhook; returns the answer for the provider.
+    pub async fn webhook(
+        &self,
+        provider: &str,
+        account: &str,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<WebhookHandling, ServiceError> {
+        let dispatched = match self
+            .gateway
+            .prepare(provider, account, Command::Webhook { headers })
+            .map(|prepared| prepared.into_door())
+        {
+            Ok(Door::Direct(command)) => {
+                self.gateway.dispatch(command.with_inbound_body(body)).await
+            }
+            Ok(Door::Recorded(_)) => unreachable!("a webhook is never recorded"),
+            Err(refusal) => Err(refusal),
+        };
+        let outcome = match dispatched {
+            Ok(dispatched) => dispatched.outcome,
+            Err(DispatchError::Provider(error)) if error.kind != ErrorKind::PluginFault => {
+                Outcome::failed(error)
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let Details::Webhook(result) = outcome.details else {
+            return Err(ServiceError::Dispatch(DispatchError::Provider(
+                ProviderError::plugin_fault(
+                    "the plugin answered a webhook without a webhook result",
+                ),
+            )));
+        };
+        let mut stored = false;
+        if let Some(event) = result.event.as_ref().filter(|event| event.verified) {
+            let (stored_provider, stored_account, stored_event) =
+                (provider.to_string(), account.to_string(), event.clone());
+            stored = self
+                .ledger
+                .call(move |ledger| {
+                    ledger.record_event(&stored_provider, &stored_account, &stored_event)
+                })
+                .await?;
+            if stored {
+                let (applied_provider, applied_event) = (provider.to_string(), event.clone());
+                let applied = self
+                    .ledger
+                    .call(move |ledger| ledger.apply_event(&applied_provider, &applied_event))
+                    .await;
+                match applied {
+                    Ok(Some(entry)) => {
+                        tracing::info!(id = %entry.id, state = entry.state.as_str(), "webhook applied")
+                    }
+                    Ok(None) => {}
+                    Err(error) => tracing::error!(%error, "webhook event stored but not applied"),
+                }
+                self.gateway.metrics().increment(
+                    "gatehouse_webhook_events_total",
+                    &[("provider", provider), ("result", "stored")],
+                );
+            } else {
+                self.gateway.metrics().increment(
+                    "gatehouse_webhook_events_total",
+                    &[("provider", provider), ("result", "replay")],
+                );
+            }
+        } else {
+            self.gateway.metrics().increment(
+                "gatehouse_webhook_events_total",
+                &[("provider", provider), ("result", "refused")],
+            );
+        }
+        Ok(WebhookHandling {
+            reply: result.reply,
+            stored,
+        })
+    }
+
+    /// Runs reconciliation every `interval` until the task is aborted.
+    pub fn spawn_reconciler(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let report = service.reconcile(500).await;
+                if report.examined > 0 {
+                    tracing::info!(?report, "reconciliation pass");
+                }
+            }
+        })
+    }
+}
+
+/// The status question reconciliation asks about `entry`, as a transaction of `asked_as`.
+fn status_command(entry: &Entry, asked_as: Operation) -> Command {
+    let (transaction_id, of, amount) = match (&entry.command, asked_as) {
+        (_, Operation::Charge) => (entry.provider_reference.clone(), None, None),
+        // A refund is looked up under the charge it refunds; the amount tells a partial refund
+        // from a full one.
+        (
+            Command::Refund {
+                transaction_id,
+                amount,
+                ..
+            },
+            _,
+        ) => (Some(transaction_id.clone()), Some(asked_as), *amount),
+        (_, other) => (entry.provider_reference.clone(), Some(other), entry.amount),
+    };
+    Command::Status {
+        transaction_id,
+        reference: Some(entry.id.clone()),
+        of,
+        amount,
+        extra: Default::default(),
+    }
+}
+
+fn state_to_status(state: EntryState) -> OutcomeStatus {
+    match state {
+        EntryState::Succeeded => OutcomeStatus::Succeeded,
+        EntryState::Pending => OutcomeStatus::Pending,
+        EntryState::Failed => OutcomeStatus::Failed,
+        EntryState::Sending | EntryState::Unknown | EntryState::NeedsOperator => {
+            OutcomeStatus::Unknown
+        }
+    }
+}
+
+fn validate_key(key: &str) -> Result<(), ServiceError> {
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(ServiceError::InvalidKey(
+            "an idempotency key is 1 to 255 printable ASCII characters without spaces".into(),
+        ));
+    }
+    Ok(())
+}

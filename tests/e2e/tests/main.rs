@@ -1,0 +1,28 @@
+//! The end-to-end tests: one binary, a module per area. Every test uses real parts: plugin
+//! libraries built as cdylibs, loaded by the real host, over real HTTP on loopback to the provider
+//! simulators (see `gatehouse_e2e` for the shared harness).
+
+/// Support shared by the reliability areas (faults, kills, load, storms, security, properties).
+mod reliability;
+
+mod api;
+mod ccbill;
+mod cli;
+mod conformance;
+mod crash;
+mod faults;
+mod kills;
+mod kolmisoft;
+mod load;
+mod loading;
+mod money_properties;
+mod paygateglobal;
+mod paysitecash;
+mod reconcile_refunds;
+mod routes;
+mod sandbox;
+mod scrub_basic_auth;
+mod security;
+mod storms;
+mod tidy;
+mod xsolla;
