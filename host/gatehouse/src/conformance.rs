@@ -662,12 +662,12 @@ fn drive_flow(
                 inbound_body.to_vec(),
             );
             call_with_timeout(move || plugin.start(&invocation, &body))
-                .map_err(|failure| failure.into_end("start"))
+                .map_err(|failure| (failure, "start"))
         },
         |state, answer| {
             let (plugin, invocation) = (plugin.clone(), invocation_json.clone());
             call_with_timeout(move || plugin.resume(&invocation, &state, &answer))
-                .map_err(|failure| failure.into_end("resume"))
+                .map_err(|failure| (failure, "resume"))
         },
         |_| Some(response.clone()),
     );
@@ -676,7 +676,7 @@ fn drive_flow(
         flow::FlowEnd::Failed(error) => FlowEnd::Failed(error),
         // Every request is answered with the canned response: a flow never runs out of answers.
         flow::FlowEnd::Unanswered | flow::FlowEnd::TooManySteps => FlowEnd::TooManySteps,
-        flow::FlowEnd::Aborted(end) => end,
+        flow::FlowEnd::Aborted((failure, entry_point)) => failure.into_end(entry_point),
     };
     FlowRun {
         operation,

@@ -95,7 +95,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
-    pub provider: Option<ProviderError>,
+    /// Boxed: most errors carry none, and an error travels by value through every `Result`.
+    pub provider: Option<Box<ProviderError>>,
 }
 
 impl ApiError {
@@ -127,7 +128,7 @@ impl ApiError {
 impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> Self {
         let provider = match &error {
-            ServiceError::Dispatch(dispatch) => dispatch.provider_error().cloned(),
+            ServiceError::Dispatch(dispatch) => dispatch.provider_error().cloned().map(Box::new),
             _ => None,
         };
         Self {

@@ -418,6 +418,25 @@ impl Service {
                 return;
             }
         };
+        if asked_as != Operation::Charge && outcome.status == OutcomeStatus::Unknown {
+            // The provider was asked about this very refund or payout and its records cannot
+            // tell (Xsolla cannot tell a partial refund of a `done` transaction from none):
+            // asking again will not tell either. A person must look.
+            let why = format!(
+                "the provider's records cannot tell whether this {} was made: check it in the provider's back office",
+                entry.operation
+            );
+            let id = entry.id.clone();
+            match self
+                .ledger
+                .call(move |ledger| ledger.flag_for_operator(&id, &why))
+                .await
+            {
+                Ok(_) => report.flagged_for_operator += 1,
+                Err(error) => report.errors.push(format!("{}: {error}", entry.id)),
+            }
+            return;
+        }
         let final_now = outcome.status.is_final();
         let id = entry.id.clone();
         match self

@@ -179,6 +179,67 @@ async fn twenty_concurrent_requests_with_one_key_make_one_provider_call() {
     assert_eq!(references.len(), 1, "every answer names the same entry");
 }
 
+/// The idempotency race: 50 clients send one key at once, 20 rounds, each round a new key. The
+/// first attempt's entry and key are claimed in this process before the ledger sees them, so no
+/// client is told "interrupted" while the first attempt runs: every answer equals the first
+/// attempt's outcome, and the provider sees one call per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_clients_with_one_key_all_get_the_first_attempts_answer() {
+    const CLIENTS: usize = 50;
+    const ROUNDS: usize = 20;
+    let (api, simulator, running) = setup().await;
+    let api = Arc::new(api);
+    for round in 0..ROUNDS {
+        let key = format!("race-{round}");
+        let barrier = Arc::new(tokio::sync::Barrier::new(CLIENTS));
+        let tasks: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let (api, key, barrier) = (api.clone(), key.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    api.request(
+                        Method::POST,
+                        CHARGES,
+                        Some(charge_body()),
+                        &[("Idempotency-Key", &key)],
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for task in tasks {
+            let (status, _, body) = task.await.expect("task");
+            assert_eq!(status, 200, "round {round}: {body}");
+            answers.push(body);
+        }
+        let first: Vec<&Value> = answers
+            .iter()
+            .filter(|answer| answer["replayed"] == false)
+            .collect();
+        assert_eq!(first.len(), 1, "round {round}: one first attempt");
+        let first = first[0];
+        for answer in &answers {
+            for field in ["reference", "status", "provider_reference", "amount"] {
+                assert_eq!(
+                    answer[field], first[field],
+                    "round {round}: `{field}` differs from the first attempt's: {answer}"
+                );
+            }
+            assert!(
+                !answer.to_string().contains("interrupted"),
+                "round {round}: {answer}"
+            );
+        }
+        assert_eq!(
+            running.calls.count("/api/v1/pay"),
+            round + 1,
+            "round {round}: one provider call per key"
+        );
+    }
+    assert_eq!(simulator.transactions().len(), ROUNDS);
+}
+
 #[tokio::test]
 async fn hostile_requests_are_refused_with_clear_errors() {
     let (api, _simulator, running) = setup().await;
@@ -225,7 +286,7 @@ async fn hostile_requests_are_refused_with_clear_errors() {
             422,
             "invalid_request",
         ),
-        (CHARGES, json!([1, 2, 3]), 400, "invalid_request"),
+        (CHARGES, json!([1, 2, 3]), 400, "bad_request"),
         (
             "/v1/nosuch/main/charges",
             charge_body(),
@@ -456,12 +517,13 @@ async fn the_embedding_example_compiles_and_runs() {
         dir.path(),
         &gatehouse_e2e::plugin_file_name("paygateglobal"),
     );
+    let ledger_file = dir.path().join("platform-ledger.sqlite");
     let output = tokio::process::Command::new(env!("CARGO"))
         .args([
             "run",
             "--quiet",
             "-p",
-            "gatehouse-host",
+            "gatehouse-service",
             "--example",
             "embed",
             "--",
@@ -469,6 +531,7 @@ async fn the_embedding_example_compiles_and_runs() {
         .arg(dir.path())
         .arg(running.base_url())
         .arg(TOKEN)
+        .arg(&ledger_file)
         .output()
         .await
         .expect("cargo run");
@@ -483,6 +546,176 @@ async fn the_embedding_example_compiles_and_runs() {
     assert!(
         stdout.contains("\"provider\":\"paygateglobal\""),
         "{stdout}"
+    );
+    // The example's charge went through the one door: it is in the ledger it named, and its
+    // retry was answered from there (one transaction at the provider).
+    let charge_line = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("charge: "))
+        .expect("the example prints its charge");
+    let charge: Value = serde_json::from_str(charge_line).expect("charge JSON");
+    let reference = charge["reference"].as_str().expect("a reference");
+    let retry_line = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("retry: "))
+        .expect("the example prints its retry");
+    let retry: Value = serde_json::from_str(retry_line).expect("retry JSON");
+    assert_eq!(retry["replayed"], true, "{retry}");
+    assert_eq!(retry["reference"], reference);
+    let ledger = gatehouse_ledger::SqliteLedger::open(&ledger_file).expect("the example's ledger");
+    let entry = gatehouse_ledger::Ledger::get(&ledger, reference)
+        .expect("read")
+        .expect("the example's charge is in its ledger");
+    assert_eq!(entry.idempotency_key.as_deref(), Some("order-1001"));
+    assert_eq!(entry.state, gatehouse_ledger::EntryState::Pending);
+    assert_eq!(running.calls.count("/api/v1/pay"), 1, "one provider call");
+}
+
+/// Every error answer of the API is the documented JSON envelope with a stable code, axum's own
+/// rejections included: a bad query, a bad path segment, a body over the limit or not JSON, an
+/// unknown route, a method the route does not take, two idempotency keys.
+#[tokio::test]
+async fn every_error_answer_is_the_json_envelope() {
+    let (api, _simulator, running) = setup().await;
+    let raw = |method: reqwest::Method, path: &str| {
+        api.client
+            .request(method, format!("{}{path}", api.base_url))
+            .bearer_auth(API_KEY)
+    };
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            "bad query",
+            raw(reqwest::Method::GET, "/v1/ledger?limit=abc"),
+            400,
+            "bad_request",
+        ),
+        (
+            "bad state",
+            raw(reqwest::Method::GET, "/v1/ledger?state=lost"),
+            400,
+            "bad_request",
+        ),
+        (
+            "bad events query",
+            raw(reqwest::Method::GET, "/v1/events?after=x"),
+            400,
+            "bad_request",
+        ),
+        (
+            "no such route",
+            raw(reqwest::Method::GET, "/v1/nothing/here"),
+            404,
+            "not_found",
+        ),
+        (
+            "no such entry",
+            raw(reqwest::Method::GET, "/v1/ledger/gh_nothing"),
+            404,
+            "not_found",
+        ),
+        (
+            "method",
+            raw(reqwest::Method::DELETE, "/v1/plugins"),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "method on a command route",
+            raw(reqwest::Method::GET, CHARGES),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "bad path bytes",
+            raw(reqwest::Method::GET, "/v1/%FF%FE/main/balance"),
+            400,
+            "bad_request",
+        ),
+        (
+            "not JSON",
+            raw(reqwest::Method::POST, CHARGES).body("{not json"),
+            400,
+            "bad_request",
+        ),
+        (
+            "too large",
+            raw(reqwest::Method::POST, CHARGES).body(vec![b' '; 2 * 1024 * 1024]),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "over the command limit",
+            raw(reqwest::Method::POST, CHARGES).body(vec![b' '; 300 * 1024]),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "two idempotency keys",
+            raw(reqwest::Method::POST, CHARGES)
+                .header("idempotency-key", "dup-a")
+                .header("idempotency-key", "dup-b")
+                .json(&charge_body()),
+            400,
+            "bad_request",
+        ),
+        (
+            "a key with a space",
+            raw(reqwest::Method::POST, CHARGES)
+                .header("idempotency-key", "two words")
+                .json(&charge_body()),
+            400,
+            "bad_request",
+        ),
+        (
+            "no key",
+            api.client.get(format!("{}/v1/plugins", api.base_url)),
+            401,
+            "unauthorized",
+        ),
+        (
+            "a negative amount",
+            raw(reqwest::Method::POST, CHARGES).json(&json!({
+                "amount": {"minor_units": -5, "currency": "XOF"},
+                "customer": {"phone": "90123456"}, "payment_method": "FLOOZ"})),
+            422,
+            "invalid_request",
+        ),
+    ];
+    for (label, request, expected_status, expected_code) in cases {
+        let response = request.send().await.expect("send");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let text = response.text().await.expect("body");
+        assert_eq!(status, expected_status, "{label}: {text}");
+        assert!(
+            content_type.starts_with("application/json"),
+            "{label}: content type {content_type:?}, body {text}"
+        );
+        let body: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|error| panic!("{label}: not JSON ({error}): {text}"));
+        assert_eq!(body["error"]["code"], expected_code, "{label}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|message| !message.is_empty()),
+            "{label}: {body}"
+        );
+    }
+    assert_eq!(
+        running.calls.count("/api/v1/pay"),
+        0,
+        "no refused request reached the provider"
+    );
+    let (_, listed) = api.get("/v1/ledger").await;
+    assert_eq!(
+        listed["entries"].as_array().map(Vec::len),
+        Some(0),
+        "no refused request was recorded: {listed}"
     );
 }
 

@@ -3,8 +3,11 @@
 use std::process::Command;
 
 use gatehouse_e2e::{gatehouse_binary, install, library, plugin_file_name};
+use gatehouse_ledger::{EntryState, Ledger, ListFilter, SqliteLedger};
 use gatehouse_sim_paygateglobal::PayGateSimulator;
 use serde_json::Value;
+
+use crate::reliability::{Simulators, ccbill_payout};
 
 const TOKEN: &str = "cli-test-token-5678";
 
@@ -48,8 +51,9 @@ async fn plugins_and_call() {
     .expect("config");
 
     // `plugins --json`: the loaded plugin, its operations, and the file that failed.
+    // A refused plugin file makes the listing exit 5: a script must see it.
     let (code, listing, text) = gatehouse(&config, &["plugins", "--json"]);
-    assert_eq!(code, 0, "{text}");
+    assert_eq!(code, 5, "{text}");
     assert_eq!(listing["plugins"][0]["provider"], "paygateglobal");
     assert_eq!(listing["plugins"][0]["plugin_version"], "1.0.0");
     assert!(
@@ -67,7 +71,7 @@ async fn plugins_and_call() {
     );
     // The table form names the same things.
     let (code, _, text) = gatehouse(&config, &["plugins"]);
-    assert_eq!(code, 0);
+    assert_eq!(code, 5);
     assert!(
         text.contains("paygateglobal") && text.contains("load error"),
         "{text}"
@@ -100,7 +104,7 @@ async fn plugins_and_call() {
             .starts_with("gh_")
     );
 
-    // Refusals: exit 1 with a JSON error; bad invocations: exit 2 with a message.
+    // Refusals: exit 5 with a JSON error; bad invocations: exit 2 with a message.
     let (code, error, _) = gatehouse(
         &config,
         &[
@@ -113,7 +117,7 @@ async fn plugins_and_call() {
     );
     assert_eq!(
         (code, error["error"]["code"].as_str()),
-        (1, Some("not_supported"))
+        (5, Some("not_supported"))
     );
     let (code, _, text) = gatehouse(
         &config,
@@ -146,5 +150,147 @@ async fn plugins_and_call() {
     assert!(
         text.contains("plugins.toml:3") && text.contains("bogus_key"),
         "{text}"
+    );
+}
+
+/// `gatehouse call` goes through the one door: a charge and a CCBill payout are in the configured
+/// ledger before they are sent, and a retry with the same `--idempotency-key` is answered from
+/// it without reaching the provider. Exit codes tell pending, failed and unknown apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_records_money_in_the_ledger_and_answers_retries_from_it() {
+    let sims = Simulators::start().await;
+    let dir = tempfile::tempdir().expect("folder");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).expect("plugins");
+    for provider in ["paygateglobal", "ccbill"] {
+        install(
+            &library(&format!("gatehouse-plugin-{provider}")),
+            &plugins,
+            &plugin_file_name(provider),
+        );
+    }
+    let config = dir.path().join("plugins.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[host]\nplugins_dir = \"plugins\"\nledger = \"ledger.sqlite\"\n\n{}",
+            sims.accounts_toml(3000)
+        ),
+    )
+    .expect("config");
+    let charge = r#"{"amount":{"minor_units":700,"currency":"XOF"},"customer":{"phone":"90123456"},"payment_method":"FLOOZ"}"#;
+    let call_charge = || {
+        gatehouse(
+            &config,
+            &[
+                "call",
+                "paygateglobal",
+                "charge",
+                "--json",
+                charge,
+                "--idempotency-key",
+                "cli-order-1",
+            ],
+        )
+    };
+
+    let (code, first, text) = call_charge();
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(first["status"], "pending", "{text}");
+    assert_eq!(first["replayed"], false);
+    let reference = first["reference"].as_str().expect("reference").to_string();
+    assert_eq!(sims.pgg.transactions().len(), 1);
+
+    let (code, retry, text) = call_charge();
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(retry["replayed"], true, "{text}");
+    assert_eq!(retry["reference"], reference.as_str());
+    assert_eq!(retry["provider_reference"], first["provider_reference"]);
+    assert_eq!(
+        sims.pgg.transactions().len(),
+        1,
+        "the retry reached the provider"
+    );
+
+    // The same key with another body is refused, naming the key.
+    let (code, reused, text) = gatehouse(
+        &config,
+        &[
+            "call",
+            "paygateglobal",
+            "charge",
+            "--json",
+            r#"{"amount":{"minor_units":900,"currency":"XOF"},"customer":{"phone":"90123456"},"payment_method":"FLOOZ"}"#,
+            "--idempotency-key",
+            "cli-order-1",
+        ],
+    );
+    assert_eq!(
+        (code, reused["error"]["code"].as_str()),
+        (5, Some("idempotency_key_reused")),
+        "{text}"
+    );
+
+    let payout = ccbill_payout("0001", 1250).to_string();
+    let (code, paid, text) = gatehouse(
+        &config,
+        &["call", "ccbill", "affiliate_payout", "--json", &payout],
+    );
+    assert_eq!(code, 0, "{text}");
+    let payout_reference = paid["reference"].as_str().expect("reference").to_string();
+    assert_eq!(sims.ccbill.payouts().len(), 1);
+
+    let ledger = SqliteLedger::open(&dir.path().join("ledger.sqlite")).expect("ledger");
+    let entries = ledger
+        .list(&ListFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .expect("entries");
+    assert_eq!(entries.len(), 2, "{entries:#?}");
+    let charge_entry = ledger.get(&reference).expect("read").expect("the charge");
+    assert_eq!(charge_entry.state, EntryState::Pending);
+    assert_eq!(charge_entry.idempotency_key.as_deref(), Some("cli-order-1"));
+    let payout_entry = ledger
+        .get(&payout_reference)
+        .expect("read")
+        .expect("the payout");
+    assert_eq!(payout_entry.provider, "ccbill");
+    assert_eq!(payout_entry.state, EntryState::Succeeded);
+
+    // A payout CCBill refuses (-3, no such affiliate) fails: exit 3.
+    sims.ccbill.answer_next(-3);
+    let (code, failed, text) = gatehouse(
+        &config,
+        &[
+            "call",
+            "ccbill",
+            "affiliate_payout",
+            "--json",
+            &ccbill_payout("0002", 100).to_string(),
+        ],
+    );
+    assert_eq!(
+        (code, failed["status"].as_str()),
+        (3, Some("failed")),
+        "{text}"
+    );
+    // The provider is down after a request may have left: unknown, exit 4.
+    let (code, unknown, text) = gatehouse(
+        &config,
+        &[
+            "call",
+            "paygateglobal",
+            "charge",
+            "--account",
+            "down",
+            "--json",
+            charge,
+        ],
+    );
+    assert!(
+        (code == 4 && unknown["status"] == "unknown")
+            || (code == 3 && unknown["status"] == "failed"),
+        "a provider that cannot be reached: {text}"
     );
 }

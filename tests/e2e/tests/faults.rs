@@ -559,9 +559,10 @@ async fn xsolla_refunds_survive_every_provider_fault() {
             assert_eq!(partially_refunded, 300, "{}: refunded twice", run.label);
         }
     }
-    // Reconciliation never settles a refund through the charge's status (which describes the
-    // charge, not the refund): every refund left unknown goes to an operator, and no reconciled
-    // state contradicts Xsolla.
+    // Reconciliation asks Xsolla about each refund left unknown (`status` with `of: refund`,
+    // which Xsolla's manifest declares): a full refund settles to what Xsolla did; a partial one
+    // Xsolla's records cannot tell from none goes to an operator. No reconciled state
+    // contradicts Xsolla.
     let report = reconcile(&api).await;
     figure("faults.xsolla.refunds.reconcile", &report);
     let reconciled = ledger(&api).await;
@@ -575,9 +576,10 @@ async fn xsolla_refunds_survive_every_provider_fault() {
             .as_str()
             .unwrap_or_default();
         if run.status == "unknown" {
-            assert_eq!(
-                state, "needs_operator",
-                "{}: an unknown refund must go to an operator",
+            let settled = ["succeeded", "failed"].contains(&state);
+            assert!(
+                settled || (index >= partial_from && state == "needs_operator"),
+                "{}: an unknown refund must settle (or, partial, go to an operator): {state}",
                 run.label
             );
         }

@@ -192,6 +192,10 @@ async fn run_phase(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sustained_traffic_across_all_five_providers() {
+    // It bounds this process's memory and descriptors: alone in a process of its own.
+    if !gatehouse_e2e::in_own_process("load::sustained_traffic_across_all_five_providers") {
+        return;
+    }
     let sims = Arc::new(Simulators::start().await);
     let api = Arc::new(ApiHost::start(&ALL_PLUGINS, &sims.accounts_toml(3000)).await);
     let tally = Arc::new(std::sync::Mutex::new(Tally::default()));

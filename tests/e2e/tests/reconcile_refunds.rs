@@ -1,9 +1,12 @@
+//! Refunds whose answer was lost settle themselves where the provider can tell, and go to an
+//! operator where it cannot.
+//!
 //! Regression test for bug B1 (RELIABILITY.md): reconciliation used to settle an Xsolla refund
-//! entry through the provider's `status` operation, which describes the *charge* (by
-//! `transaction_id`) or searches charges by `external_id` (by `reference`). A refund whose answer
-//! was lost was then recorded `failed` although Xsolla made it (the caller could refund again),
-//! and a refund Xsolla never made was recorded `succeeded` because its charge was `done`. Now an
-//! unknown refund goes to an operator; this test checks no reconciled state contradicts Xsolla.
+//! entry through the *charge's* status, so a refund whose answer was lost was recorded `failed`
+//! although Xsolla made it, and a refund Xsolla never made `succeeded`. The contract now asks a
+//! plugin about a refund itself (`status` with `of: refund`, for plugins whose manifest lists it in
+//! `status_of`): Xsolla's transaction details tell a refunded transaction from one that is not.
+//! CCBill has no status operation: its unknown payouts go to an operator.
 
 use crate::reliability;
 
@@ -73,11 +76,34 @@ async fn reconciled_refunds_hold_the_providers_truth() {
         if !honest {
             wrong.push(format!("{label}: the ledger says {state}"));
         }
-        if state != "needs_operator" {
+        let truth = if refunded { "succeeded" } else { "failed" };
+        if state != truth {
             wrong.push(format!(
-                "{label}: an unknown refund must go to an operator, the ledger says {state}"
+                "{label}: Xsolla can tell, so the refund must settle {truth}; the ledger says {state}"
             ));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    // CCBill cannot be asked: an unknown payout goes to an operator, with the reason.
+    sims.ccbill_running.faults.push(Fault::ResetMidBody);
+    let (_, _, payout) = api
+        .request(
+            Method::POST,
+            "/v1/ccbill/main/affiliate-payouts",
+            Some(reliability::ccbill_payout("0001", 700)),
+            &[("Idempotency-Key", "p0")],
+        )
+        .await;
+    assert_eq!(payout["status"], "unknown", "{payout}");
+    let reference = payout["reference"].as_str().expect("reference").to_string();
+    api.post("/v1/reconcile", json!({})).await;
+    let (_, entry) = api.get(&format!("/v1/ledger/{reference}")).await;
+    assert_eq!(entry["entry"]["state"], "needs_operator", "{entry}");
+    assert!(
+        entry["entry"]["operator_flag"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("status")),
+        "{entry}"
+    );
 }

@@ -92,3 +92,61 @@ fn plugin_code_does_not_unwrap() {
         offenders.join("\n")
     );
 }
+
+/// The host's crates are layered: plugin-api, then the ledger, the core, the service, and the
+/// `gatehouse` binary on top. A crate depends only on the layers below it (no upward or circular
+/// edge), and the libraries a platform embeds pull in no CLI or test machinery.
+#[test]
+fn the_host_crates_depend_only_downward() {
+    let layers = [
+        ("host/ledger", "gatehouse-ledger"),
+        ("host/core", "gatehouse-core"),
+        ("host/service", "gatehouse-service"),
+        ("host/gatehouse", "gatehouse"),
+    ];
+    let workspace_crates = [
+        "gatehouse-plugin-api",
+        "gatehouse-ledger",
+        "gatehouse-core",
+        "gatehouse-service",
+        "gatehouse",
+    ];
+    for (level, (folder, name)) in layers.iter().enumerate() {
+        let manifest: toml::Table = std::fs::read_to_string(root().join(folder).join("Cargo.toml"))
+            .expect("manifest")
+            .parse()
+            .expect("manifest is TOML");
+        assert_eq!(manifest["package"]["name"].as_str(), Some(*name));
+        let dependencies = manifest
+            .get("dependencies")
+            .and_then(|table| table.as_table())
+            .cloned()
+            .unwrap_or_default();
+        // Below this crate: plugin-api and the layers before it.
+        let allowed: Vec<&str> = std::iter::once("gatehouse-plugin-api")
+            .chain(layers[..level].iter().map(|(_, below)| *below))
+            .collect();
+        for dependency in dependencies.keys() {
+            if workspace_crates.contains(&dependency.as_str()) {
+                assert!(
+                    allowed.contains(&dependency.as_str()),
+                    "{name} depends on {dependency}, which is not below it"
+                );
+            }
+        }
+        if *name != "gatehouse" {
+            for forbidden in ["clap", "anyhow", "tracing-subscriber"] {
+                assert!(
+                    !dependencies.contains_key(forbidden),
+                    "{name} (a library platforms embed) depends on {forbidden}"
+                );
+            }
+            assert!(
+                !dependencies
+                    .keys()
+                    .any(|key| key.starts_with("gatehouse-sim-")),
+                "{name} depends on a simulator"
+            );
+        }
+    }
+}
