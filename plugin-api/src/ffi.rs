@@ -56,9 +56,11 @@ pub enum FfiStep {
 
 /// The root module of a plugin library.
 ///
-/// Architecture Invariant: fields are only ever appended, after the current
-/// `#[sabi(last_prefix_field)]`, which then moves to the new last field. A host reads a field an
-/// older plugin lacks as `None` (`missing_field(option)`), so older plugins keep loading.
+/// Architecture Invariant: fields are only ever appended at the end, and
+/// `#[sabi(last_prefix_field)]` never moves from the field it marks in the first release
+/// (abi_stable: every later minor version adds fields after it without moving it; moving it is a
+/// breaking change). A host reads a field an older plugin lacks as `None`
+/// (`missing_field(option)`), so older plugins keep loading.
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModuleRef)))]

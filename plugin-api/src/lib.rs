@@ -19,8 +19,9 @@
 //! * **Same `0.MINOR`** (or same `MAJOR` from 1.0 on): compatible. Within it, a release may only
 //!   *add*: new optional JSON fields (with `#[serde(default)]`), new [`Operation`]s and
 //!   [`Command`] variants (the host sends a plugin only the operations its manifest lists),
-//!   new functions appended at the end of [`ffi::PluginModule`] after moving
-//!   `#[sabi(last_prefix_field)]` (an older plugin reads as `None` for them).
+//!   new functions appended at the end of [`ffi::PluginModule`], *without* moving
+//!   `#[sabi(last_prefix_field)]` (moving it is a breaking change; an older plugin reads the new
+//!   functions as `None`).
 //! * **A different `0.MINOR` / `MAJOR`**: incompatible. The host refuses the plugin at load with an
 //!   error naming the file, both versions, and keeps serving the previous version of that provider.
 //! * **Breaking changes** (removing or renaming a field or variant, changing a field's type,
