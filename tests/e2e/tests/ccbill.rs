@@ -334,6 +334,78 @@ async fn an_authentication_failure_stops_the_host_before_ccbill_locks_the_accoun
     assert_eq!(simulator.datalink_calls(), calls);
 }
 
+/// A wrong password, however CCBill words it (`-1`, `-7`, `Error: 02`), and 20 concurrent payouts:
+/// the host sends one login, pauses the account with the reason, and CCBill's lockout is never
+/// reached. A `-7` payout stays `unknown` (the action may have run) but protects the account all
+/// the same. An IP-check failure (`Error: 04`) says so plainly and pauses too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_wording_of_a_wrong_password_costs_one_login() {
+    use gatehouse_sim_ccbill::LoginRefusals;
+    for (refusals, expected_status, expected_code) in [
+        (LoginRefusals::ResultCodes, OutcomeStatus::Failed, "-1"),
+        (LoginRefusals::MinusSeven, OutcomeStatus::Unknown, "-7"),
+        (
+            LoginRefusals::ErrorTexts,
+            OutcomeStatus::Failed,
+            "Error: 02",
+        ),
+    ] {
+        let (host, simulator, _running) = setup().await;
+        simulator.set_login_refusals(refusals);
+        let host = std::sync::Arc::new(host);
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let host = host.clone();
+                tokio::spawn(async move { host.call("ccbill", "wrong", payout(100)).await })
+            })
+            .collect();
+        let mut sent = Vec::new();
+        let mut paused = 0;
+        for task in tasks {
+            match task.await.expect("task") {
+                Ok(outcome) => sent.push(outcome),
+                Err(DispatchError::AccountPaused { reason, .. }) => {
+                    assert!(reason.contains("credentials"), "{reason}");
+                    paused += 1;
+                }
+                Err(other) => panic!("{refusals:?}: {other:?}"),
+            }
+        }
+        assert_eq!(sent.len(), 1, "{refusals:?}: one payout reached CCBill");
+        assert_eq!(paused, 19, "{refusals:?}");
+        let outcome = &sent[0];
+        assert_eq!(outcome.status, expected_status, "{refusals:?}: {outcome:?}");
+        let error = outcome.error.as_ref().expect("error");
+        assert_eq!(error.kind, ErrorKind::Authentication, "{refusals:?}");
+        assert_eq!(error.provider_code.as_deref(), Some(expected_code));
+        assert_eq!(simulator.datalink_calls(), 1, "{refusals:?}: one login");
+        assert_eq!(simulator.failed_logins(ACCNUM), 1, "{refusals:?}");
+        assert!(!simulator.is_locked(ACCNUM), "{refusals:?}");
+    }
+
+    // The IP check: the message says what to fix; the account pauses before anything else goes.
+    let (host, simulator, _running) = setup().await;
+    simulator.set_ip_check_failing(true);
+    let outcome = host
+        .call("ccbill", "sub_csv", payout(100))
+        .await
+        .expect("an outcome");
+    assert_eq!(outcome.status, OutcomeStatus::Failed);
+    let error = outcome.error.expect("error");
+    assert_eq!(error.provider_code.as_deref(), Some("Error: 04"));
+    assert!(
+        error.message.to_ascii_lowercase().contains("ip"),
+        "{}",
+        error.message
+    );
+    let again = host.call("ccbill", "sub_csv", payout(100)).await;
+    assert!(
+        matches!(again, Err(DispatchError::AccountPaused { .. })),
+        "{again:?}"
+    );
+    assert_eq!(simulator.datalink_calls(), 1);
+}
+
 #[tokio::test]
 async fn configuration_and_commands_are_checked_before_any_request() {
     let (host, simulator, running) = setup().await;
