@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 /// The template's files, by path inside the crate.
-pub const TEMPLATE_FILES: [(&str, &str); 5] = [
+pub const TEMPLATE_FILES: [(&str, &str); 6] = [
     (
         "Cargo.toml",
         include_str!("../../../plugins/template/Cargo.toml"),
@@ -23,6 +23,10 @@ pub const TEMPLATE_FILES: [(&str, &str); 5] = [
     (
         "src/lib.rs",
         include_str!("../../../plugins/template/src/lib.rs"),
+    ),
+    (
+        "src/account.rs",
+        include_str!("../../../plugins/template/src/account.rs"),
     ),
     (
         "src/transformers.rs",

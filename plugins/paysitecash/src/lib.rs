@@ -14,6 +14,7 @@
 //! plugin classifies `auth error` as [`ErrorKind::Authentication`] and `too many login attemps`
 //! as [`ErrorKind::RateLimited`] so the host pauses the account before the lockout.
 
+mod account;
 mod transformers;
 
 use gatehouse_plugin_api::{
@@ -22,14 +23,12 @@ use gatehouse_plugin_api::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::account::{CURRENCY, DELIMITER, PASSWORD, USER, credentials, parse_settings};
 use crate::transformers::errors::{DocumentedError, http_error};
 use crate::transformers::statistics::{
     BodyError, MAX_BODY_BYTES, Statistics, decode_text, looks_binary, parse_statistics,
 };
-use crate::transformers::{
-    CURRENCY, DEFAULT_BASE_URL, DELIMITER, PASSWORD, StatisticsApi, USER, credentials,
-    parse_settings, statistics_query, statistics_request,
-};
+use crate::transformers::{DEFAULT_BASE_URL, StatisticsApi, statistics_query, statistics_request};
 
 pub use crate::transformers::md5_hex;
 

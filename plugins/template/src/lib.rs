@@ -6,12 +6,14 @@
 //!
 //! - this file is the **integration**: the manifest, the flows (which request to send, what to do
 //!   with the answer) and the export;
+//! - `account.rs` reads the account's settings and secrets, one way, for every flow;
 //! - `transformers.rs` holds the **pure mappings** between normalized types and the provider's
 //!   wire format;
 //! - `tests.rs` drives the flows through the testkit, with scripted answers and no sockets.
 //!
 //! The provider's wire format is described in the README.
 
+mod account;
 mod transformers;
 
 use gatehouse_plugin_api::http::join_url;
@@ -21,6 +23,8 @@ use gatehouse_plugin_api::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::account::authorized;
+pub use crate::account::{API_KEY, MERCHANT_ID};
 use crate::transformers::{
     BalanceResponse, ChargeResponse, balances, charge_outcome, charge_request, http_error,
     may_have_acted, parse_json,
@@ -28,11 +32,6 @@ use crate::transformers::{
 
 /// The provider id: the name operators use in `plugins.toml` and callers in the API.
 pub const PROVIDER: &str = "template";
-
-/// Config key (secret): the API key, sent as `Authorization: Bearer <api_key>`.
-pub const API_KEY: &str = "api_key";
-/// Config key (optional): the merchant an API key acts for, sent as `Merchant-Id`.
-pub const MERCHANT_ID: &str = "merchant_id";
 
 pub struct TemplatePlugin;
 
@@ -113,38 +112,6 @@ fn secrets_removed(step: Step<FlowState>, invocation: &Invocation) -> Step<FlowS
         Step::Failed(error) => Step::Failed(error.redacted(&invocation.account)),
         send @ Step::Send { .. } => send,
     }
-}
-
-/// The API key, or an error naming the missing key (never a value).
-fn api_key(invocation: &Invocation) -> Result<&str, ProviderError> {
-    invocation
-        .account
-        .secret(API_KEY)
-        .map(|secret| secret.expose())
-        .filter(|key| !key.is_empty())
-        .ok_or_else(|| {
-            ProviderError::invalid_request(format!(
-                "account `{}` has no `{API_KEY}` configured",
-                invocation.account.account
-            ))
-            .with_field(API_KEY)
-        })
-}
-
-/// Adds what every request carries: the credential (marked sensitive, so the host never logs
-/// it), the merchant when configured, and the answer format.
-fn authorized(request: HttpRequest, invocation: &Invocation) -> Result<HttpRequest, ProviderError> {
-    let mut request = request
-        .sensitive_header("Authorization", format!("Bearer {}", api_key(invocation)?))
-        .header("Accept", "application/json");
-    if let Some(merchant) = invocation
-        .account
-        .setting(MERCHANT_ID)
-        .filter(|merchant| !merchant.is_empty())
-    {
-        request = request.header("Merchant-Id", merchant);
-    }
-    Ok(request)
 }
 
 fn start_balance(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> {

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use gatehouse_plugin_api::{Currency, Money, ReportRecord};
 use serde_json::{Map, Value};
 
-use crate::transformers::ParseSettings;
+use crate::account::ParseSettings;
 
 /// A body larger than this is refused rather than parsed.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
