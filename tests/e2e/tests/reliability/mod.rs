@@ -11,7 +11,6 @@ use std::sync::{Arc, OnceLock};
 
 use gatehouse_core::loader::{LoadedPlugin, load_plugin};
 use gatehouse_e2e::{ApiHost, library};
-use gatehouse_plugin_api::ffi::{FfiHttpResponse, HostStep};
 use gatehouse_plugin_api::{HttpRequest, HttpResponse, Outcome, ProviderError};
 use gatehouse_sim_ccbill::CcBillSimulator;
 use gatehouse_sim_common::RunningSimulator;
@@ -320,7 +319,7 @@ pub struct Driven {
 }
 
 /// Runs `invocation` (JSON of `Invocation`) through `plugin`, answering each request with the next
-/// scripted response, at most 16 steps (the host's limit).
+/// scripted response, under the contract's step limit (`plugin_api::flow`, the host's too).
 pub fn drive(
     plugin: &LoadedPlugin,
     invocation: &Value,
@@ -329,37 +328,14 @@ pub fn drive(
 ) -> Driven {
     let invocation = invocation.to_string();
     let mut script = responses.into_iter();
-    let mut requests = Vec::new();
-    let mut step = plugin.start(&invocation, inbound);
-    for _ in 0..16 {
-        match step {
-            HostStep::Done(outcome) => {
-                return Driven {
-                    requests,
-                    result: Ok(outcome),
-                };
-            }
-            HostStep::Failed(error) => {
-                return Driven {
-                    requests,
-                    result: Err(error),
-                };
-            }
-            HostStep::Send { request, state } => {
-                requests.push(request);
-                let Some(response) = script.next() else {
-                    return Driven {
-                        requests,
-                        result: Err(ProviderError::plugin_fault("script exhausted")),
-                    };
-                };
-                step = plugin.resume(&invocation, &state, &FfiHttpResponse::from(response));
-            }
-        }
-    }
+    let driven = gatehouse_plugin_api::flow::drive::<std::convert::Infallible>(
+        || Ok(plugin.start(&invocation, inbound)),
+        |state, response| Ok(plugin.resume(&invocation, &state, &response)),
+        |_| script.next(),
+    );
     Driven {
-        requests,
-        result: Err(ProviderError::plugin_fault("more than 16 steps")),
+        requests: driven.requests,
+        result: driven.end.into_result(),
     }
 }
 
