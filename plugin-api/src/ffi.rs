@@ -40,6 +40,15 @@ pub struct FfiHttpResponse {
 }
 
 /// One step of a sans-IO flow.
+///
+/// A `#[repr(u8)]` enum's layout is part of the checked ABI: adding a variant changes it, and
+/// abi_stable refuses every plugin built before the change. A new kind of step is therefore never
+/// a new variant within a `0.MINOR`. It is added the append-only way instead: a new root-module
+/// function appended to [`PluginModule`] (say `resume_v2`) that returns a *new* step type with
+/// the extra variant, called by a host only when the plugin has it (an older plugin reads as
+/// `None` and keeps being driven through `start`/`resume` and this enum); or, when the new step
+/// carries only data, as JSON inside `Done`'s outcome (new optional fields). Changing this enum
+/// itself is a breaking change: a new `0.MINOR`.
 #[repr(u8)]
 #[derive(StableAbi, Debug)]
 pub enum FfiStep {
@@ -76,6 +85,12 @@ pub struct PluginModule {
     #[sabi(last_prefix_field)]
     pub resume:
         extern "C" fn(invocation: RStr<'_>, state: RStr<'_>, response: &FfiHttpResponse) -> FfiStep,
+    /// Test fixture only (feature `next-contract-fixture`): a function the next minor version
+    /// appends, after `resume` and without moving `last_prefix_field`. A host built with it reads
+    /// it from today's plugins as `None` (`PluginModuleRef::next_contract_probe()`); today's host
+    /// never looks at it.
+    #[cfg(feature = "next-contract-fixture")]
+    pub next_contract_probe: extern "C" fn() -> u32,
 }
 
 impl RootModule for PluginModuleRef {

@@ -21,7 +21,10 @@
 //!   [`Command`] variants (the host sends a plugin only the operations its manifest lists),
 //!   new functions appended at the end of [`ffi::PluginModule`], *without* moving
 //!   `#[sabi(last_prefix_field)]` (moving it is a breaking change; an older plugin reads the new
-//!   functions as `None`).
+//!   functions as `None`: the host accepts a plugin whose root module is a prefix of its own, and
+//!   a newer plugin's extra functions it does not know), new [`FfiStep`](ffi::FfiStep) kinds only
+//!   that way (see its docs). Both directions are tested with real libraries
+//!   (`tests/standalone/next-contract`).
 //! * **A different `0.MINOR` / `MAJOR`**: incompatible. The host refuses the plugin at load with an
 //!   error naming the file, both versions, and keeps serving the previous version of that provider.
 //! * **Breaking changes** (removing or renaming a field or variant, changing a field's type,

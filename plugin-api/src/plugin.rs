@@ -76,8 +76,33 @@ pub fn root_module_for<P: Plugin>() -> PluginModuleRef {
         manifest: ffi_manifest::<P>,
         start: ffi_start::<P>,
         resume: ffi_resume::<P>,
+        #[cfg(feature = "next-contract-fixture")]
+        next_contract_probe: ffi_next_contract_probe,
     }
     .leak_into_prefix()
+}
+
+/// The appended function of the `next-contract-fixture` contract: a fixed answer the evolution
+/// tests look for.
+#[cfg(feature = "next-contract-fixture")]
+pub extern "C" fn ffi_next_contract_probe() -> u32 {
+    42
+}
+
+/// The manifest as it crosses the boundary. With the `next-contract-fixture` feature it carries a
+/// field today's host does not know, as a newer plugin's manifest would: hosts must ignore it.
+fn manifest_json<P: Plugin>() -> Result<String, serde_json::Error> {
+    #[cfg(feature = "next-contract-fixture")]
+    {
+        let mut value = serde_json::to_value(P::manifest())?;
+        value["next_contract_note"] =
+            serde_json::Value::String("an optional manifest field of a later 0.1 release".into());
+        serde_json::to_string(&value)
+    }
+    #[cfg(not(feature = "next-contract-fixture"))]
+    {
+        serde_json::to_string(&P::manifest())
+    }
 }
 
 /// The contract version compiled into this copy of the crate.
@@ -86,7 +111,7 @@ pub extern "C" fn ffi_contract_version() -> RString {
 }
 
 pub extern "C" fn ffi_manifest<P: Plugin>() -> RResult<RString, RString> {
-    match catch_unwind(|| serde_json::to_string(&P::manifest())) {
+    match catch_unwind(manifest_json::<P>) {
         Ok(Ok(json)) => RResult::ROk(json.into()),
         Ok(Err(error)) => RResult::RErr(format!("manifest is not serializable: {error}").into()),
         Err(panic) => {

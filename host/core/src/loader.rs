@@ -92,6 +92,12 @@ impl std::fmt::Debug for LoadedPlugin {
 }
 
 impl LoadedPlugin {
+    /// The plugin's root module, for reading the functions a later minor version appended
+    /// (each reads as `None` from a plugin built before it).
+    pub fn module(&self) -> PluginModuleRef {
+        self.module
+    }
+
     /// Starts a flow. The plugin's entry point catches its own panics.
     pub fn start(&self, invocation_json: &str, inbound_body: &[u8]) -> HostStep {
         (self.module.start())(
@@ -213,20 +219,55 @@ fn open_and_check(name: &str, copy: &Path) -> Result<(PluginModuleRef, String), 
             file: name.to_string(),
         });
     }
-    let module = header
-        .check_layout::<PluginModuleRef>()
-        .map_err(|error| match error {
-            LibraryError::AbiInstability(details) => LoadError::LayoutMismatch {
-                file: name.to_string(),
-                details: bounded(&details.to_string()),
-            },
-            other => LoadError::AbiStableIncompatible {
+    let module = match header.check_layout::<PluginModuleRef>() {
+        Ok(module) => module,
+        // abi_stable accepts a library whose root module has *more* fields than the host's (a
+        // newer plugin), never fewer: its checker treats the host's layout as the interface.
+        // The contract's rule is append-only both ways, so an older plugin whose root module is
+        // a prefix of ours is accepted too — checked by running abi_stable's checker the other
+        // way round (every field the plugin has must be ours, field by field). The functions it
+        // lacks then read as `None` through the prefix accessors, which consult the plugin's own
+        // field count at run time (`#[sabi(missing_field(option))]`).
+        Err(LibraryError::AbiInstability(details)) => {
+            if !is_older_prefix(header) {
+                return Err(LoadError::LayoutMismatch {
+                    file: name.to_string(),
+                    details: bounded(&details.to_string()),
+                });
+            }
+            // SAFETY: `is_older_prefix` checked, with abi_stable's own layout checker, that the
+            // plugin's root module is a prefix of this host's: every field it has is ours, with
+            // the same type; the ones it lacks are only reached through accessors that return
+            // `None` for a field past the plugin's field count.
+            unsafe { header.unchecked_layout::<PluginModuleRef>() }.map_err(|error| {
+                LoadError::AbiStableIncompatible {
+                    file: name.to_string(),
+                    message: bounded(&error.to_string()),
+                }
+            })?
+        }
+        Err(other) => {
+            return Err(LoadError::AbiStableIncompatible {
                 file: name.to_string(),
                 message: bounded(&other.to_string()),
-            },
-        })?;
+            });
+        }
+    };
     let contract_version = (module.contract_version())().into_string();
     Ok((module, contract_version))
+}
+
+/// Whether the library's root module is a prefix of this host's: what a plugin built against an
+/// earlier release of the same contract has, before functions were appended.
+fn is_older_prefix(header: &abi_stable::library::LibHeader) -> bool {
+    let Some(plugin_layout) = header.layout() else {
+        return false;
+    };
+    abi_stable::abi_stability::abi_checking::check_layout_compatibility(
+        plugin_layout,
+        <PluginModuleRef as abi_stable::StableAbi>::LAYOUT,
+    )
+    .is_ok()
 }
 
 fn read_manifest(name: &str, module: PluginModuleRef) -> Result<Manifest, LoadError> {

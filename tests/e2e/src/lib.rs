@@ -88,6 +88,12 @@ pub fn library(package: &str) -> PathBuf {
 /// A library crate kept out of the workspace (`tests/standalone/<dir>`, its own lock file) because
 /// its dependencies cannot share the workspace's: built here, into the same target folder.
 pub fn standalone_library(dir: &str, package: &str) -> PathBuf {
+    build_standalone(dir);
+    built_library(package)
+}
+
+/// Builds the standalone workspace `tests/standalone/<dir>` once per test process.
+fn build_standalone(dir: &str) {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let mut built = BUILT
         .lock()
@@ -111,7 +117,16 @@ pub fn standalone_library(dir: &str, package: &str) -> PathBuf {
         assert!(status.success(), "building {} failed", manifest.display());
         built.push(dir.to_string());
     }
-    built_library(package)
+}
+
+/// An executable of a standalone crate (`tests/standalone/<dir>`), built like its libraries.
+pub fn standalone_binary(dir: &str, binary: &str) -> PathBuf {
+    build_standalone(dir);
+    let path = target_dir()
+        .join("debug")
+        .join(format!("{binary}{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
 }
 
 /// Where cargo put a package's `cdylib` (same profile as the tests), checked to exist.

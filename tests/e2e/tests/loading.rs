@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use gatehouse_core::DispatchError;
 use gatehouse_core::registry::ScanEvent;
-use gatehouse_e2e::{TestHost, install, library, plugin_file_name, standalone_library};
+use gatehouse_e2e::{
+    TestHost, install, library, plugin_file_name, standalone_binary, standalone_library,
+};
 use gatehouse_plugin_api::{ErrorKind, OutcomeStatus};
 use gatehouse_sim_common::{Fault, RunningSimulator};
 use gatehouse_sim_paygateglobal::PayGateSimulator;
@@ -504,4 +506,84 @@ async fn a_change_without_an_event_is_found_by_the_periodic_rescan() {
         })
         .await;
     assert!(served, "the periodic rescan did not load the new version");
+}
+
+/// The contract evolves append-only, proved both ways with real libraries: the PayGateGlobal
+/// plugin built against the next minor contract (`tests/standalone/next-contract`: one root-module
+/// function appended after `resume`, one manifest field this host does not know) loads and serves
+/// in today's host; and today's plugin loads in a host built against that next contract, which
+/// reads the appended function as absent (and finds it, 42, in the plugin that has it) — both
+/// in one process.
+#[tokio::test]
+async fn the_contract_evolves_append_only_both_ways() {
+    let next_plugin = standalone_library("next-contract", "gatehouse-fixture-next-contract-plugin");
+    let next_host = standalone_binary("next-contract", "next-contract-host");
+    let today_plugin = library("gatehouse-plugin-paygateglobal");
+
+    // A newer plugin in today's host: loaded (its extra manifest field ignored) and serving.
+    let (host, _simulator, running) = paygate_host().await;
+    install(
+        &next_plugin,
+        &host.plugins_dir(),
+        &plugin_file_name("paygateglobal"),
+    );
+    let events = host.gateway.reload_plugins();
+    assert!(
+        events
+            .iter()
+            .any(|event| matches!(event, ScanEvent::Loaded { provider, .. } if provider == "paygateglobal")),
+        "the next-contract plugin was not loaded: {events:?}"
+    );
+    let serving = host
+        .gateway
+        .registry()
+        .get("paygateglobal")
+        .expect("loaded");
+    let next_bytes = std::fs::read(&next_plugin).expect("fixture bytes");
+    assert_eq!(
+        serving.sha256,
+        gatehouse_core::loader::sha256_hex(&next_bytes),
+        "today's host serves the next-contract build"
+    );
+    let before = running.calls.all().len();
+    let outcome = host
+        .call("paygateglobal", "main", json!({"operation": "balance"}))
+        .await
+        .expect("the newer plugin serves");
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded);
+    assert!(running.calls.all().len() > before);
+
+    // Today's plugin (and the newer one) in a host of the next contract, one process.
+    let output = std::process::Command::new(&next_host)
+        .arg(&today_plugin)
+        .arg(&next_plugin)
+        .output()
+        .expect("the next-contract host runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "loaded paygateglobal 1.0.0; next_contract_probe: absent",
+            "loaded paygateglobal 1.0.0; next_contract_probe: 42",
+        ],
+        "{stdout}"
+    );
+
+    // A different layout is still refused both ways round.
+    let output = std::process::Command::new(&next_host)
+        .arg(library("gatehouse-fixture-contract-other-layout"))
+        .output()
+        .expect("the next-contract host runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("types differ"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }

@@ -150,3 +150,44 @@ fn the_host_crates_depend_only_downward() {
         }
     }
 }
+
+/// The `next-contract-fixture` feature of plugin-api grows the contract for the evolution tests
+/// only: no crate of the workspace may turn it on (cargo would unify it into every plugin and the
+/// host); only the standalone fixture `tests/standalone/next-contract` does.
+#[test]
+fn no_workspace_crate_enables_the_next_contract_fixture() {
+    let mut manifests = Vec::new();
+    for folder in [
+        "host",
+        "plugins",
+        "tests/e2e",
+        "tests/bench",
+        "tests/fixtures",
+        "tests/simulators",
+    ] {
+        let mut stack = vec![root().join(folder)];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("readable folder") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() && !path.ends_with("target") && !path.ends_with("src") {
+                    stack.push(path);
+                } else if path.file_name().is_some_and(|name| name == "Cargo.toml") {
+                    manifests.push(path);
+                }
+            }
+        }
+    }
+    manifests.push(root().join("Cargo.toml"));
+    assert!(
+        manifests.len() > 10,
+        "found the workspace's manifests: {manifests:?}"
+    );
+    for manifest in manifests {
+        let text = std::fs::read_to_string(&manifest).expect("manifest");
+        assert!(
+            !text.contains("next-contract-fixture"),
+            "{} enables plugin-api's next-contract-fixture",
+            manifest.display()
+        );
+    }
+}
