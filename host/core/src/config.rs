@@ -43,6 +43,8 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderSection>,
     #[serde(default)]
     pub webhooks: WebhookSettings,
+    #[serde(default)]
+    pub signatures: SignatureSettings,
     /// Where the file was read from; relative paths in it are relative to its folder.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -75,6 +77,25 @@ pub struct HostSettings {
     pub max_response_bytes: usize,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_grace_ms: u64,
+}
+
+/// `[signatures]`: which keys may sign plugin libraries, and whether a signature is required.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignatureSettings {
+    /// Refuse every plugin library without a valid `<file>.minisig` by a trusted key.
+    pub require_signatures: bool,
+    /// minisign public keys (the base64 line of a `.pub` file, `RW…`).
+    pub trusted_keys: Vec<String>,
+}
+
+impl SignatureSettings {
+    /// The policy the registry applies (the keys were checked when the file was read).
+    pub fn policy(&self) -> crate::signature::SignaturePolicy {
+        crate::signature::SignaturePolicy::new(self.require_signatures, &self.trusted_keys)
+            // Unreachable for a parsed configuration; fail closed all the same.
+            .unwrap_or_else(|_| crate::signature::SignaturePolicy::refuse_all())
+    }
 }
 
 /// Where the host runs plugin code.
@@ -297,6 +318,21 @@ impl Config {
             line,
             message,
         };
+        if let Err((index, problem)) = crate::signature::SignaturePolicy::new(
+            self.signatures.require_signatures,
+            &self.signatures.trusted_keys,
+        ) {
+            return Err(invalid(
+                0,
+                format!("signatures.trusted_keys[{index}]: {problem}"),
+            ));
+        }
+        if self.signatures.require_signatures && self.signatures.trusted_keys.is_empty() {
+            return Err(invalid(
+                0,
+                "signatures.require_signatures is true but signatures.trusted_keys is empty: no plugin could load".into(),
+            ));
+        }
         for (provider, section) in &self.providers {
             for (account, settings) in &section.accounts {
                 let name = format!("providers.{provider}.accounts.{account}");
@@ -387,6 +423,7 @@ impl Config {
             api: ApiSettings::default(),
             providers: BTreeMap::new(),
             webhooks: WebhookSettings::default(),
+            signatures: SignatureSettings::default(),
             source: None,
         }
     }

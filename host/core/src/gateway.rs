@@ -77,6 +77,7 @@ impl Gateway {
             config.host.plugins_dir.clone(),
             config.host.max_loaded_libraries,
         );
+        registry.set_signature_policy(config.signatures.policy());
         Self {
             inner: Arc::new(GatewayInner {
                 config: ArcSwap::from_pointee(config),
@@ -118,6 +119,9 @@ impl Gateway {
 
     /// Replaces the configuration; requests already running keep the one they started with.
     pub fn set_config(&self, config: Config) {
+        self.inner
+            .registry
+            .set_signature_policy(config.signatures.policy());
         self.inner.config.store(Arc::new(config));
     }
 

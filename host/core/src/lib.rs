@@ -21,6 +21,7 @@ pub mod prepared;
 pub mod registry;
 pub mod resolve;
 pub mod scrub;
+pub mod signature;
 pub mod transport;
 pub mod watcher;
 

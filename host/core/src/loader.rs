@@ -43,6 +43,11 @@ pub enum LoadError {
     },
     #[error("{file}: its plugin-api types differ from this host's: {details}")]
     LayoutMismatch { file: String, details: String },
+    #[error("{file}: refused: {reason}")]
+    Signature {
+        file: String,
+        reason: crate::signature::SignatureError,
+    },
     #[error("{file}: the plugin's manifest is unusable: {message}")]
     Manifest { file: String, message: String },
     #[error(
@@ -59,6 +64,7 @@ impl LoadError {
             self,
             Self::Read { .. }
                 | Self::InsecurePermissions { .. }
+                | Self::Signature { .. }
                 | Self::NotALibrary { .. }
                 | Self::TooManyLibraries { .. }
         )
@@ -78,6 +84,8 @@ pub struct LoadedPlugin {
     pub loaded_at: SystemTime,
     /// A number unique to this load within the process.
     pub generation: u64,
+    /// The trusted key that signed the file, when it was signed.
+    pub signed_by: Option<String>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -171,6 +179,7 @@ pub fn load_plugin(file: &Path, bytes: &[u8], copy_dir: &Path) -> Result<LoadedP
         sha256,
         loaded_at: SystemTime::now(),
         generation,
+        signed_by: None,
     })
 }
 

@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::loader::{LoadError, LoadedPlugin, load_plugin, sha256_hex};
+use crate::signature::{SignaturePolicy, Signed};
 
 /// What the plugins folder looked like to the last scan, file by file.
 #[derive(Debug, Clone)]
@@ -90,6 +91,9 @@ pub struct PluginStatus {
     pub operations: Vec<String>,
     pub reports: Vec<String>,
     pub loaded_at_unix: u64,
+    /// The minisign key id of the trusted key that signed the file, when it was signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -102,6 +106,7 @@ pub struct Registry {
     plugins_dir: PathBuf,
     copy_dir: PathBuf,
     max_loaded_libraries: usize,
+    signatures: ArcSwap<SignaturePolicy>,
     active: ArcSwap<BTreeMap<String, Arc<LoadedPlugin>>>,
     scan_state: Mutex<ScanState>,
 }
@@ -120,6 +125,7 @@ impl Registry {
             plugins_dir,
             copy_dir,
             max_loaded_libraries,
+            signatures: ArcSwap::from_pointee(SignaturePolicy::default()),
             active: ArcSwap::from_pointee(BTreeMap::new()),
             scan_state: Mutex::new(ScanState::default()),
         }
@@ -147,7 +153,13 @@ impl Registry {
     /// Brings the active set in step with the folder: loads new and changed files, keeps
     /// unchanged ones, retires removed ones. Blocking (file I/O and `dlopen`): run it off the
     /// request path.
+    /// The signature policy scans apply from now on (`plugins.toml`'s `[signatures]`).
+    pub fn set_signature_policy(&self, policy: SignaturePolicy) {
+        self.signatures.store(Arc::new(policy));
+    }
+
     pub fn scan(&self) -> Vec<ScanEvent> {
+        let signatures = self.signatures.load_full();
         let mut state = self.lock_state();
         let mut events = Vec::new();
         let present = match plugin_files(&self.plugins_dir) {
@@ -187,7 +199,14 @@ impl Registry {
         for file in present {
             let stamp = FileStamp::of(&file);
             let record = state.files.get(&file);
-            if stamp.is_some() && record.is_some_and(|record| record.stamp == stamp) {
+            // A file refused for its signature is checked again at every scan: the operator may
+            // add or fix the `.minisig` without touching the library.
+            let refused_for_signature = record
+                .is_some_and(|record| matches!(record.error, Some(LoadError::Signature { .. })));
+            if stamp.is_some()
+                && record.is_some_and(|record| record.stamp == stamp)
+                && !refused_for_signature
+            {
                 continue;
             }
             let bytes = match std::fs::read(&file) {
@@ -210,8 +229,12 @@ impl Registry {
                 .get_mut(&file)
                 .filter(|record| record.sha256 == sha256)
                 .filter(|record| {
-                    // A file refused for its permissions is tried again once they change.
-                    !matches!(record.error, Some(LoadError::InsecurePermissions { .. }))
+                    // A file refused for its permissions is tried again once they change, and
+                    // one refused for its signature at every scan.
+                    !matches!(
+                        record.error,
+                        Some(LoadError::InsecurePermissions { .. } | LoadError::Signature { .. })
+                    )
                 })
             {
                 // Touched, or copied over with the same content: nothing to load.
@@ -228,11 +251,27 @@ impl Registry {
                     loaded: state.libraries_loaded,
                 })
             } else {
-                let loaded = load_plugin(&file, &bytes, &self.copy_dir);
-                if !loaded.as_ref().is_err_and(LoadError::mapped_nothing) {
-                    state.libraries_loaded += 1;
+                // The signature is checked over the bytes just read, which are the bytes the
+                // loader copies and maps: a file changed after this read is not what was checked,
+                // and not what is loaded.
+                match signatures.check(&file, &bytes) {
+                    Err(reason) => Err(LoadError::Signature {
+                        file: file.display().to_string(),
+                        reason,
+                    }),
+                    Ok(signed) => {
+                        let loaded = load_plugin(&file, &bytes, &self.copy_dir);
+                        if !loaded.as_ref().is_err_and(LoadError::mapped_nothing) {
+                            state.libraries_loaded += 1;
+                        }
+                        loaded.map(|mut plugin| {
+                            if let Signed::By { key_id } = signed {
+                                plugin.signed_by = Some(key_id);
+                            }
+                            plugin
+                        })
+                    }
                 }
-                loaded
             };
             let outcome = outcome.and_then(|plugin| {
                 let provider = plugin.manifest.provider.clone();
@@ -329,6 +368,7 @@ impl Registry {
                     .map(|operation| operation.as_str().to_string())
                     .collect(),
                 reports: plugin.manifest.reports.clone(),
+                signed_by: plugin.signed_by.clone(),
                 loaded_at_unix: plugin
                     .loaded_at
                     .duration_since(SystemTime::UNIX_EPOCH)

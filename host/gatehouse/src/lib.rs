@@ -10,3 +10,4 @@ pub mod exit;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod scaffold;
+pub mod signing;

@@ -92,6 +92,20 @@ enum PluginCommands {
         #[arg(long)]
         json: bool,
     },
+    /// Make a minisign key pair for signing plugins: `<out>.pub` (its base64 line goes in
+    /// `[signatures] trusted_keys`) and `<out>.key` (secret, mode 0600: keep it off the hosts).
+    Keygen {
+        /// The files' common name.
+        #[arg(long, default_value = "gatehouse-signing")]
+        out: PathBuf,
+    },
+    /// Sign a plugin library: writes `<file>.minisig` beside it (minisign format).
+    Sign {
+        file: PathBuf,
+        /// The secret key made by `gatehouse plugin keygen` (or an unencrypted minisign key).
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Create a new plugin crate from the template.
     New {
         /// The provider id (lower case letters, digits, `-`, `_`).
@@ -228,6 +242,24 @@ fn plugin_tool(command: &PluginCommands) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(exit::REFUSED)
             })
+        }
+        PluginCommands::Keygen { out } => {
+            let key = gatehouse::signing::keygen(out)?;
+            println!("public key: {}", key.public_key_file.display());
+            println!(
+                "secret key: {} (keep it off the hosts)",
+                key.secret_key_file.display()
+            );
+            println!(
+                "trust it in plugins.toml:\n[signatures]\ntrusted_keys = [\"{}\"]",
+                key.public_key
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommands::Sign { file, key } => {
+            let signature = gatehouse::signing::sign(file, key)?;
+            println!("signed: {}", signature.display());
+            Ok(ExitCode::SUCCESS)
         }
         PluginCommands::New { name, destination } => {
             let created = gatehouse::scaffold::new_plugin(name, destination)?;

@@ -23,6 +23,7 @@ mod routes;
 mod sandbox;
 mod scrub_basic_auth;
 mod security;
+mod signatures;
 mod storms;
 mod tidy;
 mod xsolla;
