@@ -56,7 +56,7 @@ pub mod verify;
 pub use command::{AccountConfig, Command, Customer, Extra, Invocation, Operation, Secret};
 pub use error::{ErrorKind, ProviderError};
 pub use http::{HttpRequest, HttpResponse, Method};
-pub use manifest::{ConfigKey, ExtraField, Manifest};
+pub use manifest::{ConfigKey, ExtraField, Manifest, UnsignedCallbacks};
 pub use money::{Currency, Money, MoneyError};
 pub use outcome::{
     BalanceEntry, Details, Outcome, OutcomeStatus, ReportRecord, SavedAccount, TransactionInfo,

@@ -1,10 +1,11 @@
 //! What a plugin says about itself: who it speaks to, what it can do, what it needs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::command::Operation;
+use crate::outcome::WebhookReply;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -31,6 +32,31 @@ pub struct Manifest {
     /// the field declare, means charges only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub status_of: Vec<Operation>,
+    /// The longest free text, in characters, the provider accepts per command field: the key is
+    /// the field's path in the command's JSON (`description`, `reason`, `customer.name`,
+    /// `extra.<name>`). The host refuses a longer value before any I/O (`invalid_request`)
+    /// instead of letting the provider truncate or reject it after the ledger has it. Empty (the
+    /// default, and what older plugins declare) means no limit.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub max_text_lengths: BTreeMap<String, usize>,
+    /// For providers whose callbacks are not signed, so the plugin must confirm each with the
+    /// provider: where the host finds the ledger reference a callback names, so it can
+    /// acknowledge one naming no entry of this account (or an entry already final) without the
+    /// plugin calling out. Absent (the default) means every callback goes to the plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsigned_callbacks: Option<UnsignedCallbacks>,
+}
+
+/// How the host reads an unsigned callback before the plugin confirms it (see
+/// [`Manifest::unsigned_callbacks`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnsignedCallbacks {
+    /// A JSON pointer (RFC 6901, `/identifier`) to the host-made reference (the one the host
+    /// passed as `Invocation::reference`) in the callback's JSON body; a string or a number.
+    pub reference_pointer: String,
+    /// The answer a callback the host does not confirm gets: the provider's "received", so it
+    /// stops resending a callback that can change nothing.
+    pub acknowledgement: WebhookReply,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +200,26 @@ impl Manifest {
                 ));
             }
         }
+        for (field, max) in &self.max_text_lengths {
+            if *max == 0 || field.is_empty() {
+                problems.push(format!(
+                    "max_text_lengths: `{field}` must name a field and allow at least one character"
+                ));
+            }
+        }
+        if let Some(callbacks) = &self.unsigned_callbacks {
+            if !callbacks.reference_pointer.starts_with('/') {
+                problems.push(format!(
+                    "unsigned_callbacks.reference_pointer `{}` is not a JSON pointer (it starts with `/`)",
+                    callbacks.reference_pointer.chars().take(64).collect::<String>()
+                ));
+            }
+            if !self.supports(Operation::Webhook) {
+                problems.push(
+                    "unsigned_callbacks is set, but the plugin does not support `webhook`".into(),
+                );
+            }
+        }
         if !self.status_of.is_empty() && !self.supports(Operation::Status) {
             problems.push(
                 "status_of lists operations, but the plugin does not support `status`".into(),
@@ -221,6 +267,8 @@ mod tests {
             reports: vec![],
             default_base_url: None,
             status_of,
+            max_text_lengths: Default::default(),
+            unsigned_callbacks: None,
         }
     }
 

@@ -77,6 +77,11 @@ pub struct HostSettings {
     pub max_response_bytes: usize,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_grace_ms: u64,
+    /// A plugin call over its budget abandons its thread (it may never return). Past this many
+    /// abandoned threads for one provider, that provider's plugin is refused new requests
+    /// (`plugin_unavailable`) until a new version of it is loaded or the host restarts, so a hung
+    /// plugin cannot grow the thread count without end.
+    pub max_abandoned_plugin_threads: u64,
 }
 
 /// `[signatures]`: which keys may sign plugin libraries, and whether a signature is required.
@@ -126,6 +131,7 @@ impl Default for HostSettings {
             max_loaded_libraries: 256,
             max_response_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
+            max_abandoned_plugin_threads: 16,
         }
     }
 }
@@ -174,6 +180,17 @@ pub struct AccountSection {
     pub max_retries: u32,
     #[serde(default = "default_auth_failure_pause_secs")]
     pub auth_failure_pause_secs: u64,
+    /// The largest amount one command of this account may name, in minor units (none: no limit
+    /// beyond the type's).
+    #[serde(default)]
+    pub max_amount_minor_units: Option<i64>,
+    /// Requests a minute the host may send to confirm unsigned callbacks (PayGateGlobal's), a
+    /// budget of their own: forged callbacks cannot spend the commands' rate limit.
+    #[serde(default = "default_webhook_confirmations_per_minute")]
+    pub webhook_confirmations_per_minute: u32,
+    /// Callback confirmations in flight at once for this account.
+    #[serde(default = "default_webhook_confirmations_max_concurrency")]
+    pub webhook_confirmations_max_concurrency: usize,
     /// Non-secret settings, by the names the plugin's manifest declares.
     #[serde(default)]
     pub settings: BTreeMap<String, Spanned<String>>,
@@ -197,6 +214,12 @@ fn default_max_retries() -> u32 {
 fn default_auth_failure_pause_secs() -> u64 {
     AccountPolicy::default().auth_failure_pause_secs
 }
+fn default_webhook_confirmations_per_minute() -> u32 {
+    AccountPolicy::default().webhook_confirmations_per_minute
+}
+fn default_webhook_confirmations_max_concurrency() -> usize {
+    AccountPolicy::default().webhook_confirmations_max_concurrency
+}
 
 impl AccountSection {
     /// The account's traffic policy (the policy keys are written directly in the account table).
@@ -207,6 +230,9 @@ impl AccountSection {
             max_concurrency: self.max_concurrency,
             max_retries: self.max_retries,
             auth_failure_pause_secs: self.auth_failure_pause_secs,
+            max_amount_minor_units: self.max_amount_minor_units,
+            webhook_confirmations_per_minute: self.webhook_confirmations_per_minute,
+            webhook_confirmations_max_concurrency: self.webhook_confirmations_max_concurrency,
         }
     }
 }
@@ -226,6 +252,12 @@ pub struct AccountPolicy {
     /// operator resumes the account, or the credentials change): providers lock accounts after
     /// repeated failures, and walking into that lockout is worse than pausing.
     pub auth_failure_pause_secs: u64,
+    /// The largest amount one command may name, in minor units; refused before any I/O.
+    pub max_amount_minor_units: Option<i64>,
+    /// Requests a minute spent confirming unsigned callbacks, apart from the commands' budget.
+    pub webhook_confirmations_per_minute: u32,
+    /// Callback confirmations in flight at once.
+    pub webhook_confirmations_max_concurrency: usize,
 }
 
 impl Default for AccountPolicy {
@@ -236,6 +268,9 @@ impl Default for AccountPolicy {
             max_concurrency: 64,
             max_retries: 2,
             auth_failure_pause_secs: 900,
+            max_amount_minor_units: None,
+            webhook_confirmations_per_minute: 60,
+            webhook_confirmations_max_concurrency: 2,
         }
     }
 }
@@ -357,11 +392,14 @@ impl Config {
                 if policy.timeout_ms == 0
                     || policy.rate_limit_per_minute == 0
                     || policy.max_concurrency == 0
+                    || policy.webhook_confirmations_per_minute == 0
+                    || policy.webhook_confirmations_max_concurrency == 0
+                    || policy.max_amount_minor_units.is_some_and(|max| max <= 0)
                 {
                     return Err(invalid(
                         0,
                         format!(
-                            "{name}: timeout_ms, rate_limit_per_minute and max_concurrency must be positive"
+                            "{name}: timeout_ms, rate_limit_per_minute, max_concurrency, webhook_confirmations_per_minute, webhook_confirmations_max_concurrency and max_amount_minor_units must be positive"
                         ),
                     ));
                 }
@@ -396,6 +434,36 @@ impl Config {
                 .map_err(|message| invalid(key.line(text), format!("api.keys: {message}")))?;
         }
         Ok(())
+    }
+
+    /// Where secrets are written inline rather than referenced (`"${ENV}"`, `{ env }`,
+    /// `{ file }`): `providers.<provider>.accounts.<account>.secrets.<key>`, `api.keys[<n>]`,
+    /// `webhooks.forward_key`. Names only, never values; the host warns about each at start.
+    pub fn inline_secrets(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for (provider, account, settings) in self.accounts() {
+            for (key, value) in &settings.secrets {
+                if value.is_inline() {
+                    found.push(format!(
+                        "providers.{provider}.accounts.{account}.secrets.{key}"
+                    ));
+                }
+            }
+        }
+        for (index, key) in self.api.keys.iter().enumerate() {
+            if key.is_inline() {
+                found.push(format!("api.keys[{index}]"));
+            }
+        }
+        if self
+            .webhooks
+            .forward_key
+            .as_ref()
+            .is_some_and(SecretValue::is_inline)
+        {
+            found.push("webhooks.forward_key".into());
+        }
+        found
     }
 
     /// The account section for `provider`/`account`, if configured.
@@ -530,6 +598,11 @@ impl SecretValue {
         }
     }
 
+    /// Whether the secret itself is written here (rather than a reference to it).
+    pub fn is_inline(&self) -> bool {
+        matches!(self.0.get_ref(), SecretRef::Text(text) if env_reference(text).is_none())
+    }
+
     fn line(&self, text: &str) -> usize {
         line_of(text, self.0.span().start)
     }
@@ -628,5 +701,45 @@ secrets = { auth_token = "${GATEHOUSE_TEST_TOKEN_A}" }
             parse("[providers.x.accounts.a]\nsecrets = { key = \"hunter2\" }\n").expect("valid");
         let printed = format!("{config:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
+    }
+
+    #[test]
+    fn inline_secrets_are_named_and_references_are_not() {
+        // SAFETY: tests in this module use a variable name no other test touches.
+        unsafe { std::env::set_var("GATEHOUSE_TEST_TOKEN_B", "tok-456") };
+        let config = parse(
+            "[api]\nkeys = [\"${GATEHOUSE_TEST_TOKEN_B}\", \"literal-api-key\"]\n\n\
+             [webhooks]\nforward_url = \"http://127.0.0.1:1\"\nforward_key = \"literal-forward\"\n\n\
+             [providers.x.accounts.a]\nsecrets = { token = \"hunter2\", other = { env = \"GATEHOUSE_TEST_TOKEN_B\" } }\n",
+        )
+        .expect("valid");
+        let found = config.inline_secrets();
+        assert_eq!(
+            found,
+            [
+                "providers.x.accounts.a.secrets.token",
+                "api.keys[1]",
+                "webhooks.forward_key"
+            ]
+        );
+        assert!(!found.join(" ").contains("hunter2"));
+    }
+
+    #[test]
+    fn account_limits_read_and_must_be_positive() {
+        let config = parse(
+            "[providers.x.accounts.a]\nmax_amount_minor_units = 1000000\nwebhook_confirmations_per_minute = 10\n",
+        )
+        .expect("valid");
+        let policy = config.account("x", "a").expect("account").policy();
+        assert_eq!(policy.max_amount_minor_units, Some(1_000_000));
+        assert_eq!(policy.webhook_confirmations_per_minute, 10);
+        assert_eq!(policy.webhook_confirmations_max_concurrency, 2);
+        let error = parse("[providers.x.accounts.a]\nmax_amount_minor_units = 0\n")
+            .expect_err("zero limit");
+        assert!(
+            error.to_string().contains("max_amount_minor_units"),
+            "{error}"
+        );
     }
 }

@@ -73,6 +73,13 @@ impl Gateway {
     /// A gateway for `config`. Plugins are not loaded yet: call [`Gateway::reload_plugins`]
     /// (blocking) or [`Gateway::start`].
     pub fn new(config: Config) -> Self {
+        // `plugins.toml` is often readable by more people than the secrets it could hold.
+        for place in config.inline_secrets() {
+            tracing::warn!(
+                secret = %place,
+                "a secret is written inline in the configuration; reference it instead (\"${{ENV_VAR}}\", {{ env = … }} or {{ file = … }})"
+            );
+        }
         let registry = Registry::new(
             config.host.plugins_dir.clone(),
             config.host.max_loaded_libraries,
@@ -233,6 +240,7 @@ impl Gateway {
             });
         };
         check_command_fields(&plugin, provider, &command)?;
+        check_amount_limit(provider, account, section, &command)?;
         let resolved = self.resolved_account(&config, &plugin, provider, account, section)?;
         let runtime =
             self.inner
@@ -532,6 +540,7 @@ fn check_command_fields(
             ),
         });
     }
+    check_text_lengths(plugin, provider, command)?;
     if let Some(amount) = command.amount()
         && amount.minor_units <= 0
     {
@@ -543,6 +552,60 @@ fn check_command_fields(
         });
     }
     Ok(())
+}
+
+/// The manifest's `max_text_lengths`: each named field of the command (a path in its JSON:
+/// `description`, `customer.name`, `extra.note`) at most that many characters.
+fn check_text_lengths(
+    plugin: &LoadedPlugin,
+    provider: &str,
+    command: &Command,
+) -> Result<(), DispatchError> {
+    let limits = &plugin.manifest.max_text_lengths;
+    if limits.is_empty() {
+        return Ok(());
+    }
+    let Ok(json) = serde_json::to_value(command) else {
+        return Ok(());
+    };
+    for (field, max) in limits {
+        let value = field
+            .split('.')
+            .try_fold(&json, |value, part| value.get(part))
+            .and_then(serde_json::Value::as_str);
+        if let Some(text) = value {
+            let length = text.chars().count();
+            if length > *max {
+                return Err(DispatchError::InvalidCommand {
+                    message: format!(
+                        "{field} is {length} characters; `{provider}` accepts at most {max}"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The account's `max_amount_minor_units`, checked before the ledger and before any I/O: a
+/// mistyped or hostile amount must not reach a provider that may accept it.
+fn check_amount_limit(
+    provider: &str,
+    account: &str,
+    section: &AccountSection,
+    command: &Command,
+) -> Result<(), DispatchError> {
+    match (command.amount(), section.max_amount_minor_units) {
+        (Some(amount), Some(max)) if amount.minor_units > max => {
+            Err(DispatchError::InvalidCommand {
+                message: format!(
+                    "amount.minor_units {} is over the limit of account `{provider}/{account}` (max_amount_minor_units = {max})",
+                    amount.minor_units
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 fn now_unix() -> i64 {

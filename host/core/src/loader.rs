@@ -138,26 +138,34 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Loads the plugin in `file` from a private copy in `copy_dir`.
+/// Loads the plugin in `file` from a private copy in a folder of its own inside `copy_parent`
+/// (the system temporary folder for the host).
 ///
 /// The copy gives each version its own path (and inode), so `dlopen` maps it anew instead of
 /// returning an already-loaded library, and an operator overwriting the original in place cannot
-/// change code that is mapped and running.
-pub fn load_plugin(file: &Path, bytes: &[u8], copy_dir: &Path) -> Result<LoadedPlugin, LoadError> {
+/// change code that is mapped and running. The folder has a random name and mode 0700, is
+/// created exclusively (an existing folder, whoever owns it, is never reused: another local user
+/// cannot plant a library where the host will `dlopen` it) and is removed once the copy is
+/// mapped, so no run of the host leaves a folder behind.
+pub fn load_plugin(
+    file: &Path,
+    bytes: &[u8],
+    copy_parent: &Path,
+) -> Result<LoadedPlugin, LoadError> {
     let name = file.display().to_string();
     check_permissions(file)?;
     check_object_file(&name, bytes)?;
     let sha256 = sha256_hex(bytes);
     let generation = GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
-    std::fs::create_dir_all(copy_dir).map_err(|error| LoadError::Read {
+    let copy_dir = private_folder(copy_parent).map_err(|message| LoadError::Read {
         file: name.clone(),
-        message: format!("cannot create {}: {error}", copy_dir.display()),
+        message,
     })?;
     let stem = file.file_stem().map_or_else(
         || "plugin".into(),
         |stem| stem.to_string_lossy().into_owned(),
     );
-    let copy = copy_dir.join(format!(
+    let copy = copy_dir.path().join(format!(
         "{stem}-{generation}-{}.{}",
         &sha256[..12],
         std::env::consts::DLL_EXTENSION
@@ -169,6 +177,7 @@ pub fn load_plugin(file: &Path, bytes: &[u8], copy_dir: &Path) -> Result<LoadedP
     let result = open_and_check(&name, &copy);
     // Once mapped, the copy is no longer needed on disk (the mapping outlives the name).
     let _ = std::fs::remove_file(&copy);
+    drop(copy_dir);
     let (module, contract_version) = result?;
     let manifest = read_manifest(&name, module)?;
     Ok(LoadedPlugin {
@@ -327,6 +336,34 @@ fn check_object_file(name: &str, bytes: &[u8]) -> Result<(), LoadError> {
         )));
     }
     Ok(())
+}
+
+/// A fresh folder for private copies: random name, created exclusively (so it is this process's
+/// own, whoever could write to the parent), mode 0700 — checked, not assumed.
+fn private_folder(parent: &Path) -> Result<tempfile::TempDir, String> {
+    let folder = tempfile::Builder::new()
+        .prefix("gatehouse-plugins-")
+        .tempdir_in(parent)
+        .map_err(|error| {
+            format!(
+                "cannot create a private copy folder in {}: {error}",
+                parent.display()
+            )
+        })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let metadata = std::fs::symlink_metadata(folder.path())
+            .map_err(|error| format!("cannot inspect {}: {error}", folder.path().display()))?;
+        let mode = metadata.permissions().mode() & 0o777;
+        if !metadata.is_dir() || mode != 0o700 {
+            return Err(format!(
+                "the private copy folder {} has mode {mode:o}, not 0700",
+                folder.path().display()
+            ));
+        }
+    }
+    Ok(folder)
 }
 
 #[cfg(unix)]

@@ -104,7 +104,7 @@ pub struct LoadFailure {
 
 pub struct Registry {
     plugins_dir: PathBuf,
-    copy_dir: PathBuf,
+    copy_parent: PathBuf,
     max_loaded_libraries: usize,
     signatures: ArcSwap<SignaturePolicy>,
     active: ArcSwap<BTreeMap<String, Arc<LoadedPlugin>>>,
@@ -119,11 +119,10 @@ struct ScanState {
 
 impl Registry {
     pub fn new(plugins_dir: PathBuf, max_loaded_libraries: usize) -> Self {
-        let copy_dir =
-            std::env::temp_dir().join(format!("gatehouse-plugins-{}", std::process::id()));
         Self {
             plugins_dir,
-            copy_dir,
+            // Each load makes (and removes) a private folder of its own in here.
+            copy_parent: std::env::temp_dir(),
             max_loaded_libraries,
             signatures: ArcSwap::from_pointee(SignaturePolicy::default()),
             active: ArcSwap::from_pointee(BTreeMap::new()),
@@ -260,7 +259,7 @@ impl Registry {
                         reason,
                     }),
                     Ok(signed) => {
-                        let loaded = load_plugin(&file, &bytes, &self.copy_dir);
+                        let loaded = load_plugin(&file, &bytes, &self.copy_parent);
                         if !loaded.as_ref().is_err_and(LoadError::mapped_nothing) {
                             state.libraries_loaded += 1;
                         }

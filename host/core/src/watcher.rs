@@ -123,8 +123,20 @@ fn debounced_watch(
 }
 
 /// Reads the configuration again; a refused file leaves the previous configuration in force.
+/// Besides a file that does not parse, a file that would close the gateway is refused: one with
+/// no API key when the previous had some, or with no account when the previous had some. A
+/// truncating, non-atomic write (`: > plugins.toml`, an editor saving in place) is caught
+/// half-way as exactly such a file, and must not answer every request with 401.
 pub fn reload_config(gateway: &Gateway, path: &Path) {
-    match Config::load(path) {
+    let loaded = Config::load(path)
+        .map_err(|error| error.to_string())
+        .and_then(
+            |new_config| match closes_the_gateway(&gateway.config(), &new_config) {
+                Some(reason) => Err(format!("{}: refused: {reason}", path.display())),
+                None => Ok(new_config),
+            },
+        );
+    match loaded {
         Ok(new_config) => {
             let plugins_dir_changed =
                 new_config.host.plugins_dir != gateway.config().host.plugins_dir;
@@ -143,7 +155,22 @@ pub fn reload_config(gateway: &Gateway, path: &Path) {
                 .metrics()
                 .increment("gatehouse_config_reloads_total", &[("result", "refused")]);
             tracing::error!(%error, "configuration refused; the previous one stays in force");
-            gateway.set_config_error(Some(error.to_string()));
+            gateway.set_config_error(Some(error));
         }
     }
+}
+
+/// Why `new` would leave a serving gateway unable to serve where `previous` could, if it would.
+fn closes_the_gateway(previous: &Config, new: &Config) -> Option<String> {
+    if !previous.api.keys.is_empty() && new.api.keys.is_empty() {
+        return Some(
+            "it has no API key (`[api] keys`), so every API route would answer 401; write the file atomically (a temporary file, then rename)".into(),
+        );
+    }
+    if previous.accounts().next().is_some() && new.accounts().next().is_none() {
+        return Some(
+            "it has no provider account, so every command would be refused; write the file atomically (a temporary file, then rename)".into(),
+        );
+    }
+    None
 }

@@ -26,7 +26,6 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -282,22 +281,14 @@ pub fn check_plugin_file(path: &Path) -> ConformanceReport {
     report
 }
 
-/// Loads the file through the host's own loader, from a private copy folder that is removed
-/// afterwards (the loader deletes the copy itself once the library is mapped).
+/// Loads the file through the host's own loader (which makes and removes its own private copy
+/// folder).
 fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
-    static COPY_FOLDERS: AtomicU64 = AtomicU64::new(0);
     let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
         file: path.display().to_string(),
         message: error.to_string(),
     })?;
-    let copy_dir = std::env::temp_dir().join(format!(
-        "gatehouse-conformance-{}-{}",
-        std::process::id(),
-        COPY_FOLDERS.fetch_add(1, Ordering::Relaxed)
-    ));
-    let loaded = load_plugin(path, &bytes, &copy_dir);
-    let _ = std::fs::remove_dir_all(&copy_dir);
-    loaded
+    load_plugin(path, &bytes, &std::env::temp_dir())
 }
 
 fn record_load_failure(report: &mut ConformanceReport, error: &LoadError) {
@@ -1060,6 +1051,8 @@ mod tests {
             reports: vec!["payments".into(), "payouts".into()],
             default_base_url: None,
             status_of: Vec::new(),
+            max_text_lengths: Default::default(),
+            unsigned_callbacks: None,
         }
     }
 

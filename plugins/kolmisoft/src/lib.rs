@@ -52,6 +52,8 @@ impl Plugin for Kolmisoft {
             // Every Kolmisoft server is the customer's own (`http://<SERVER_IP>/billing`).
             default_base_url: None,
             status_of: vec![],
+            max_text_lengths: Default::default(),
+            unsigned_callbacks: None,
         }
     }
 

@@ -16,8 +16,8 @@ mod transformers;
 use gatehouse_plugin_api::http::{encode_form, join_url};
 use gatehouse_plugin_api::{
     Command, Details, ErrorKind, HttpRequest, HttpResponse, Invocation, Manifest, Operation,
-    Outcome, OutcomeStatus, Plugin, ProviderError, Step, WebhookEvent, WebhookReply, WebhookResult,
-    export_plugin,
+    Outcome, OutcomeStatus, Plugin, ProviderError, Step, UnsignedCallbacks, WebhookEvent,
+    WebhookReply, WebhookResult, export_plugin,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -30,6 +30,11 @@ use crate::transformers::{
 };
 
 pub struct PayGateGlobal;
+
+/// The longest `description` sent. The guide states no limit; this is an assumption (the
+/// common `VARCHAR(255)` column), so that a longer text is refused by the host before the ledger
+/// instead of cut or refused by the provider after the money is recorded (README).
+const DESCRIPTION_MAX_CHARS: usize = 255;
 
 /// Where a flow is between two requests.
 #[derive(Debug, Serialize, Deserialize)]
@@ -70,6 +75,14 @@ impl Plugin for PayGateGlobal {
             reports: vec![],
             default_base_url: Some("https://paygateglobal.com".into()),
             status_of: vec![],
+            max_text_lengths: [("description".to_string(), DESCRIPTION_MAX_CHARS)].into(),
+            // Callbacks are unsigned and name the host's reference as `identifier`: the host
+            // acknowledges those naming nothing it sent without this plugin spending a status
+            // call on them.
+            unsigned_callbacks: Some(UnsignedCallbacks {
+                reference_pointer: "/identifier".into(),
+                acknowledgement: callback_acknowledgement(),
+            }),
         }
     }
 
@@ -444,11 +457,15 @@ fn finish_callback(
     })
     .with_details(Details::Webhook(WebhookResult {
         event: Some(event),
-        // PayGateGlobal documents no answer format; any 2xx acknowledges the callback.
-        reply: WebhookReply::json(200, &json!({ "received": true })),
+        reply: callback_acknowledgement(),
     }));
     outcome.error = error;
     outcome
+}
+
+/// PayGateGlobal documents no answer format; any 2xx acknowledges the callback.
+fn callback_acknowledgement() -> WebhookReply {
+    WebhookReply::json(200, &json!({ "received": true }))
 }
 
 fn rejected_callback(message: String) -> Outcome {

@@ -75,6 +75,8 @@ impl Plugin for PaysiteCash {
                 .collect(),
             default_base_url: Some(DEFAULT_BASE_URL.into()),
             status_of: vec![],
+            max_text_lengths: Default::default(),
+            unsigned_callbacks: None,
         }
     }
 

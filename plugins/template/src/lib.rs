@@ -67,6 +67,8 @@ impl Plugin for TemplatePlugin {
             reports: vec![],
             default_base_url: Some("https://api.template.example".into()),
             status_of: vec![],
+            max_text_lengths: Default::default(),
+            unsigned_callbacks: None,
         }
     }
 

@@ -84,6 +84,8 @@ impl Plugin for Xsolla {
             // Transaction details say whether a transaction was refunded (see
             // `transformers::status::refund_outcome`).
             status_of: vec![Operation::Refund],
+            max_text_lengths: Default::default(),
+            unsigned_callbacks: None,
         }
     }
 
