@@ -51,6 +51,16 @@ pub enum DispatchError {
     ReservationMismatch { reservation: String },
     #[error("the host is shutting down")]
     ShuttingDown,
+    /// The provider's plugin overran its budget so often that `stuck` threads are still inside
+    /// it: new requests are refused until some return, so threads cannot grow without end.
+    #[error(
+        "the plugin of `{provider}` is unavailable: {stuck} plugin threads are stuck in it (host.max_abandoned_plugin_threads = {max})"
+    )]
+    PluginUnavailable {
+        provider: String,
+        stuck: u64,
+        max: u64,
+    },
 }
 
 impl DispatchError {
@@ -67,6 +77,7 @@ impl DispatchError {
             Self::Provider(error) => ErrorCode::from(error.kind),
             Self::ReservationMismatch { .. } => ErrorCode::InternalError,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
+            Self::PluginUnavailable { .. } => ErrorCode::PluginUnavailable,
         }
     }
 
@@ -119,6 +130,8 @@ error_codes! {
     AccountPaused = "account_paused",
     RateLimited = "rate_limited",
     ShuttingDown = "shutting_down",
+    /// The provider's plugin hung on too many calls; refused until its stuck threads return.
+    PluginUnavailable = "plugin_unavailable",
     /// `/readyz`: the host cannot serve yet (no plugin loaded).
     NotReady = "not_ready",
     // The provider's or the plugin's answer (`ErrorKind`).

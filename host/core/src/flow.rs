@@ -111,7 +111,7 @@ impl Flow<'_> {
                 Err(_) => Err(CallFailure::Lost),
             }
         } else {
-            self.pool.run(self.budget, call).await
+            self.pool.run_for(self.provider, self.budget, call).await
         };
         match result {
             Ok(step) => Ok(step),

@@ -35,6 +35,19 @@ pub struct Dispatched {
     pub provider_requests: u32,
 }
 
+/// What [`Gateway::plugin_threads`] reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginThreads {
+    /// Threads abandoned since start (returned or not).
+    pub abandoned_total: u64,
+    /// Threads still stuck in a plugin call, per provider.
+    pub stuck: std::collections::BTreeMap<String, u64>,
+    /// `host.max_abandoned_plugin_threads`.
+    pub max_per_provider: u64,
+    /// Providers refused for it (`plugin_unavailable`).
+    pub unavailable: Vec<String>,
+}
+
 #[derive(Clone)]
 pub struct Gateway {
     inner: Arc<GatewayInner>,
@@ -173,6 +186,23 @@ impl Gateway {
         events
     }
 
+    /// The plugin threads abandoned to calls over budget: since start, and still stuck per
+    /// provider. A provider at `host.max_abandoned_plugin_threads` stuck threads is refused.
+    pub fn plugin_threads(&self) -> PluginThreads {
+        let stuck = self.inner.plugin_pool.stuck_threads();
+        let max_per_provider = self.inner.config.load().host.max_abandoned_plugin_threads;
+        PluginThreads {
+            abandoned_total: self.inner.plugin_pool.abandoned_threads(),
+            unavailable: stuck
+                .iter()
+                .filter(|(_, count)| **count >= max_per_provider)
+                .map(|(provider, _)| provider.clone())
+                .collect(),
+            stuck,
+            max_per_provider,
+        }
+    }
+
     /// Accounts paused after an authentication failure or a provider's rate-limit answer.
     pub fn paused_accounts(&self) -> Vec<(String, String, Pause)> {
         self.inner.accounts.pauses()
@@ -225,6 +255,16 @@ impl Gateway {
                 .ok_or_else(|| DispatchError::UnknownProvider {
                     provider: provider.to_string(),
                 })?;
+        let config = self.inner.config.load_full();
+        let stuck = self.inner.plugin_pool.stuck_threads_of(provider);
+        let max = config.host.max_abandoned_plugin_threads;
+        if stuck >= max {
+            return Err(DispatchError::PluginUnavailable {
+                provider: provider.to_string(),
+                stuck,
+                max,
+            });
+        }
         let operation = command.operation();
         if !plugin.manifest.supports(operation) {
             return Err(DispatchError::NotSupported {
@@ -232,7 +272,6 @@ impl Gateway {
                 operation,
             });
         }
-        let config = self.inner.config.load_full();
         let Some(section) = config.account(provider, account) else {
             return Err(DispatchError::UnknownAccount {
                 provider: provider.to_string(),

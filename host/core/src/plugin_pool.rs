@@ -5,18 +5,43 @@
 //! thread is abandoned (it may never return) and a fresh one takes its place, so a hung plugin
 //! costs one parked thread, never the host's responsiveness or its shutdown (the pool's threads
 //! are detached: nothing waits for them).
+//!
+//! Abandoned threads are counted per provider while they are stuck: the gateway refuses a
+//! provider whose count reached `host.max_abandoned_plugin_threads`, so a plugin that hangs on
+//! every call costs a bounded number of threads, not one per request. An abandoned call that
+//! returns at last ends its thread (the pool already replaced it) and leaves the count.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-type Job = Box<dyn FnOnce() + Send + 'static>;
+/// A job and the ticket its caller and its thread settle its fate with.
+struct Job {
+    call: Box<dyn FnOnce() + Send + 'static>,
+    ticket: Arc<Ticket>,
+}
+
+/// Who finished first: the call (`DONE`) or its budget (`ABANDONED`).
+struct Ticket {
+    state: AtomicU8,
+    /// The stuck-thread count of the job's provider.
+    abandoned: Arc<AtomicU64>,
+}
+
+const RUNNING: u8 = 0;
+const DONE: u8 = 1;
+const ABANDONED: u8 = 2;
 
 pub struct PluginPool {
     jobs: Sender<Job>,
     receiver: Receiver<Job>,
-    abandoned: AtomicU64,
+    /// Threads abandoned since the pool started, returned or not.
+    abandoned_total: AtomicU64,
+    /// Threads abandoned and still stuck in a plugin call, per provider.
+    stuck: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
 }
 
 /// Why a plugin call produced no result.
@@ -34,7 +59,8 @@ impl PluginPool {
         let pool = Self {
             jobs,
             receiver,
-            abandoned: AtomicU64::new(0),
+            abandoned_total: AtomicU64::new(0),
+            stuck: Mutex::new(BTreeMap::new()),
         };
         for _ in 0..threads.max(1) {
             pool.spawn_worker();
@@ -48,26 +74,70 @@ impl PluginPool {
             .name("gatehouse-plugin".into())
             .spawn(move || {
                 while let Ok(job) = receiver.recv() {
-                    job();
+                    (job.call)();
+                    let settled = job.ticket.state.compare_exchange(
+                        RUNNING,
+                        DONE,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                    if settled.is_err() {
+                        // Abandoned, and already replaced: this thread is one too many.
+                        job.ticket.abandoned.fetch_sub(1, Ordering::AcqRel);
+                        return;
+                    }
                 }
             });
     }
 
-    /// How many threads were abandoned to calls that overran their budget.
+    /// Threads abandoned to calls that overran their budget since the pool started.
     pub fn abandoned_threads(&self) -> u64 {
-        self.abandoned.load(Ordering::Relaxed)
+        self.abandoned_total.load(Ordering::Relaxed)
     }
 
-    /// Runs `call` on a pool thread and waits for it at most `budget`.
+    /// Threads abandoned and still stuck in a call, per provider (providers with none left out).
+    pub fn stuck_threads(&self) -> BTreeMap<String, u64> {
+        self.lock_stuck()
+            .iter()
+            .map(|(provider, count)| (provider.clone(), count.load(Ordering::Acquire)))
+            .filter(|(_, count)| *count > 0)
+            .collect()
+    }
+
+    /// Threads abandoned and still stuck in a call of `provider`'s plugin.
+    pub fn stuck_threads_of(&self, provider: &str) -> u64 {
+        self.lock_stuck()
+            .get(provider)
+            .map_or(0, |count| count.load(Ordering::Acquire))
+    }
+
+    /// Runs `call` on a pool thread and waits for it at most `budget` (counted under no provider).
     pub async fn run<T: Send + 'static>(
         &self,
         budget: Duration,
         call: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, CallFailure> {
+        self.run_for("", budget, call).await
+    }
+
+    /// Runs `call` of `provider`'s plugin on a pool thread and waits for it at most `budget`.
+    pub async fn run_for<T: Send + 'static>(
+        &self,
+        provider: &str,
+        budget: Duration,
+        call: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, CallFailure> {
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
-            let _ = sender.send(call());
+        let ticket = Arc::new(Ticket {
+            state: AtomicU8::new(RUNNING),
+            abandoned: self.counter(provider),
         });
+        let job = Job {
+            call: Box::new(move || {
+                let _ = sender.send(call());
+            }),
+            ticket: ticket.clone(),
+        };
         if self.jobs.send(job).is_err() {
             return Err(CallFailure::Lost);
         }
@@ -75,10 +145,77 @@ impl PluginPool {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(_)) => Err(CallFailure::Lost),
             Err(_) => {
-                self.abandoned.fetch_add(1, Ordering::Relaxed);
-                self.spawn_worker();
+                // Count before the thread can see the abandonment, so its decrement never
+                // precedes this increment.
+                ticket.abandoned.fetch_add(1, Ordering::AcqRel);
+                let abandoned = ticket.state.compare_exchange(
+                    RUNNING,
+                    ABANDONED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                if abandoned.is_ok() {
+                    self.abandoned_total.fetch_add(1, Ordering::Relaxed);
+                    self.spawn_worker();
+                } else {
+                    // The call finished just as its budget ran out: its thread goes on serving.
+                    ticket.abandoned.fetch_sub(1, Ordering::AcqRel);
+                }
                 Err(CallFailure::OverBudget)
             }
         }
+    }
+
+    fn counter(&self, provider: &str) -> Arc<AtomicU64> {
+        let mut stuck = self.lock_stuck();
+        match stuck.get(provider) {
+            Some(count) => count.clone(),
+            None => {
+                let count = Arc::new(AtomicU64::new(0));
+                stuck.insert(provider.to_string(), count.clone());
+                count
+            }
+        }
+    }
+
+    fn lock_stuck(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<AtomicU64>>> {
+        // Counters hold no invariant a panic could break.
+        self.stuck
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn abandoned_threads_are_counted_while_stuck_and_leave_when_they_return() {
+        let pool = PluginPool::new(1);
+        let (release, released) = crossbeam_channel::bounded::<()>(0);
+        let result = pool
+            .run_for("slow", Duration::from_millis(20), move || {
+                let _ = released.recv();
+            })
+            .await;
+        assert_eq!(result, Err(CallFailure::OverBudget));
+        assert_eq!(pool.stuck_threads_of("slow"), 1);
+        assert_eq!(pool.abandoned_threads(), 1);
+        // The replacement thread serves.
+        assert_eq!(
+            pool.run_for("fast", Duration::from_secs(5), || 7).await,
+            Ok(7)
+        );
+        release.send(()).expect("the stuck call is waiting");
+        for _ in 0..200 {
+            if pool.stuck_threads_of("slow") == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(pool.stuck_threads_of("slow"), 0);
+        assert!(pool.stuck_threads().is_empty());
+        assert_eq!(pool.abandoned_threads(), 1);
     }
 }

@@ -50,6 +50,7 @@ pub fn for_error(code: ErrorCode) -> ExitCode {
         | ErrorCode::RateLimited
         | ErrorCode::ShuttingDown
         | ErrorCode::NotReady
+        | ErrorCode::PluginUnavailable
         | ErrorCode::IdempotencyKeyReused
         | ErrorCode::PluginFault => REFUSED,
         // The provider answered a command that moves no money with an error.

@@ -116,6 +116,11 @@ pub trait Ledger: Send + Sync {
     /// Stored events, oldest first, with a sequence number greater than `after` (for an events
     /// feed: pass the last sequence seen).
     fn events(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>, LedgerError>;
+
+    /// Proves the ledger can take a write now: a small durable write that changes no entry,
+    /// committed like any other (for `/readyz`: a full disk or a read-only file must make the
+    /// host unready before a charge finds out).
+    fn probe_write(&self) -> Result<(), LedgerError>;
 }
 
 /// What [`Ledger::begin`] found.

@@ -543,6 +543,16 @@ impl SqliteLedger {
 }
 
 impl Ledger for SqliteLedger {
+    fn probe_write(&self) -> Result<(), LedgerError> {
+        // The header's `user_version` (unused by the schema, which keeps its own version table)
+        // takes the write: one page, through the same group commit as every entry.
+        self.write("probe a write", |connection, now| {
+            connection
+                .pragma_update(None, "user_version", now.rem_euclid(i64::from(i32::MAX)))
+                .map_err(|error| self.storage_error("probe a write", error))
+        })
+    }
+
     fn begin(&self, new: NewEntry) -> Result<Begin, LedgerError> {
         let action = "begin an entry";
         if new.command.operation() != new.operation {

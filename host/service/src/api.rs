@@ -215,12 +215,25 @@ async fn require_api_key(State(service): State<Service>, request: Request, next:
     next.run(request).await
 }
 
+/// 200 when the host can serve; 503 in the JSON envelope with every reason when it cannot (no
+/// plugin loaded, the ledger refusing writes). Both say which configuration is in force.
 async fn readyz(State(service): State<Service>) -> Response {
-    if service.gateway().registry().active().is_empty() {
-        ApiError::new(ErrorCode::NotReady, "no plugin is loaded").into_response()
-    } else {
-        "ready".into_response()
+    let readiness = service.readiness().await;
+    let details = json!({
+        "plugins_loaded": readiness.plugins_loaded,
+        "ledger": readiness.ledger_error.as_deref().map_or("writable", |_| "failing"),
+        "config_error": readiness.config_error,
+    });
+    if readiness.problems.is_empty() {
+        let mut body = details;
+        body["status"] = json!("ready");
+        return axum::Json(body).into_response();
     }
+    let error = ApiError::new(ErrorCode::NotReady, readiness.problems.join("; "));
+    let mut body = error.to_json();
+    body["error"]["reasons"] = json!(readiness.problems);
+    body["readiness"] = details;
+    (error.status(), axum::Json(body)).into_response()
 }
 
 async fn metrics(State(service): State<Service>) -> Response {
@@ -247,6 +260,7 @@ async fn list_plugins(State(service): State<Service>) -> Response {
         "paused_accounts": pauses,
         "config_error": service.gateway().config_error(),
         "libraries_loaded": service.gateway().registry().libraries_loaded(),
+        "plugin_threads": service.gateway().plugin_threads(),
     }))
     .into_response()
 }

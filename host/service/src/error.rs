@@ -68,9 +68,10 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
             StatusCode::UNPROCESSABLE_ENTITY
         }
         ErrorCode::AccountPaused | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::ShuttingDown | ErrorCode::NotReady | ErrorCode::ProviderUnavailable => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ErrorCode::ShuttingDown
+        | ErrorCode::NotReady
+        | ErrorCode::ProviderUnavailable
+        | ErrorCode::PluginUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         // The provider refused *our* credentials or answered badly: not the caller's fault.
         ErrorCode::Authentication | ErrorCode::MalformedResponse | ErrorCode::ProviderError => {
             StatusCode::BAD_GATEWAY

@@ -36,4 +36,4 @@ mod service;
 pub use error::{ApiError, ServiceError};
 pub use gatehouse_core::{Config, Gateway, plugin_api, watcher};
 pub use gatehouse_ledger as ledger;
-pub use service::{CommandAnswer, ReconcileReport, Service, WebhookHandling};
+pub use service::{CommandAnswer, Readiness, ReconcileReport, Service, WebhookHandling};

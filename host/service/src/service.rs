@@ -62,7 +62,27 @@ pub struct Service {
     gateway: Gateway,
     ledger: AsyncLedger,
     in_flight: Arc<InFlight>,
+    /// The last ledger write probe and when it ran (see [`Service::readiness`]).
+    ledger_probe: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>>,
 }
+
+/// What the host needs to serve, as [`Service::readiness`] found it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    /// Why the host cannot serve; empty when it can.
+    pub problems: Vec<String>,
+    pub plugins_loaded: usize,
+    /// `None` when the probe write succeeded.
+    pub ledger_error: Option<String>,
+    /// Why the newest `plugins.toml` was refused (the previous one stays in force): reported,
+    /// but not a reason to be unready, since the configuration in force still serves and a bad
+    /// file deployed to a whole fleet must not take every host out of its load balancer.
+    pub config_error: Option<String>,
+}
+
+/// How long a ledger probe's result is reused: a load balancer polling `/readyz` many times a
+/// second costs one small write a second.
+const LEDGER_PROBE_TTL: Duration = Duration::from_secs(1);
 
 /// A report of one reconciliation pass.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -80,6 +100,41 @@ impl Service {
             gateway,
             ledger: AsyncLedger::new(ledger),
             in_flight: Arc::new(InFlight::default()),
+            ledger_probe: Arc::new(tokio::sync::Mutex::new(None)),
+        }
+    }
+
+    /// Whether the host can serve: at least one plugin loaded, and the ledger takes a write (a
+    /// probe write, its result reused for a second; a full disk or a read-only ledger fails it).
+    pub async fn readiness(&self) -> Readiness {
+        let ledger_error = {
+            let mut probe = self.ledger_probe.lock().await;
+            match probe.as_ref() {
+                Some((at, result)) if at.elapsed() < LEDGER_PROBE_TTL => result.clone().err(),
+                _ => {
+                    let result = self
+                        .ledger
+                        .call(|ledger| ledger.probe_write())
+                        .await
+                        .map_err(|error| error.to_string());
+                    *probe = Some((std::time::Instant::now(), result.clone()));
+                    result.err()
+                }
+            }
+        };
+        let plugins_loaded = self.gateway.registry().active().len();
+        let mut problems = Vec::new();
+        if plugins_loaded == 0 {
+            problems.push("no plugin is loaded".to_string());
+        }
+        if let Some(error) = &ledger_error {
+            problems.push(format!("the ledger cannot take a write: {error}"));
+        }
+        Readiness {
+            problems,
+            plugins_loaded,
+            ledger_error,
+            config_error: self.gateway.config_error(),
         }
     }
 
