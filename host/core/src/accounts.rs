@@ -29,6 +29,10 @@ pub struct AccountRuntime {
     pub policy: AccountPolicy,
     limiter: DefaultDirectRateLimiter,
     pub concurrency: Semaphore,
+    /// The budget of requests confirming unsigned callbacks, apart from the commands' (anyone
+    /// can POST a callback; the merchant's rate limit must not be theirs to spend).
+    confirmation_limiter: DefaultDirectRateLimiter,
+    pub confirmations: Semaphore,
     pause: Mutex<Option<Pause>>,
     /// Whether the current credentials have been accepted by the provider at least once.
     credentials_proven: std::sync::atomic::AtomicBool,
@@ -41,10 +45,23 @@ pub struct AccountRuntime {
 impl AccountRuntime {
     fn new(fingerprint: String, policy: AccountPolicy) -> Self {
         let per_minute = NonZeroU32::new(policy.rate_limit_per_minute).unwrap_or(NonZeroU32::MIN);
+        let confirmations_per_minute =
+            NonZeroU32::new(policy.webhook_confirmations_per_minute).unwrap_or(NonZeroU32::MIN);
+        // No burst beyond the concurrency: a flood spends the budget at its steady rate.
+        let confirmation_burst = NonZeroU32::new(
+            u32::try_from(policy.webhook_confirmations_max_concurrency)
+                .unwrap_or(u32::MAX)
+                .min(confirmations_per_minute.get()),
+        )
+        .unwrap_or(NonZeroU32::MIN);
         Self {
             fingerprint,
             limiter: RateLimiter::direct(Quota::per_minute(per_minute)),
             concurrency: Semaphore::new(policy.max_concurrency.max(1)),
+            confirmation_limiter: RateLimiter::direct(
+                Quota::per_minute(confirmations_per_minute).allow_burst(confirmation_burst),
+            ),
+            confirmations: Semaphore::new(policy.webhook_confirmations_max_concurrency.max(1)),
             policy,
             pause: Mutex::new(None),
             credentials_proven: std::sync::atomic::AtomicBool::new(false),
@@ -107,6 +124,13 @@ impl AccountRuntime {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()
             .is_some()
+    }
+
+    /// Takes a slot of the callback-confirmation budget now, or says how long until the next.
+    pub fn take_confirmation_slot(&self) -> Result<(), Duration> {
+        self.confirmation_limiter
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
     /// Takes a slot of the rate limit, waiting at most `max_wait`; otherwise says how long the

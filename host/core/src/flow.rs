@@ -205,15 +205,36 @@ impl Flow<'_> {
         }
         let policy = &self.runtime.policy;
         let timeout = Duration::from_millis(request.timeout_ms.unwrap_or(policy.timeout_ms));
-        if let Err(wait) = self.runtime.take_rate_slot(timeout).await {
-            return Err(TransportFailure::NotSent(format!(
-                "the account's rate limit ({} a minute) has no slot for {} ms",
-                policy.rate_limit_per_minute,
-                wait.as_millis()
-            )));
-        }
-        let Ok(_permit) = self.runtime.concurrency.acquire().await else {
-            return Err(TransportFailure::NotSent("the account is closed".into()));
+        // A webhook's requests confirm a callback anyone could have sent: they spend a budget of
+        // their own, and never wait for it (the provider resends a callback answered 503), so a
+        // flood of forged callbacks can neither queue up nor delay a command.
+        let _permit = if self.operation == Operation::Webhook {
+            if let Err(wait) = self.runtime.take_confirmation_slot() {
+                return Err(TransportFailure::NotSent(format!(
+                    "the account's callback confirmation budget ({} a minute) has no slot for {} ms",
+                    policy.webhook_confirmations_per_minute,
+                    wait.as_millis()
+                )));
+            }
+            let Ok(permit) = self.runtime.confirmations.try_acquire() else {
+                return Err(TransportFailure::NotSent(format!(
+                    "the account's {} callback confirmations in flight are taken",
+                    policy.webhook_confirmations_max_concurrency
+                )));
+            };
+            permit
+        } else {
+            if let Err(wait) = self.runtime.take_rate_slot(timeout).await {
+                return Err(TransportFailure::NotSent(format!(
+                    "the account's rate limit ({} a minute) has no slot for {} ms",
+                    policy.rate_limit_per_minute,
+                    wait.as_millis()
+                )));
+            }
+            let Ok(permit) = self.runtime.concurrency.acquire().await else {
+                return Err(TransportFailure::NotSent("the account is closed".into()));
+            };
+            permit
         };
         let mut attempt = 0;
         loop {

@@ -93,6 +93,11 @@ impl Prepared {
     }
 
     /// The version of the plugin that will serve the whole flow.
+    /// The manifest of the plugin version that will serve the command.
+    pub fn manifest(&self) -> &gatehouse_plugin_api::Manifest {
+        &self.plugin.manifest
+    }
+
     pub fn plugin_version(&self) -> &str {
         &self.plugin.manifest.plugin_version
     }

@@ -27,6 +27,10 @@ pub enum ServiceError {
     /// gets the same answer.
     #[error("{message}")]
     RecordedRefusal { code: ErrorCode, message: String },
+    /// The answer of an identical unsigned callback being confirmed at the same time, which this
+    /// one shared (its code and message, as that one failed).
+    #[error("{message}")]
+    Shared { code: ErrorCode, message: String },
     /// A bug or a lost task: the service could not finish the request.
     #[error("internal error: {0}")]
     Internal(String),
@@ -39,7 +43,7 @@ impl ServiceError {
             Self::Ledger(error) => ledger_code(error),
             Self::InvalidKey(_) => ErrorCode::BadRequest,
             Self::InProgress => ErrorCode::InProgress,
-            Self::RecordedRefusal { code, .. } => *code,
+            Self::RecordedRefusal { code, .. } | Self::Shared { code, .. } => *code,
             Self::Internal(_) => ErrorCode::InternalError,
         }
     }

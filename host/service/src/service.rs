@@ -8,6 +8,7 @@
 //! sends such a command only with a ledger `Reservation`); this module is where the reservation
 //! is made and the retries are answered.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,10 +24,38 @@ use gatehouse_plugin_api::{
     Command, Details, ErrorKind, Operation, Outcome, OutcomeStatus, ProviderError, WebhookReply,
 };
 use serde::Serialize;
+use sha2::Digest;
 
 use crate::error::ServiceError;
 use crate::in_flight::{Claim, InFlight};
 use crate::ledger_access::AsyncLedger;
+
+/// Removes a callback's shared confirmation from the map when a caller leaves it (done or
+/// cancelled), if it is still the one in the map.
+struct LeaveFlight<'a> {
+    confirmations: &'a std::sync::Mutex<HashMap<CallbackKey, Arc<SharedConfirmation>>>,
+    key: CallbackKey,
+    shared: Arc<SharedConfirmation>,
+}
+
+impl Drop for LeaveFlight<'_> {
+    fn drop(&mut self) {
+        let mut confirmations = self
+            .confirmations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Left in place while another caller still waits on an unfinished confirmation (this
+        // one was cancelled), so a callback arriving meanwhile joins it.
+        let finished_or_alone = self.shared.initialized() || Arc::strong_count(&self.shared) <= 2;
+        if finished_or_alone
+            && confirmations
+                .get(&self.key)
+                .is_some_and(|current| Arc::ptr_eq(current, &self.shared))
+        {
+            confirmations.remove(&self.key);
+        }
+    }
+}
 
 /// How long a retry waits for the first attempt with its key, running in this process.
 const RETRY_WAIT: Duration = Duration::from_secs(300);
@@ -49,6 +78,7 @@ pub struct CommandAnswer {
 }
 
 /// The result of handling an inbound webhook.
+#[derive(Debug, Clone)]
 pub struct WebhookHandling {
     pub reply: WebhookReply,
     /// Whether a new verified event was stored (false for replays, unverified and refused ones).
@@ -62,6 +92,9 @@ pub struct Service {
     gateway: Gateway,
     ledger: AsyncLedger,
     in_flight: Arc<InFlight>,
+    /// Unsigned callbacks being confirmed, by (provider, account, SHA-256 of the body):
+    /// identical callbacks in flight share one confirmation.
+    confirmations: Arc<std::sync::Mutex<HashMap<CallbackKey, Arc<SharedConfirmation>>>>,
     /// The last ledger write probe and when it ran (see [`Service::readiness`]).
     ledger_probe: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>>,
 }
@@ -79,6 +112,9 @@ pub struct Readiness {
     /// file deployed to a whole fleet must not take every host out of its load balancer.
     pub config_error: Option<String>,
 }
+
+type CallbackKey = (String, String, [u8; 32]);
+type SharedConfirmation = tokio::sync::OnceCell<Result<WebhookHandling, (ErrorCode, String)>>;
 
 /// How long a ledger probe's result is reused: a load balancer polling `/readyz` many times a
 /// second costs one small write a second.
@@ -101,6 +137,7 @@ impl Service {
             ledger: AsyncLedger::new(ledger),
             in_flight: Arc::new(InFlight::default()),
             ledger_probe: Arc::new(tokio::sync::Mutex::new(None)),
+            confirmations: Arc::default(),
         }
     }
 
@@ -506,6 +543,13 @@ impl Service {
     }
 
     /// Verifies, stores and applies an inbound webhook; returns the answer for the provider.
+    ///
+    /// For a plugin whose manifest declares `unsigned_callbacks` (callbacks anyone could forge,
+    /// which the plugin confirms with the provider), the host first reads the reference the
+    /// callback names: one naming no entry of this account, or an entry already final (an event
+    /// can no longer change it), is acknowledged without calling the provider; identical
+    /// callbacks in flight share one confirmation; and confirmations spend a budget of their own
+    /// (`webhook_confirmations_*`), never the commands'.
     pub async fn webhook(
         &self,
         provider: &str,
@@ -513,19 +557,97 @@ impl Service {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     ) -> Result<WebhookHandling, ServiceError> {
-        let dispatched = match self
+        let prepared = self
             .gateway
-            .prepare(provider, account, Command::Webhook { headers })
-            .map(|prepared| prepared.into_door())
-        {
-            Ok(Door::Direct(command)) => {
-                self.gateway.dispatch(command.with_inbound_body(body)).await
-            }
-            Ok(Door::Recorded(_)) => unreachable!("a webhook is never recorded"),
-            Err(refusal) => Err(refusal),
+            .prepare(provider, account, Command::Webhook { headers })?;
+        let Some(unsigned) = prepared.manifest().unsigned_callbacks.clone() else {
+            return self.verify_webhook(prepared, provider, account, body).await;
+        };
+        let reference = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|json| match json.pointer(&unsigned.reference_pointer) {
+                Some(serde_json::Value::String(text)) => Some(text.clone()),
+                Some(serde_json::Value::Number(number)) => Some(number.to_string()),
+                _ => None,
+            });
+        // An unreadable callback costs the plugin a parse and no request: let it answer.
+        let Some(reference) = reference else {
+            return self.verify_webhook(prepared, provider, account, body).await;
+        };
+        let entry = self.ledger.get(&reference).await?;
+        let worth_confirming = entry.is_some_and(|entry| {
+            entry.provider == provider && entry.account == account && !entry.state.is_final()
+        });
+        if !worth_confirming {
+            self.gateway.metrics().increment(
+                "gatehouse_webhook_events_total",
+                &[
+                    ("provider", provider),
+                    ("result", "acknowledged_unconfirmed"),
+                ],
+            );
+            return Ok(WebhookHandling {
+                reply: unsigned.acknowledgement,
+                stored: false,
+            });
+        }
+        let key: CallbackKey = (
+            provider.to_string(),
+            account.to_string(),
+            sha2::Sha256::digest(&body).into(),
+        );
+        let shared = self
+            .lock_confirmations()
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        // Whoever leaves last-or-first removes the flight, cancelled or not, so the map holds
+        // only callbacks being confirmed now.
+        let _leave = LeaveFlight {
+            confirmations: &self.confirmations,
+            key,
+            shared: shared.clone(),
+        };
+        let answer = shared
+            .get_or_init(|| async {
+                self.verify_webhook(prepared, provider, account, body)
+                    .await
+                    .map_err(|error| (error.code(), error.to_string()))
+            })
+            .await;
+        answer
+            .clone()
+            .map_err(|(code, message)| ServiceError::Shared { code, message })
+    }
+
+    fn lock_confirmations(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<CallbackKey, Arc<SharedConfirmation>>> {
+        // The map holds no invariant a panic could break.
+        self.confirmations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs the plugin's verification of a webhook, stores and applies its verified event.
+    async fn verify_webhook(
+        &self,
+        prepared: gatehouse_core::Prepared,
+        provider: &str,
+        account: &str,
+        body: Vec<u8>,
+    ) -> Result<WebhookHandling, ServiceError> {
+        let dispatched = match prepared.into_door() {
+            Door::Direct(command) => self.gateway.dispatch(command.with_inbound_body(body)).await,
+            Door::Recorded(_) => unreachable!("a webhook is never recorded"),
         };
         let outcome = match dispatched {
             Ok(dispatched) => dispatched.outcome,
+            // The confirmation could not be asked (its budget spent, the provider down): the
+            // provider resends a callback answered 503; reconciliation settles the entry anyway.
+            Err(DispatchError::Provider(error)) if error.kind == ErrorKind::ProviderUnavailable => {
+                return Err(DispatchError::Provider(error).into());
+            }
             Err(DispatchError::Provider(error)) if error.kind != ErrorKind::PluginFault => {
                 Outcome::failed(error)
             }
