@@ -36,6 +36,8 @@ pub(crate) struct Flow<'a> {
     pub(crate) operation: Operation,
     pub(crate) invocation_json: Arc<str>,
     pub(crate) budget: Duration,
+    /// `host.max_abandoned_plugin_threads`: past it, the plugin's calls are refused.
+    pub(crate) max_stuck_threads: u64,
     /// `host.plugin_calls = "inline"`: plugin calls run on this task's thread.
     pub(crate) inline_calls: bool,
     /// The currency of the amount the command names, to check the outcome's against.
@@ -111,10 +113,17 @@ impl Flow<'_> {
                 Err(_) => Err(CallFailure::Lost),
             }
         } else {
-            self.pool.run_for(self.provider, self.budget, call).await
+            self.pool
+                .run_for(self.provider, self.max_stuck_threads, self.budget, call)
+                .await
         };
         match result {
             Ok(step) => Ok(step),
+            Err(CallFailure::Unavailable { stuck }) => Err(DispatchError::PluginUnavailable {
+                provider: self.provider.to_string(),
+                stuck,
+                max: self.max_stuck_threads,
+            }),
             Err(CallFailure::Lost) => Err(DispatchError::Provider(ProviderError::plugin_fault(
                 "the plugin call ended without a result",
             ))),

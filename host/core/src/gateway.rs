@@ -417,6 +417,7 @@ impl Gateway {
             operation,
             invocation_json,
             budget: Duration::from_millis(config.host.plugin_call_budget_ms),
+            max_stuck_threads: config.host.max_abandoned_plugin_threads,
             inline_calls: config.host.plugin_calls == PluginCalls::Inline,
             expected_currency,
             max_response_bytes: config.host.max_response_bytes,

@@ -341,8 +341,12 @@ fn check_object_file(name: &str, bytes: &[u8]) -> Result<(), LoadError> {
 /// A fresh folder for private copies: random name, created exclusively (so it is this process's
 /// own, whoever could write to the parent), mode 0700 — checked, not assumed.
 fn private_folder(parent: &Path) -> Result<tempfile::TempDir, String> {
-    let folder = tempfile::Builder::new()
-        .prefix("gatehouse-plugins-")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("gatehouse-plugins-");
+    // Created with this mode (tempfile's default follows the umask, 0755 on most systems).
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
+    let folder = builder
         .tempdir_in(parent)
         .map_err(|error| {
             format!(
@@ -408,5 +412,28 @@ fn bounded(text: &str) -> String {
             end -= 1;
         }
         format!("{}…", &text[..end])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_folders_are_fresh_owner_only_and_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().expect("parent");
+        let first = private_folder(parent.path()).expect("folder");
+        let second = private_folder(parent.path()).expect("folder");
+        assert_ne!(first.path(), second.path(), "random names");
+        let mode = std::fs::metadata(first.path())
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let (first_path, second_path) = (first.path().to_path_buf(), second.path().to_path_buf());
+        drop((first, second));
+        assert!(!first_path.exists() && !second_path.exists());
+        assert_eq!(std::fs::read_dir(parent.path()).expect("parent").count(), 0);
     }
 }

@@ -24,16 +24,19 @@ struct Job {
     ticket: Arc<Ticket>,
 }
 
-/// Who finished first: the call (`DONE`) or its budget (`ABANDONED`).
+/// The job's fate: queued, then running, then done — or, when its budget ran out first,
+/// cancelled (never started: no thread lost) or abandoned (its thread is stuck in it).
 struct Ticket {
     state: AtomicU8,
     /// The stuck-thread count of the job's provider.
     abandoned: Arc<AtomicU64>,
 }
 
-const RUNNING: u8 = 0;
-const DONE: u8 = 1;
-const ABANDONED: u8 = 2;
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
+const ABANDONED: u8 = 3;
+const CANCELLED: u8 = 4;
 
 pub struct PluginPool {
     jobs: Sender<Job>,
@@ -51,6 +54,8 @@ pub enum CallFailure {
     OverBudget,
     /// The call ended without a result (its thread died).
     Lost,
+    /// The provider's plugin has this many threads stuck in it, at the cap: not run.
+    Unavailable { stuck: u64 },
 }
 
 impl PluginPool {
@@ -74,6 +79,16 @@ impl PluginPool {
             .name("gatehouse-plugin".into())
             .spawn(move || {
                 while let Ok(job) = receiver.recv() {
+                    let started = job.ticket.state.compare_exchange(
+                        QUEUED,
+                        RUNNING,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                    if started.is_err() {
+                        // Its caller gave up before a thread was free: nothing to run.
+                        continue;
+                    }
                     (job.call)();
                     let settled = job.ticket.state.compare_exchange(
                         RUNNING,
@@ -117,20 +132,27 @@ impl PluginPool {
         budget: Duration,
         call: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, CallFailure> {
-        self.run_for("", budget, call).await
+        self.run_for("", u64::MAX, budget, call).await
     }
 
-    /// Runs `call` of `provider`'s plugin on a pool thread and waits for it at most `budget`.
+    /// Runs `call` of `provider`'s plugin on a pool thread and waits for it at most `budget`;
+    /// refuses it while `max_stuck` threads are stuck in that provider's plugin.
     pub async fn run_for<T: Send + 'static>(
         &self,
         provider: &str,
+        max_stuck: u64,
         budget: Duration,
         call: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, CallFailure> {
+        let abandoned = self.counter(provider);
+        let stuck = abandoned.load(Ordering::Acquire);
+        if stuck >= max_stuck {
+            return Err(CallFailure::Unavailable { stuck });
+        }
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let ticket = Arc::new(Ticket {
-            state: AtomicU8::new(RUNNING),
-            abandoned: self.counter(provider),
+            state: AtomicU8::new(QUEUED),
+            abandoned,
         });
         let job = Job {
             call: Box::new(move || {
@@ -145,6 +167,14 @@ impl PluginPool {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(_)) => Err(CallFailure::Lost),
             Err(_) => {
+                // Never started (every thread busy): cancelled, and no thread is lost.
+                if ticket
+                    .state
+                    .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Err(CallFailure::OverBudget);
+                }
                 // Count before the thread can see the abandonment, so its decrement never
                 // precedes this increment.
                 ticket.abandoned.fetch_add(1, Ordering::AcqRel);
@@ -195,7 +225,7 @@ mod tests {
         let pool = PluginPool::new(1);
         let (release, released) = crossbeam_channel::bounded::<()>(0);
         let result = pool
-            .run_for("slow", Duration::from_millis(20), move || {
+            .run_for("slow", 8, Duration::from_millis(20), move || {
                 let _ = released.recv();
             })
             .await;
@@ -204,7 +234,7 @@ mod tests {
         assert_eq!(pool.abandoned_threads(), 1);
         // The replacement thread serves.
         assert_eq!(
-            pool.run_for("fast", Duration::from_secs(5), || 7).await,
+            pool.run_for("fast", 8, Duration::from_secs(5), || 7).await,
             Ok(7)
         );
         release.send(()).expect("the stuck call is waiting");

@@ -114,12 +114,29 @@ pub async fn prepare(folder: &Path, listen: &str) -> anyhow::Result<Sandbox> {
          [host]\nplugins_dir = \"plugins\"\nlisten = \"{listen}\"\nledger = \"ledger.sqlite\"\n\n\
          [api]\nkeys = [\"{SANDBOX_API_KEY}\"]\n\n{accounts}"
     );
-    std::fs::write(&config_path, config)?;
+    write_private(folder, &config_path, &config)?;
     Ok(Sandbox {
         config_path,
         simulators,
         installed_plugins,
     })
+}
+
+/// Writes `text` to `path` readable by its owner only (mode 0600: the file holds secrets, test
+/// values or not, and an operator may copy it as a starting point), through a temporary file
+/// renamed into place, so the host watching the folder never reads half of it.
+fn write_private(folder: &Path, path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let temporary = folder.join(".plugins.toml.tmp");
+    let _ = std::fs::remove_file(&temporary);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&temporary)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
 }
 
 /// Copies every `gatehouse_plugin_*` library built next to this executable into `plugins_dir`,

@@ -10,6 +10,7 @@ mod ccbill;
 mod cli;
 mod conformance;
 mod crash;
+mod edge;
 mod faults;
 mod kills;
 mod kolmisoft;

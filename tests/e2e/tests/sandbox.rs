@@ -82,6 +82,15 @@ async fn the_sandbox_serves_every_provider_without_credentials() {
         report["details"]["records"].as_array().map(Vec::len),
         Some(3)
     );
+    // The generated configuration holds the simulators' secrets inline: owner-only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(folder.path().join("plugins.toml"))
+            .expect("the sandbox wrote its configuration")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    }
     let _ = sandbox.kill();
     let _ = sandbox.wait();
 }
