@@ -346,14 +346,12 @@ fn private_folder(parent: &Path) -> Result<tempfile::TempDir, String> {
     // Created with this mode (tempfile's default follows the umask, 0755 on most systems).
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
-    let folder = builder
-        .tempdir_in(parent)
-        .map_err(|error| {
-            format!(
-                "cannot create a private copy folder in {}: {error}",
-                parent.display()
-            )
-        })?;
+    let folder = builder.tempdir_in(parent).map_err(|error| {
+        format!(
+            "cannot create a private copy folder in {}: {error}",
+            parent.display()
+        )
+    })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
