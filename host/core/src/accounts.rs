@@ -126,26 +126,30 @@ impl AccountRuntime {
             .is_some()
     }
 
-    /// Takes a slot of the callback-confirmation budget now, or says how long until the next.
-    pub fn take_confirmation_slot(&self) -> Result<(), Duration> {
-        self.confirmation_limiter
-            .check()
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    /// Takes a slot of the callback-confirmation budget, waiting at most `max_wait`; otherwise
+    /// says how long the wait would be.
+    pub async fn take_confirmation_slot(&self, max_wait: Duration) -> Result<(), Duration> {
+        take_slot(&self.confirmation_limiter, max_wait).await
     }
 
     /// Takes a slot of the rate limit, waiting at most `max_wait`; otherwise says how long the
     /// wait would be.
     pub async fn take_rate_slot(&self, max_wait: Duration) -> Result<(), Duration> {
-        loop {
-            match self.limiter.check() {
-                Ok(()) => return Ok(()),
-                Err(not_until) => {
-                    let wait = not_until.wait_time_from(DefaultClock::default().now());
-                    if wait > max_wait {
-                        return Err(wait);
-                    }
-                    tokio::time::sleep(wait).await;
+        take_slot(&self.limiter, max_wait).await
+    }
+}
+
+/// Takes a slot of `limiter`, waiting at most `max_wait`; otherwise says how long the wait would be.
+async fn take_slot(limiter: &DefaultDirectRateLimiter, max_wait: Duration) -> Result<(), Duration> {
+    loop {
+        match limiter.check() {
+            Ok(()) => return Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                if wait > max_wait {
+                    return Err(wait);
                 }
+                tokio::time::sleep(wait).await;
             }
         }
     }

@@ -18,6 +18,9 @@ use crate::plugin_pool::{CallFailure, PluginPool};
 use crate::scrub::Scrubber;
 use crate::transport::{TransportFailure, loggable_url, same_origin, send_once};
 
+/// The longest a callback confirmation holding a slot waits for the confirmation rate.
+const CONFIRMATION_RATE_WAIT: Duration = Duration::from_secs(2);
+
 /// One command's flow through a plugin.
 pub(crate) struct Flow<'a> {
     pub(crate) pool: &'a PluginPool,
@@ -215,22 +218,27 @@ impl Flow<'_> {
         let policy = &self.runtime.policy;
         let timeout = Duration::from_millis(request.timeout_ms.unwrap_or(policy.timeout_ms));
         // A webhook's requests confirm a callback anyone could have sent: they spend a budget of
-        // their own, and never wait for it (the provider resends a callback answered 503), so a
-        // flood of forged callbacks can neither queue up nor delay a command.
+        // their own, apart from the commands'. Past its concurrency a callback is refused at
+        // once (the provider resends one answered 503), so a flood cannot queue up; the few
+        // holding a slot wait briefly for the rate, so legitimate callbacks in a burst pass.
         let _permit = if self.operation == Operation::Webhook {
-            if let Err(wait) = self.runtime.take_confirmation_slot() {
-                return Err(TransportFailure::NotSent(format!(
-                    "the account's callback confirmation budget ({} a minute) has no slot for {} ms",
-                    policy.webhook_confirmations_per_minute,
-                    wait.as_millis()
-                )));
-            }
             let Ok(permit) = self.runtime.confirmations.try_acquire() else {
                 return Err(TransportFailure::NotSent(format!(
                     "the account's {} callback confirmations in flight are taken",
                     policy.webhook_confirmations_max_concurrency
                 )));
             };
+            if let Err(wait) = self
+                .runtime
+                .take_confirmation_slot(timeout.min(CONFIRMATION_RATE_WAIT))
+                .await
+            {
+                return Err(TransportFailure::NotSent(format!(
+                    "the account's callback confirmation budget ({} a minute) has no slot for {} ms",
+                    policy.webhook_confirmations_per_minute,
+                    wait.as_millis()
+                )));
+            }
             permit
         } else {
             if let Err(wait) = self.runtime.take_rate_slot(timeout).await {
