@@ -96,7 +96,7 @@ pub struct Service {
     /// identical callbacks in flight share one confirmation.
     confirmations: Arc<std::sync::Mutex<HashMap<CallbackKey, Arc<SharedConfirmation>>>>,
     /// The last ledger write probe and when it ran (see [`Service::readiness`]).
-    ledger_probe: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>>,
+    ledger_probe: Arc<tokio::sync::Mutex<Option<LedgerProbe>>>,
 }
 
 /// What the host needs to serve, as [`Service::readiness`] found it.
@@ -113,6 +113,8 @@ pub struct Readiness {
     pub config_error: Option<String>,
 }
 
+/// When the ledger was last probed, and what the probe write answered.
+type LedgerProbe = (std::time::Instant, Result<(), String>);
 type CallbackKey = (String, String, [u8; 32]);
 type SharedConfirmation = tokio::sync::OnceCell<Result<WebhookHandling, (ErrorCode, String)>>;
 
