@@ -308,4 +308,36 @@ mod tests {
         let read: Manifest = serde_json::from_value(json).expect("reads");
         assert!(read.status_of.is_empty());
     }
+
+    #[test]
+    fn text_limits_and_unsigned_callbacks_are_optional_and_checked() {
+        // Written as before when unused, so older hosts and plugins see the same JSON.
+        let plain = manifest(vec![Operation::Webhook], vec![]);
+        let json = serde_json::to_value(&plain).expect("json");
+        assert!(json.get("max_text_lengths").is_none());
+        assert!(json.get("unsigned_callbacks").is_none());
+        let read: Manifest = serde_json::from_value(json).expect("reads");
+        assert!(read.max_text_lengths.is_empty() && read.unsigned_callbacks.is_none());
+
+        let mut declared = plain.clone();
+        declared.max_text_lengths = [("description".to_string(), 255)].into();
+        declared.unsigned_callbacks = Some(UnsignedCallbacks {
+            reference_pointer: "/identifier".into(),
+            acknowledgement: WebhookReply::empty(200),
+        });
+        assert_eq!(declared.validate(), Ok(()));
+        let round_trip: Manifest =
+            serde_json::from_value(serde_json::to_value(&declared).expect("json")).expect("reads");
+        assert_eq!(round_trip, declared);
+
+        let mut wrong = declared.clone();
+        wrong.max_text_lengths = [("description".to_string(), 0)].into();
+        wrong.unsigned_callbacks = Some(UnsignedCallbacks {
+            reference_pointer: "identifier".into(),
+            acknowledgement: WebhookReply::empty(200),
+        });
+        wrong.operations = vec![Operation::Status];
+        let problems = wrong.validate().expect_err("refused");
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
 }
