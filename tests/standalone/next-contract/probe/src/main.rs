@@ -13,7 +13,8 @@ fn main() -> ExitCode {
         eprintln!("usage: next-contract-host <plugin file>...");
         return ExitCode::from(2);
     }
-    let copies = std::env::temp_dir().join(format!("next-contract-host-{}", std::process::id()));
+    // The loader makes (and removes) a private copy folder of its own in here for each load.
+    let copies = std::env::temp_dir();
     let mut refused = false;
     for file in &files {
         let bytes = match std::fs::read(file) {
@@ -40,7 +41,6 @@ fn main() -> ExitCode {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&copies);
     if refused {
         ExitCode::from(1)
     } else {
