@@ -45,6 +45,12 @@ pub struct Config {
     pub webhooks: WebhookSettings,
     #[serde(default)]
     pub signatures: SignatureSettings,
+    /// The HTTP listener's limits and TLS (read when `serve` starts).
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// The outbound proxy every account uses unless its own `egress` table says otherwise.
+    #[serde(default)]
+    pub egress: EgressSettings,
     /// Where the file was read from; relative paths in it are relative to its folder.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -136,6 +142,74 @@ impl Default for HostSettings {
     }
 }
 
+/// `[server]`: how the HTTP listener protects itself. Every limit has a default that is safe on
+/// a public address; they take effect when `serve` starts (a reload does not rebind the
+/// listener), except the TLS files, which are re-read whenever they change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// A connection must deliver a request's headers within this long after it is accepted
+    /// (TLS handshake included) or after its previous answer, or it is closed: the guard against
+    /// clients that trickle headers to hold connections open.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in progress is closed after this long.
+    pub idle_timeout_ms: u64,
+    /// A request (waiting for a slot, reading its body, running) that takes longer is answered
+    /// `request_timeout`; a money-moving command it started still runs to its end and is recorded.
+    pub request_timeout_ms: u64,
+    /// Connections open at once. At the limit, a new connection displaces the one that has gone
+    /// longest without a request in progress; when every connection has one, new connections
+    /// wait in the kernel's queue. Capped at the process's descriptor limit less a reserve.
+    pub max_connections: usize,
+    /// Requests served at once; more wait (within `request_timeout_ms`) for a slot.
+    pub max_concurrent_requests: usize,
+    /// Serve HTTPS from these files instead of plain HTTP.
+    pub tls: Option<TlsSettings>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            request_timeout_ms: 60_000,
+            max_connections: 1_024,
+            max_concurrent_requests: 256,
+            tls: None,
+        }
+    }
+}
+
+/// `[server.tls]`: PEM files, relative to the configuration file's folder. Both are read again
+/// when either changes (a rotated certificate is served to new connections without a restart).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// `[egress]` or an account's `egress` table: the outbound HTTP(S) proxy requests leave
+/// through, so that a provider that accepts only listed addresses sees a known one.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressSettings {
+    /// `http://host:port` (or `https://`); no credentials in it: use the two keys below.
+    #[serde(default)]
+    pub proxy: Option<String>,
+    #[serde(default)]
+    pub proxy_username: Option<String>,
+    /// A secret reference, like every secret in this file.
+    #[serde(default)]
+    pub proxy_password: Option<SecretValue>,
+    /// Hosts reached directly, as in `NO_PROXY`: `example.com` (and its subdomains),
+    /// `.example.com`, an IP address, a CIDR block (`10.0.0.0/8`), or `*`.
+    #[serde(default)]
+    pub no_proxy: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSettings {
@@ -197,6 +271,10 @@ pub struct AccountSection {
     /// Secret settings, by the names the plugin's manifest declares as secret.
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretValue>,
+    /// This account's outbound proxy, in place of the top-level `[egress]` (an empty table:
+    /// direct).
+    #[serde(default)]
+    pub egress: Option<EgressSettings>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -343,6 +421,14 @@ impl Config {
         if config.host.ledger.is_relative() {
             config.host.ledger = base.join(&config.host.ledger);
         }
+        if let Some(tls) = &mut config.server.tls {
+            if tls.cert_file.is_relative() {
+                tls.cert_file = base.join(&tls.cert_file);
+            }
+            if tls.key_file.is_relative() {
+                tls.key_file = base.join(&tls.key_file);
+            }
+        }
         config.check(text, path)?;
         Ok(config)
     }
@@ -408,7 +494,23 @@ impl Config {
                         invalid(value.line(text), format!("{name}.secrets.{key}: {message}"))
                     })?;
                 }
+                if let Some(egress) = &settings.egress {
+                    egress.check(&format!("{name}.egress"), text, &invalid)?;
+                }
             }
+        }
+        self.egress.check("egress", text, &invalid)?;
+        let server = &self.server;
+        if server.header_read_timeout_ms == 0
+            || server.idle_timeout_ms == 0
+            || server.request_timeout_ms == 0
+            || server.max_connections == 0
+            || server.max_concurrent_requests == 0
+        {
+            return Err(invalid(
+                0,
+                "server: every timeout and limit must be positive".into(),
+            ));
         }
         if let Some(url) = &self.webhooks.forward_url {
             let parsed = url::Url::parse(url).map_err(|error| {
@@ -492,6 +594,8 @@ impl Config {
             providers: BTreeMap::new(),
             webhooks: WebhookSettings::default(),
             signatures: SignatureSettings::default(),
+            server: ServerSettings::default(),
+            egress: EgressSettings::default(),
             source: None,
         }
     }
@@ -574,6 +678,62 @@ impl Config {
             ledger: None,
             text: String::new(),
         }
+    }
+}
+
+impl EgressSettings {
+    fn check(
+        &self,
+        name: &str,
+        text: &str,
+        invalid: &dyn Fn(usize, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        if let Some(proxy) = &self.proxy {
+            // The URL itself is never echoed: written by mistake, it may hold a password.
+            let parsed = url::Url::parse(proxy)
+                .map_err(|error| invalid(0, format!("{name}.proxy is not a URL: {error}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return Err(invalid(
+                    0,
+                    format!("{name}.proxy must be an http:// or https:// URL with a host"),
+                ));
+            }
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                return Err(invalid(
+                    0,
+                    format!(
+                        "{name}.proxy must not hold credentials: use proxy_username and a proxy_password secret reference"
+                    ),
+                ));
+            }
+        } else if self.proxy_username.is_some() || self.proxy_password.is_some() {
+            return Err(invalid(
+                0,
+                format!("{name}: proxy credentials are set but no proxy is"),
+            ));
+        }
+        if let Some(password) = &self.proxy_password {
+            if self.proxy_username.is_none() {
+                return Err(invalid(
+                    password.line(text),
+                    format!("{name}.proxy_password needs proxy_username"),
+                ));
+            }
+            password.resolve().map_err(|message| {
+                invalid(
+                    password.line(text),
+                    format!("{name}.proxy_password: {message}"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The outbound proxy settings for an account: its own `egress` table, or the host's.
+    pub fn egress_for<'a>(&'a self, section: &'a AccountSection) -> &'a EgressSettings {
+        section.egress.as_ref().unwrap_or(&self.egress)
     }
 }
 
@@ -741,5 +901,63 @@ secrets = { auth_token = "${GATEHOUSE_TEST_TOKEN_A}" }
             error.to_string().contains("max_amount_minor_units"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn server_limits_default_safely_and_must_be_positive() {
+        let config = parse("").expect("valid");
+        assert_eq!(config.server.header_read_timeout_ms, 10_000);
+        assert_eq!(config.server.max_connections, 1_024);
+        assert!(config.server.tls.is_none());
+        let config = parse(
+            "[server]\nmax_concurrent_requests = 8\n[server.tls]\ncert_file = \"tls/cert.pem\"\nkey_file = \"/abs/key.pem\"\n",
+        )
+        .expect("valid");
+        assert_eq!(config.server.max_concurrent_requests, 8);
+        let tls = config.server.tls.expect("tls");
+        assert_eq!(tls.cert_file, Path::new("/etc/gatehouse/tls/cert.pem"));
+        assert_eq!(tls.key_file, Path::new("/abs/key.pem"));
+        let error = parse("[server]\nheader_read_timeout_ms = 0\n").expect_err("zero");
+        assert!(error.to_string().contains("must be positive"), "{error}");
+    }
+
+    #[test]
+    fn egress_proxies_take_credentials_only_as_secret_references() {
+        let config = parse(
+            "[egress]\nproxy = \"http://proxy.internal:3128\"\nno_proxy = [\"10.0.0.0/8\"]\n\n\
+             [providers.x.accounts.a]\n\n\
+             [providers.x.accounts.b]\negress = {}\n",
+        )
+        .expect("valid");
+        let a = config.account("x", "a").expect("a");
+        let b = config.account("x", "b").expect("b");
+        assert_eq!(
+            config.egress_for(a).proxy.as_deref(),
+            Some("http://proxy.internal:3128")
+        );
+        assert_eq!(
+            config.egress_for(b).proxy,
+            None,
+            "an empty table means direct"
+        );
+
+        let error = parse("[egress]\nproxy = \"http://user:hunter22@proxy:3128\"\n")
+            .expect_err("credentials in the URL");
+        let text = error.to_string();
+        assert!(text.contains("must not hold credentials"), "{text}");
+        assert!(!text.contains("hunter22"), "{text}");
+
+        let error = parse(
+            "[egress]\nproxy = \"http://proxy:3128\"\nproxy_username = \"u\"\nproxy_password = \"${GATEHOUSE_TEST_UNSET_PROXY_PASSWORD}\"\n",
+        )
+        .expect_err("unresolvable password");
+        assert!(
+            error.to_string().contains("egress.proxy_password"),
+            "{error}"
+        );
+        let error = parse("[egress]\nproxy = \"socks5://proxy:1080\"\n").expect_err("scheme");
+        assert!(error.to_string().contains("http:// or https://"), "{error}");
+        let error = parse("[egress]\nproxy_username = \"u\"\n").expect_err("no proxy");
+        assert!(error.to_string().contains("no proxy is"), "{error}");
     }
 }

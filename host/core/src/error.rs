@@ -152,6 +152,9 @@ error_codes! {
     IdempotencyKeyReused = "idempotency_key_reused",
     /// The first request with this idempotency key is still running.
     InProgress = "in_progress",
+    /// The request did not finish within `server.request_timeout_ms` (waiting for a slot
+    /// included); a command it started runs on and is answered to a retry with the same key.
+    RequestTimeout = "request_timeout",
     LedgerError = "ledger_error",
     InternalError = "internal_error",
 }

@@ -22,7 +22,7 @@ use crate::prepared::{DirectCommand, Prepared, RecordedCommand};
 use crate::registry::{Registry, ScanEvent};
 use crate::resolve::{ResolvedAccount, resolve_account};
 use crate::scrub::Scrubber;
-use crate::transport::build_client;
+use crate::transport::{ClientCache, Egress, build_client};
 
 /// What a finished dispatch reports besides its outcome.
 #[derive(Debug, Clone)]
@@ -57,6 +57,8 @@ struct GatewayInner {
     config: ArcSwap<Config>,
     registry: Registry,
     client: reqwest::Client,
+    /// Clients for accounts that leave through a proxy, one per distinct proxy setting.
+    proxy_clients: ClientCache,
     accounts: AccountRuntimes,
     metrics: Metrics,
     plugin_pool: PluginPool,
@@ -103,6 +105,7 @@ impl Gateway {
                 config: ArcSwap::from_pointee(config),
                 registry,
                 client: build_client(),
+                proxy_clients: ClientCache::default(),
                 accounts: AccountRuntimes::default(),
                 metrics: Metrics::default(),
                 plugin_pool: PluginPool::new(
@@ -405,7 +408,7 @@ impl Gateway {
             .into();
         let flow = Flow {
             pool: &self.inner.plugin_pool,
-            client: &self.inner.client,
+            client: resolved.client.as_ref().unwrap_or(&self.inner.client),
             metrics: &self.inner.metrics,
             plugin: plugin.clone(),
             runtime: runtime.clone(),
@@ -488,13 +491,28 @@ impl Gateway {
                 return Ok(cached.resolved.clone());
             }
         }
-        let resolved = Arc::new(resolve_account(&plugin.manifest, account, section).map_err(
-            |problems| DispatchError::AccountMisconfigured {
-                provider: provider.to_string(),
-                account: account.to_string(),
-                problems,
-            },
-        )?);
+        let misconfigured = |problems| DispatchError::AccountMisconfigured {
+            provider: provider.to_string(),
+            account: account.to_string(),
+            problems,
+        };
+        let mut resolved =
+            resolve_account(&plugin.manifest, account, section).map_err(misconfigured)?;
+        if let Some(egress) = Egress::resolve(config.egress_for(section))
+            .map_err(|problem| misconfigured(vec![problem]))?
+        {
+            // A proxy that echoes its request headers must not put its password in an error.
+            if let Some(password) = egress.password() {
+                resolved.scrubber.extend([password.expose().to_string()]);
+            }
+            resolved.client = Some(
+                self.inner
+                    .proxy_clients
+                    .client_for(&egress)
+                    .map_err(|problem| misconfigured(vec![problem]))?,
+            );
+        }
+        let resolved = Arc::new(resolved);
         let mut cache = self.lock_resolved();
         // Entries of an older configuration go with it (a removed account must not linger).
         cache.retain(|_, cached| Arc::ptr_eq(&cached.config, config));

@@ -15,6 +15,8 @@ pub struct ResolvedAccount {
     pub scrubber: Scrubber,
     /// Changes whenever the policy or any credential changes.
     pub fingerprint: String,
+    /// The client for the account's outbound proxy (`None`: the gateway's shared client).
+    pub client: Option<reqwest::Client>,
 }
 
 /// Checks `section` against `manifest` and resolves its secrets. Every problem is reported,
@@ -95,6 +97,7 @@ pub fn resolve_account(
         },
         scrubber,
         fingerprint: hex::encode(hasher.finalize()),
+        client: None,
     })
 }
 

@@ -1,9 +1,14 @@
 //! Performing the requests plugins describe: one shared client, per-request timeouts, a cap on
 //! answer size, and an honest account of whether a failed request may have reached the provider.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use gatehouse_plugin_api::{HttpRequest, HttpResponse, Method};
+use gatehouse_plugin_api::{HttpRequest, HttpResponse, Method, Secret};
+use sha2::{Digest, Sha256};
+
+use crate::config::EgressSettings;
 
 /// How a request failed to produce an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,15 +36,132 @@ impl TransportFailure {
     }
 }
 
-/// Builds the one HTTP client the host uses for every provider.
+/// Builds the HTTP client the host uses for every provider reached without a configured proxy.
 pub fn build_client() -> reqwest::Client {
+    client_builder()
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(60))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// An account's outbound proxy with its credentials resolved: what a client is built from.
+pub struct Egress {
+    proxy: String,
+    username: Option<String>,
+    password: Option<Secret>,
+    no_proxy: Vec<String>,
+}
+
+impl Egress {
+    /// Resolves `settings`; `None` when requests go direct. The error names the key, never a
+    /// value.
+    pub fn resolve(settings: &EgressSettings) -> Result<Option<Self>, String> {
+        let Some(proxy) = &settings.proxy else {
+            return Ok(None);
+        };
+        let password = settings
+            .proxy_password
+            .as_ref()
+            .map(|reference| {
+                reference
+                    .resolve()
+                    .map(|resolved| resolved.value)
+                    .map_err(|message| format!("egress.proxy_password: {message}"))
+            })
+            .transpose()?;
+        Ok(Some(Self {
+            proxy: proxy.clone(),
+            username: settings.proxy_username.clone(),
+            password,
+            no_proxy: settings.no_proxy.clone(),
+        }))
+    }
+
+    /// The proxy password, for the account's scrubber.
+    pub fn password(&self) -> Option<&Secret> {
+        self.password.as_ref()
+    }
+
+    /// What identifies the client this egress needs. The password enters only as a digest, so
+    /// the cache's keys hold no secret; a rotated password builds a new client.
+    fn key(&self) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.proxy.as_bytes());
+        hasher.update([0]);
+        hasher.update(self.username.as_deref().unwrap_or_default().as_bytes());
+        hasher.update([0]);
+        if let Some(password) = &self.password {
+            hasher.update(password.expose().as_bytes());
+        }
+        hasher.update([0]);
+        hasher.update(self.no_proxy.join(",").as_bytes());
+        hex::encode(hasher.finalize())
+    }
+
+    fn build_client(&self) -> Result<reqwest::Client, String> {
+        // reqwest's errors here can quote the proxy URL; only the fact is reported.
+        let mut proxy = reqwest::Proxy::all(self.proxy.as_str())
+            .map_err(|_| "egress.proxy cannot be used as a proxy URL".to_string())?;
+        if let Some(username) = &self.username {
+            let password = self.password.as_ref().map_or("", |secret| secret.expose());
+            proxy = proxy.basic_auth(username, password);
+        }
+        proxy = proxy.no_proxy(reqwest::NoProxy::from_string(&self.no_proxy.join(",")));
+        client_builder()
+            .proxy(proxy)
+            .build()
+            .map_err(|_| "the HTTP client for egress.proxy cannot be built".to_string())
+    }
+}
+
+/// Clients per distinct proxy setting. Connections are pooled per client, so accounts behind
+/// the same proxy share one client; requests with no proxy use the gateway's shared client.
+#[derive(Default)]
+pub struct ClientCache {
+    clients: Mutex<HashMap<String, reqwest::Client>>,
+}
+
+/// Past this many cached clients (rotated passwords, edited proxies), the cache starts over:
+/// a client in use stays alive through its clones.
+const MAX_CACHED_CLIENTS: usize = 64;
+
+impl ClientCache {
+    /// The client for `egress`, built once per distinct setting.
+    pub fn client_for(&self, egress: &Egress) -> Result<reqwest::Client, String> {
+        let key = egress.key();
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let client = egress.build_client()?;
+        if clients.len() >= MAX_CACHED_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// How many proxy clients exist (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Sends `request` once.

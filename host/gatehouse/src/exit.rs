@@ -36,7 +36,10 @@ pub fn for_outcome(status: OutcomeStatus) -> ExitCode {
 /// The exit code for a command answered with an error.
 pub fn for_error(code: ErrorCode) -> ExitCode {
     ExitCode::from(match code {
-        ErrorCode::LedgerError | ErrorCode::InternalError | ErrorCode::InProgress => HOST_FAILURE,
+        ErrorCode::LedgerError
+        | ErrorCode::InternalError
+        | ErrorCode::InProgress
+        | ErrorCode::RequestTimeout => HOST_FAILURE,
         ErrorCode::BadRequest
         | ErrorCode::Unauthorized
         | ErrorCode::MethodNotAllowed

@@ -75,7 +75,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::ShuttingDown
         | ErrorCode::NotReady
         | ErrorCode::ProviderUnavailable
-        | ErrorCode::PluginUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        | ErrorCode::PluginUnavailable
+        | ErrorCode::RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
         // The provider refused *our* credentials or answered badly: not the caller's fault.
         ErrorCode::Authentication | ErrorCode::MalformedResponse | ErrorCode::ProviderError => {
             StatusCode::BAD_GATEWAY

@@ -32,6 +32,7 @@ mod in_flight;
 pub mod ledger_access;
 pub mod server;
 mod service;
+pub mod tls;
 
 pub use error::{ApiError, ServiceError};
 pub use gatehouse_core::{Config, Gateway, plugin_api, watcher};

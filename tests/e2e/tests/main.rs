@@ -14,6 +14,7 @@ mod edge;
 mod faults;
 mod kills;
 mod kolmisoft;
+mod listener;
 mod load;
 mod loading;
 mod money_properties;
