@@ -40,32 +40,32 @@ pub const UNKNOWN: &str = "unknown";
 const COUNTERS: &[(&str, &str, &[&[(&str, &str)]])] = &[
     (
         "gatehouse_requests_total",
-        "Commands dispatched to a plugin, by provider, account and operation.",
+        "Commands dispatched to a plugin, by provider, account and operation",
         &[],
     ),
     (
         "gatehouse_outcomes_total",
-        "Outcomes of dispatched commands, by provider, account, operation and status.",
+        "Outcomes of dispatched commands, by provider, account, operation and status",
         &[],
     ),
     (
         "gatehouse_errors_total",
-        "Commands that ended in an error or a failed or unknown outcome, by provider, account, operation and error code.",
+        "Commands that ended in an error or a failed or unknown outcome, by provider, account, operation and error code",
         &[],
     ),
     (
         "gatehouse_provider_requests_total",
-        "HTTP requests sent to providers, by provider and answer (HTTP status or failure class).",
+        "HTTP requests sent to providers, by provider and answer (HTTP status or failure class)",
         &[],
     ),
     (
         "gatehouse_plugin_calls_over_budget_total",
-        "Plugin calls that overran their time budget, by provider.",
+        "Plugin calls that overran their time budget, by provider",
         &[],
     ),
     (
         "gatehouse_plugin_loads_total",
-        "Plugin files loaded, refused and retired by the folder scans.",
+        "Plugin files loaded, refused and retired by the folder scans",
         &[
             &[("result", "loaded")],
             &[("result", "refused")],
@@ -74,32 +74,32 @@ const COUNTERS: &[(&str, &str, &[&[(&str, &str)]])] = &[
     ),
     (
         "gatehouse_config_reloads_total",
-        "Configuration reloads, applied or refused.",
+        "Configuration reloads, applied or refused",
         &[&[("result", "applied")], &[("result", "refused")]],
     ),
     (
         "gatehouse_webhook_events_total",
-        "Inbound webhooks, by provider and result (stored, replay, refused).",
+        "Inbound webhooks, by provider and result (stored, replay, refused)",
         &[],
     ),
     (
         "gatehouse_webhook_forwarded_total",
-        "Stored webhook events forwarded to the platform, by provider.",
+        "Stored webhook events forwarded to the platform, by provider",
         &[],
     ),
     (
         "gatehouse_webhook_forward_retries_total",
-        "Failed attempts to forward a webhook event (each is retried).",
+        "Failed attempts to forward a webhook event (each is retried)",
         &[&[]],
     ),
     (
         "gatehouse_reconciliation_passes_total",
-        "Reconciliation passes run.",
+        "Reconciliation passes run",
         &[&[]],
     ),
     (
         "gatehouse_reconciliation_entries_total",
-        "Ledger entries examined by reconciliation, by result.",
+        "Ledger entries examined by reconciliation, by result",
         &[
             &[("result", "resolved")],
             &[("result", "still_open")],
@@ -113,11 +113,11 @@ const COUNTERS: &[(&str, &str, &[&[(&str, &str)]])] = &[
 const HISTOGRAMS: &[(&str, &str)] = &[
     (
         "gatehouse_provider_latency_seconds",
-        "Time from sending a request to a provider to its answer, by provider.",
+        "Time from sending a request to a provider to its answer, by provider",
     ),
     (
         "gatehouse_http_request_duration_seconds",
-        "Time to answer an API request, by method, route template and HTTP status.",
+        "Time to answer an API request, by method, route template and HTTP status",
     ),
 ];
 
@@ -125,7 +125,7 @@ const HISTOGRAMS: &[(&str, &str)] = &[
 const GAUGES: &[(&str, &str, &[&[(&str, &str)]])] = &[
     (
         "gatehouse_ledger_entries",
-        "Ledger entries by state, counted at scrape time.",
+        "Ledger entries by state, counted at scrape time",
         &[
             &[("state", "sending")],
             &[("state", "succeeded")],
@@ -137,43 +137,43 @@ const GAUGES: &[(&str, &str, &[&[(&str, &str)]])] = &[
     ),
     (
         "gatehouse_plugin_libraries_loaded",
-        "Plugin libraries mapped into the process (never unloaded).",
+        "Plugin libraries mapped into the process (never unloaded)",
         &[&[]],
     ),
     (
         "gatehouse_plugins_active",
-        "Providers with a plugin serving.",
+        "Providers with a plugin serving",
         &[&[]],
     ),
     (
         "gatehouse_plugin_threads_abandoned",
-        "Plugin threads abandoned to calls that overran their budget (they may never return).",
+        "Plugin threads abandoned to calls that overran their budget (they may never return)",
         &[&[]],
     ),
     (
         "gatehouse_accounts_paused",
-        "Accounts paused after an authentication or rate-limit answer.",
+        "Accounts paused after an authentication or rate-limit answer",
         &[&[]],
     ),
     (
         "gatehouse_webhook_forward_lag_seconds",
-        "Age of the oldest stored webhook event not yet forwarded to the platform (0 when none waits).",
+        "Age of the oldest stored webhook event not yet forwarded to the platform (0 when none waits)",
         &[&[]],
     ),
     (
         "process_resident_memory_bytes",
-        "Resident memory size in bytes.",
+        "Resident memory size in bytes",
         &[&[]],
     ),
     (
         "process_open_fds",
-        "Number of open file descriptors.",
+        "Number of open file descriptors",
         &[&[]],
     ),
     ("process_threads", "Number of OS threads.", &[&[]]),
     (
         "process_start_time_seconds",
-        "Start time of the process since the Unix epoch, in seconds.",
+        "Start time of the process since the Unix epoch, in seconds",
         &[&[]],
     ),
 ];
@@ -261,7 +261,7 @@ impl Metrics {
         let mut registry = Registry::default();
         registry.register(
             "gatehouse_build",
-            "The running build: version of the gatehouse host.",
+            "The running build: version of the gatehouse host",
             Info::new(vec![(
                 "version",
                 LabelValue(env!("CARGO_PKG_VERSION").to_string()),
@@ -310,9 +310,26 @@ impl Metrics {
     }
 
     /// Sets which provider and account names may appear in labels (the gateway calls this for
-    /// every configuration it puts in force).
+    /// every configuration it puts in force), and gives each configured provider its per-provider
+    /// series at zero, so a dashboard sees them before the first event.
     pub fn set_bounds(&self, bounds: LabelBounds) {
+        let providers: Vec<String> = bounds.accounts.keys().cloned().collect();
         self.bounds.store(Arc::new(bounds));
+        for provider in &providers {
+            for result in ["stored", "replay", "refused"] {
+                self.increment_by(
+                    "gatehouse_webhook_events_total",
+                    &[("provider", provider), ("result", result)],
+                    0,
+                );
+            }
+            for name in [
+                "gatehouse_plugin_calls_over_budget_total",
+                "gatehouse_webhook_forwarded_total",
+            ] {
+                self.increment_by(name, &[("provider", provider)], 0);
+            }
+        }
     }
 
     /// Adds one to the counter `name` (a sample name from the table above, `_total` included).
@@ -323,7 +340,9 @@ impl Metrics {
     pub fn increment_by(&self, name: &'static str, labels: &[(&'static str, &str)], by: u64) {
         match self.counters.get(name) {
             Some(family) => {
-                family.get_or_create(&self.bounds.load().bound(labels)).inc_by(by);
+                family
+                    .get_or_create(&self.bounds.load().bound(labels))
+                    .inc_by(by);
             }
             None => debug_assert!(false, "counter `{name}` is not registered"),
         }
@@ -341,7 +360,9 @@ impl Metrics {
     pub fn set_gauge(&self, name: &'static str, labels: &[(&'static str, &str)], value: i64) {
         match self.gauges.get(name) {
             Some(family) => {
-                family.get_or_create(&self.bounds.load().bound(labels)).set(value);
+                family
+                    .get_or_create(&self.bounds.load().bound(labels))
+                    .set(value);
             }
             None => debug_assert!(false, "gauge `{name}` is not registered"),
         }
@@ -380,7 +401,10 @@ mod process {
         if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
             for line in status.lines() {
                 let mut words = line.split_whitespace();
-                match (words.next(), words.next().and_then(|v| v.parse::<i64>().ok())) {
+                match (
+                    words.next(),
+                    words.next().and_then(|v| v.parse::<i64>().ok()),
+                ) {
                     (Some("VmRSS:"), Some(kib)) => {
                         figures.push(("process_resident_memory_bytes", kib * 1024))
                     }
@@ -437,7 +461,11 @@ mod tests {
         let metrics = Metrics::new();
         metrics.observe(
             "gatehouse_http_request_duration_seconds",
-            &[("method", "GET"), ("route", "a\"b\\c\nd\re"), ("status", "200")],
+            &[
+                ("method", "GET"),
+                ("route", "a\"b\\c\nd\re"),
+                ("status", "200"),
+            ],
             Duration::from_millis(3),
         );
         let text = metrics.render();

@@ -388,7 +388,9 @@ fn flag_for_operator_keeps_a_final_state() {
 fn a_cursor_pages_in_insertion_order_and_inserts_between_pages_land_before_the_first() {
     let (ledger, _clock) = ledger();
     for id in ["gh_1", "gh_2", "gh_3"] {
-        ledger.begin(new_entry(id, None, charge(500))).expect("begin");
+        ledger
+            .begin(new_entry(id, None, charge(500)))
+            .expect("begin");
     }
     let page = |starting_after: Option<&str>| -> Vec<String> {
         ledger
@@ -403,7 +405,9 @@ fn a_cursor_pages_in_insertion_order_and_inserts_between_pages_land_before_the_f
             .collect()
     };
     assert_eq!(page(None), ["gh_3", "gh_2"]);
-    ledger.begin(new_entry("gh_4", None, charge(500))).expect("begin");
+    ledger
+        .begin(new_entry("gh_4", None, charge(500)))
+        .expect("begin");
     assert_eq!(page(Some("gh_2")), ["gh_1"]);
     assert!(matches!(
         ledger.list(&ListFilter {

@@ -102,7 +102,9 @@ pub fn spawn_forwarder(service: Service, cursor_file: PathBuf) -> tokio::task::J
 fn set_lag(service: &Service, oldest_waiting: Option<i64>) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
+        .map_or(0, |since| {
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+        });
     let lag = oldest_waiting.map_or(0, |received| now.saturating_sub(received).max(0));
     service
         .gateway()

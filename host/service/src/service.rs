@@ -285,7 +285,11 @@ impl Service {
             .await?
         {
             Reserved::New(reservation) => {
-                tracing::info!(entry = reservation.id(), state = "sending", "ledger entry reserved");
+                tracing::info!(
+                    entry = reservation.id(),
+                    state = "sending",
+                    "ledger entry reserved"
+                );
                 reservation
             }
             Reserved::Existing(entry) => {

@@ -17,6 +17,7 @@ mod kolmisoft;
 mod load;
 mod loading;
 mod money_properties;
+mod observability;
 mod paygateglobal;
 mod paysitecash;
 mod reconcile_refunds;

@@ -145,9 +145,15 @@ mod tests {
     #[test]
     fn provider_and_account_come_from_the_template() {
         assert_eq!(
-            provider_and_account("/v1/{provider}/{account}/charges", "/v1/xsolla/main/charges"),
+            provider_and_account(
+                "/v1/{provider}/{account}/charges",
+                "/v1/xsolla/main/charges"
+            ),
             (Some("xsolla".into()), Some("main".into()))
         );
-        assert_eq!(provider_and_account("/v1/ledger", "/v1/ledger"), (None, None));
+        assert_eq!(
+            provider_and_account("/v1/ledger", "/v1/ledger"),
+            (None, None)
+        );
     }
 }
