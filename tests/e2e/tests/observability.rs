@@ -733,3 +733,221 @@ async fn cursor_paging_finds_each_of_5000_entries_once_while_entries_are_inserte
         ),
     );
 }
+
+/// The schema a `$ref` names in the document.
+fn schema<'a>(document: &'a Value, reference: &str) -> &'a Value {
+    let name = reference
+        .strip_prefix("#/components/schemas/")
+        .unwrap_or_else(|| panic!("not a schema reference: {reference}"));
+    &document["components"]["schemas"][name]
+}
+
+/// Every answer these requests get is documented for its route and method: the status, the
+/// `X-Request-Id` header, and a JSON body holding the required fields of the documented schema
+/// (the error envelope's `code`, `message` and `request_id` included).
+#[tokio::test]
+async fn every_answer_observed_is_documented_in_the_openapi_document() {
+    let (api, _simulator, _running) = setup().await;
+    let document: Value =
+        serde_json::from_str(gatehouse_service::api::OPENAPI_JSON).expect("the document is JSON");
+    let big = "x".repeat(2 * 1024 * 1024);
+    let cases: Vec<(reqwest::Method, &str, &str, Option<String>, bool, u16)> = vec![
+        // (method, concrete path, documented path, body, with key, expected status)
+        (
+            reqwest::Method::GET,
+            "/healthz",
+            "/healthz",
+            None,
+            false,
+            200,
+        ),
+        (reqwest::Method::GET, "/readyz", "/readyz", None, false, 200),
+        (
+            reqwest::Method::GET,
+            "/v1/plugins",
+            "/v1/plugins",
+            None,
+            true,
+            200,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/plugins",
+            "/v1/plugins",
+            None,
+            false,
+            401,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/plugins",
+            "/v1/plugins",
+            None,
+            true,
+            405,
+        ),
+        (
+            reqwest::Method::POST,
+            CHARGES,
+            "/v1/{provider}/{account}/charges",
+            Some(charge_body().to_string()),
+            true,
+            200,
+        ),
+        (
+            reqwest::Method::POST,
+            CHARGES,
+            "/v1/{provider}/{account}/charges",
+            Some("{not json".into()),
+            true,
+            400,
+        ),
+        (
+            reqwest::Method::POST,
+            CHARGES,
+            "/v1/{provider}/{account}/charges",
+            Some("{\"amount\": 5}".into()),
+            true,
+            422,
+        ),
+        (
+            reqwest::Method::POST,
+            CHARGES,
+            "/v1/{provider}/{account}/charges",
+            Some(big),
+            true,
+            413,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/nowhere/main/charges",
+            "/v1/{provider}/{account}/charges",
+            Some(charge_body().to_string()),
+            true,
+            404,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/paygateglobal/main/affiliate-payouts",
+            "/v1/{provider}/{account}/affiliate-payouts",
+            Some(
+                json!({"amount": {"minor_units": 100, "currency": "XOF"}, "affiliate_id": "a1"})
+                    .to_string(),
+            ),
+            true,
+            501,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/ledger?limit=2",
+            "/v1/ledger",
+            None,
+            true,
+            200,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/ledger?starting_after=gh_none",
+            "/v1/ledger",
+            None,
+            true,
+            400,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/ledger/gh_none",
+            "/v1/ledger/{id}",
+            None,
+            true,
+            404,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/events?limit=5",
+            "/v1/events",
+            None,
+            true,
+            200,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/events?limit=abc",
+            "/v1/events",
+            None,
+            true,
+            400,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/reconcile",
+            "/v1/reconcile",
+            None,
+            true,
+            200,
+        ),
+    ];
+    for (method, path, documented, body, with_key, expected) in cases {
+        let mut request = api
+            .client
+            .request(method.clone(), format!("{}{path}", api.base_url));
+        if with_key {
+            request = request.bearer_auth(API_KEY);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let response = request.send().await.expect("answer");
+        let status = response.status().as_u16();
+        let request_id = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        let text = response.text().await.expect("body");
+        assert_eq!(status, expected, "{method} {path}: {text}");
+        if status == 405 {
+            // A method a path does not take has no operation to list it under: the path is
+            // documented, and the answer is the error envelope with the request id.
+            assert!(document["paths"][documented].is_object(), "{documented}");
+            let body: Value = serde_json::from_str(&text).expect("JSON");
+            assert_eq!(body["error"]["code"], "method_not_allowed");
+            assert_eq!(body["error"]["request_id"], request_id.as_deref().unwrap_or(""));
+            continue;
+        }
+        let operation = &document["paths"][documented][method.as_str().to_ascii_lowercase()];
+        assert!(
+            operation.is_object(),
+            "{method} {documented} is not documented"
+        );
+        let answer = &operation["responses"][status.to_string()];
+        assert!(
+            answer.is_object(),
+            "{method} {documented} answered {status}, which the document does not list"
+        );
+        assert!(
+            answer["headers"]["X-Request-Id"].is_object(),
+            "{method} {documented} {status}: X-Request-Id not documented"
+        );
+        let request_id = request_id.expect("every answer has an X-Request-Id");
+        if let Some(reference) = answer["content"]["application/json"]["schema"]["$ref"].as_str() {
+            let body: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"));
+            let schema = schema(&document, reference);
+            let (object, schema) = if reference.ends_with("/Error") {
+                assert_eq!(body["error"]["request_id"], request_id.as_str(), "{body}");
+                (&body["error"], &schema["properties"]["error"])
+            } else {
+                (&body, schema)
+            };
+            for field in schema["required"].as_array().into_iter().flatten() {
+                let field = field.as_str().expect("field name");
+                assert!(
+                    !object[field].is_null(),
+                    "{method} {path} {status}: `{field}` required by {reference} is missing: {body}"
+                );
+            }
+        }
+    }
+}
