@@ -276,9 +276,16 @@ fn plugin_tool(command: &PluginCommands) -> anyhow::Result<ExitCode> {
         PluginCommands::New { name, destination } => {
             let created = gatehouse::scaffold::new_plugin(name, destination)?;
             println!("created {}", created.display());
-            println!(
-                "next: add it to the workspace (plugins/* is globbed), then `cargo test -p gatehouse-plugin-{name}`"
-            );
+            if gatehouse::scaffold::inside_a_gatehouse_workspace(destination) {
+                println!(
+                    "next: it joins the workspace if it is under plugins/ (plugins/* is globbed); `cargo test -p gatehouse-plugin-{name}`"
+                );
+            } else {
+                println!(
+                    "outside a Gatehouse workspace: the crate is a workspace of its own, with concrete versions and gatehouse-plugin-api by path; next: `cd {} && cargo test`",
+                    created.display()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -913,7 +913,10 @@ async fn every_answer_observed_is_documented_in_the_openapi_document() {
             assert!(document["paths"][documented].is_object(), "{documented}");
             let body: Value = serde_json::from_str(&text).expect("JSON");
             assert_eq!(body["error"]["code"], "method_not_allowed");
-            assert_eq!(body["error"]["request_id"], request_id.as_deref().unwrap_or(""));
+            assert_eq!(
+                body["error"]["request_id"],
+                request_id.as_deref().unwrap_or("")
+            );
             continue;
         }
         let operation = &document["paths"][documented][method.as_str().to_ascii_lowercase()];
