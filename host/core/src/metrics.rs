@@ -36,8 +36,17 @@ const LATENCY_BUCKETS: [f64; 12] = [
 /// The label value for anything outside the configured sets.
 pub const UNKNOWN: &str = "unknown";
 
+/// Label sets whose series exist from the start (an empty set: the family's one series).
+type PresentFromStart = &'static [&'static [(&'static str, &'static str)]];
+
+/// A registered family: (sample name, help, series present from the start).
+type FamilySpec = (&'static str, &'static str, PresentFromStart);
+
+/// A histogram family with the host's latency buckets.
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
 /// Counters: (sample name, help, label sets present from the start).
-const COUNTERS: &[(&str, &str, &[&[(&str, &str)]])] = &[
+const COUNTERS: &[FamilySpec] = &[
     (
         "gatehouse_requests_total",
         "Commands dispatched to a plugin, by provider, account and operation",
@@ -122,7 +131,7 @@ const HISTOGRAMS: &[(&str, &str)] = &[
 ];
 
 /// Gauges, set when they change or at scrape time: (name, help, label sets present from start).
-const GAUGES: &[(&str, &str, &[&[(&str, &str)]])] = &[
+const GAUGES: &[FamilySpec] = &[
     (
         "gatehouse_ledger_entries",
         "Ledger entries by state, counted at scrape time",
@@ -245,7 +254,7 @@ impl LabelBounds {
 pub struct Metrics {
     registry: Registry,
     counters: HashMap<&'static str, Family<Labels, Counter>>,
-    histograms: HashMap<&'static str, Family<Labels, Histogram, fn() -> Histogram>>,
+    histograms: HashMap<&'static str, HistogramFamily>,
     gauges: HashMap<&'static str, Family<Labels, Gauge>>,
     bounds: ArcSwap<LabelBounds>,
 }
@@ -295,10 +304,11 @@ impl Metrics {
             registry.register(*name, *help, family.clone());
             gauges.insert(*name, family);
         }
-        if let Some(start) = process::start_time_seconds() {
-            if let Some(family) = gauges.get("process_start_time_seconds") {
-                family.get_or_create(&Vec::new()).set(start);
-            }
+        if let (Some(start), Some(family)) = (
+            process::start_time_seconds(),
+            gauges.get("process_start_time_seconds"),
+        ) {
+            family.get_or_create(&Vec::new()).set(start);
         }
         Self {
             registry,

@@ -609,9 +609,9 @@ impl Drop for ServeProcess {
     }
 }
 
-async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
+async fn futures_join<F>(futures: Vec<F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
@@ -728,11 +728,15 @@ async fn cursor_paging_finds_each_of_5000_entries_once_while_entries_are_inserte
     assert_eq!(events["has_more"], false);
     figure(
         "observability.paging",
-        &format!(
+        format!(
             "5000 entries in {pages} pages of 250 with 16 inserts between pages: each seen once"
         ),
     );
 }
+
+/// A request and the status it must get: (method, concrete path, documented path, body, with
+/// the API key, status).
+type Case<'a> = (reqwest::Method, &'a str, &'a str, Option<String>, bool, u16);
 
 /// The schema a `$ref` names in the document.
 fn schema<'a>(document: &'a Value, reference: &str) -> &'a Value {
@@ -751,7 +755,7 @@ async fn every_answer_observed_is_documented_in_the_openapi_document() {
     let document: Value =
         serde_json::from_str(gatehouse_service::api::OPENAPI_JSON).expect("the document is JSON");
     let big = "x".repeat(2 * 1024 * 1024);
-    let cases: Vec<(reqwest::Method, &str, &str, Option<String>, bool, u16)> = vec![
+    let cases: Vec<Case> = vec![
         // (method, concrete path, documented path, body, with key, expected status)
         (
             reqwest::Method::GET,
