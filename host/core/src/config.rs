@@ -216,6 +216,10 @@ pub struct ApiSettings {
     /// Bearer keys accepted on every non-webhook route.
     #[serde(default)]
     pub keys: Vec<SecretValue>,
+    /// Bearer keys that open `GET /metrics` and nothing else: a scraper needs no key that can
+    /// move money. (`keys` open `/metrics` too.)
+    #[serde(default)]
+    pub metrics_keys: Vec<SecretValue>,
 }
 
 /// What the host does with verified webhook events besides storing them.
@@ -534,6 +538,11 @@ impl Config {
         for key in &self.api.keys {
             key.resolve()
                 .map_err(|message| invalid(key.line(text), format!("api.keys: {message}")))?;
+        }
+        for key in &self.api.metrics_keys {
+            key.resolve().map_err(|message| {
+                invalid(key.line(text), format!("api.metrics_keys: {message}"))
+            })?;
         }
         Ok(())
     }

@@ -73,7 +73,13 @@ impl Flow<'_> {
         let mut step = self
             .call_plugin(move || plugin.start(&invocation, &inbound_body))
             .await?;
-        for _ in 0..MAX_FLOW_STEPS {
+        for step_number in 0..MAX_FLOW_STEPS {
+            let answered = match &step {
+                HostStep::Done(_) => "done",
+                HostStep::Failed(_) => "failed",
+                HostStep::Send { .. } => "send",
+            };
+            tracing::debug!(step = step_number, answered, "plugin step");
             match step {
                 HostStep::Done(outcome) => {
                     if let Some(problem) = self.impossible_amount(&outcome) {
@@ -283,7 +289,7 @@ impl Flow<'_> {
                 "gatehouse_provider_requests_total",
                 &[("provider", self.provider), ("status", &status_label)],
             );
-            tracing::debug!(
+            tracing::info!(
                 provider = self.provider,
                 account = self.account,
                 method = request.method.as_str(),

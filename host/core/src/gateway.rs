@@ -100,6 +100,8 @@ impl Gateway {
             config.host.max_loaded_libraries,
         );
         registry.set_signature_policy(config.signatures.policy());
+        let metrics = Metrics::new();
+        metrics.set_bounds(crate::metrics::LabelBounds::from_config(&config));
         Self {
             inner: Arc::new(GatewayInner {
                 config: ArcSwap::from_pointee(config),
@@ -107,7 +109,7 @@ impl Gateway {
                 client: build_client(),
                 proxy_clients: ClientCache::default(),
                 accounts: AccountRuntimes::default(),
-                metrics: Metrics::default(),
+                metrics,
                 plugin_pool: PluginPool::new(
                     std::thread::available_parallelism()
                         .map_or(2, |cores| cores.get())
@@ -136,6 +138,33 @@ impl Gateway {
         &self.inner.metrics
     }
 
+    /// Sets the gauges the gateway knows at scrape time: libraries mapped, providers serving,
+    /// abandoned plugin threads, paused accounts.
+    pub fn refresh_metric_gauges(&self) {
+        let metrics = &self.inner.metrics;
+        let count = |value: usize| i64::try_from(value).unwrap_or(i64::MAX);
+        metrics.set_gauge(
+            "gatehouse_plugin_libraries_loaded",
+            &[],
+            count(self.inner.registry.libraries_loaded()),
+        );
+        metrics.set_gauge(
+            "gatehouse_plugins_active",
+            &[],
+            count(self.inner.registry.active().len()),
+        );
+        metrics.set_gauge(
+            "gatehouse_plugin_threads_abandoned",
+            &[],
+            i64::try_from(self.inner.plugin_pool.abandoned_threads()).unwrap_or(i64::MAX),
+        );
+        metrics.set_gauge(
+            "gatehouse_accounts_paused",
+            &[],
+            count(self.inner.accounts.pauses().len()),
+        );
+    }
+
     pub fn config(&self) -> Arc<Config> {
         self.inner.config.load_full()
     }
@@ -145,6 +174,9 @@ impl Gateway {
         self.inner
             .registry
             .set_signature_policy(config.signatures.policy());
+        self.inner
+            .metrics
+            .set_bounds(crate::metrics::LabelBounds::from_config(&config));
         self.inner.config.store(Arc::new(config));
     }
 
@@ -170,20 +202,22 @@ impl Gateway {
         let events = self.inner.registry.scan();
         for event in &events {
             match event {
-                ScanEvent::Loaded { provider, .. } => {
+                ScanEvent::Loaded { .. } => {
                     self.inner
                         .metrics
-                        .increment("gatehouse_plugin_reloads_total", &[("provider", provider)]);
+                        .increment("gatehouse_plugin_loads_total", &[("result", "loaded")]);
                 }
-                ScanEvent::Failed { file, .. } => {
-                    let file = file
-                        .file_name()
-                        .map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+                // Not by file name: names in the folder are not a bounded set.
+                ScanEvent::Failed { .. } => {
                     self.inner
                         .metrics
-                        .increment("gatehouse_plugin_load_failures_total", &[("file", &file)]);
+                        .increment("gatehouse_plugin_loads_total", &[("result", "refused")]);
                 }
-                ScanEvent::Retired { .. } => {}
+                ScanEvent::Retired { .. } => {
+                    self.inner
+                        .metrics
+                        .increment("gatehouse_plugin_loads_total", &[("result", "retired")]);
+                }
             }
         }
         events
@@ -238,7 +272,8 @@ impl Gateway {
         let operation = command.operation();
         self.check(provider, account, command)
             .inspect_err(|refusal| {
-                self.count_outcome(provider, operation, "error", refusal.code().as_str());
+                let code = refusal.code().as_str();
+                self.count_outcome(provider, account, operation, "error", Some(code));
             })
     }
 
@@ -324,21 +359,46 @@ impl Gateway {
             .await
     }
 
-    fn count_outcome(&self, provider: &str, operation: Operation, status: &str, code: &str) {
+    /// Counts a command's end: its outcome status (or `error` when it ended in an error), and,
+    /// for errors and failed or unknown outcomes, the error code (`code` is `None` otherwise).
+    fn count_outcome(
+        &self,
+        provider: &str,
+        account: &str,
+        operation: Operation,
+        status: &str,
+        code: Option<&str>,
+    ) {
         let operation = operation.as_str();
-        self.inner.metrics.increment(
+        let metrics = &self.inner.metrics;
+        metrics.increment(
             "gatehouse_requests_total",
-            &[("provider", provider), ("operation", operation)],
+            &[
+                ("provider", provider),
+                ("account", account),
+                ("operation", operation),
+            ],
         );
-        self.inner.metrics.increment(
+        metrics.increment(
             "gatehouse_outcomes_total",
             &[
                 ("provider", provider),
+                ("account", account),
                 ("operation", operation),
                 ("status", status),
-                ("error", code),
             ],
         );
+        if let Some(code) = code {
+            metrics.increment(
+                "gatehouse_errors_total",
+                &[
+                    ("provider", provider),
+                    ("account", account),
+                    ("operation", operation),
+                    ("code", code),
+                ],
+            );
+        }
     }
 
     async fn run(
@@ -347,7 +407,7 @@ impl Gateway {
         reference: Option<String>,
     ) -> Result<Dispatched, DispatchError> {
         let operation = prepared.operation();
-        let provider = prepared.provider.clone();
+        let (provider, account) = (prepared.provider.clone(), prepared.account.clone());
         let result = self.run_flow(prepared, reference).await;
         let (status, code) = match &result {
             Ok(dispatched) => (
@@ -356,11 +416,11 @@ impl Gateway {
                     .outcome
                     .error
                     .as_ref()
-                    .map_or("none", |error| error.kind.code()),
+                    .map(|error| error.kind.code()),
             ),
-            Err(error) => ("error", error.code().as_str()),
+            Err(error) => ("error", Some(error.code().as_str())),
         };
-        self.count_outcome(&provider, operation, status, code);
+        self.count_outcome(&provider, &account, operation, status, code);
         result
     }
 
@@ -426,7 +486,11 @@ impl Gateway {
             max_response_bytes: config.host.max_response_bytes,
             provider_requests: 0,
         };
-        let (result, provider_requests) = flow.run(inbound_body).await;
+        // The flow's lines (plugin steps, provider requests) carry the command's names, inside
+        // the caller's span (an API request's id).
+        let span = tracing::info_span!("flow", provider = %provider, account = %account, operation = %operation);
+        let (result, provider_requests) =
+            tracing::Instrument::instrument(flow.run(inbound_body), span).await;
         // Protect the account from the provider's lockout: after the provider refuses the
         // credentials or says "too many attempts", stop sending until a pause has passed.
         let error_kind = match &result {

@@ -1,165 +1,491 @@
-//! Counters and latency histograms, rendered in the Prometheus text format.
+//! The host's metrics, kept and encoded by `prometheus-client` (the OpenMetrics text format).
+//!
+//! Every family is registered, with its help text, when the host starts, and families without
+//! labels (or with a small fixed set) have their series from the start too, so a dashboard sees
+//! zeros rather than gaps. Label values are bounded: a `provider` label is one of the configured
+//! providers, an `account` label one of that provider's configured accounts, anything else is
+//! `unknown` ([`LabelBounds`]); the other labels take values from the host's own fixed sets
+//! (operations, statuses, error codes, route templates). So a stranger posting to
+//! `/webhooks/<random>/main` cannot grow the scrape, and no caller-chosen text reaches it.
+//! Values are escaped per the exposition format anyway ([`LabelValue`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Upper bounds of the latency histogram buckets, in microseconds (rendered in seconds).
-const LATENCY_BUCKETS: [u64; 12] = [
-    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
-    5_000_000,
+use arc_swap::ArcSwap;
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::config::Config;
+
+/// The content type of [`Metrics::render`]'s text, with the format's version.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds of the latency histogram buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-type Labels = Vec<(&'static str, String)>;
+/// The label value for anything outside the configured sets.
+pub const UNKNOWN: &str = "unknown";
 
-#[derive(Default)]
-struct Histogram {
-    buckets: [u64; LATENCY_BUCKETS.len()],
-    count: u64,
-    sum_micros: u64,
+/// Label sets whose series exist from the start (an empty set: the family's one series).
+type PresentFromStart = &'static [&'static [(&'static str, &'static str)]];
+
+/// A registered family: (sample name, help, series present from the start).
+type FamilySpec = (&'static str, &'static str, PresentFromStart);
+
+/// A histogram family with the host's latency buckets.
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Counters: (sample name, help, label sets present from the start).
+const COUNTERS: &[FamilySpec] = &[
+    (
+        "gatehouse_requests_total",
+        "Commands dispatched to a plugin, by provider, account and operation",
+        &[],
+    ),
+    (
+        "gatehouse_outcomes_total",
+        "Outcomes of dispatched commands, by provider, account, operation and status",
+        &[],
+    ),
+    (
+        "gatehouse_errors_total",
+        "Commands that ended in an error or a failed or unknown outcome, by provider, account, operation and error code",
+        &[],
+    ),
+    (
+        "gatehouse_provider_requests_total",
+        "HTTP requests sent to providers, by provider and answer (HTTP status or failure class)",
+        &[],
+    ),
+    (
+        "gatehouse_plugin_calls_over_budget_total",
+        "Plugin calls that overran their time budget, by provider",
+        &[],
+    ),
+    (
+        "gatehouse_plugin_loads_total",
+        "Plugin files loaded, refused and retired by the folder scans",
+        &[
+            &[("result", "loaded")],
+            &[("result", "refused")],
+            &[("result", "retired")],
+        ],
+    ),
+    (
+        "gatehouse_config_reloads_total",
+        "Configuration reloads, applied or refused",
+        &[&[("result", "applied")], &[("result", "refused")]],
+    ),
+    (
+        "gatehouse_webhook_events_total",
+        "Inbound webhooks, by provider and result (stored, replay, refused)",
+        &[],
+    ),
+    (
+        "gatehouse_webhook_forwarded_total",
+        "Stored webhook events forwarded to the platform, by provider",
+        &[],
+    ),
+    (
+        "gatehouse_webhook_forward_retries_total",
+        "Failed attempts to forward a webhook event (each is retried)",
+        &[&[]],
+    ),
+    (
+        "gatehouse_reconciliation_passes_total",
+        "Reconciliation passes run",
+        &[&[]],
+    ),
+    (
+        "gatehouse_reconciliation_entries_total",
+        "Ledger entries examined by reconciliation, by result",
+        &[
+            &[("result", "resolved")],
+            &[("result", "still_open")],
+            &[("result", "flagged_for_operator")],
+            &[("result", "error")],
+        ],
+    ),
+];
+
+/// Histograms of durations: (sample name, help).
+const HISTOGRAMS: &[(&str, &str)] = &[
+    (
+        "gatehouse_provider_latency_seconds",
+        "Time from sending a request to a provider to its answer, by provider",
+    ),
+    (
+        "gatehouse_http_request_duration_seconds",
+        "Time to answer an API request, by method, route template and HTTP status",
+    ),
+];
+
+/// Gauges, set when they change or at scrape time: (name, help, label sets present from start).
+const GAUGES: &[FamilySpec] = &[
+    (
+        "gatehouse_ledger_entries",
+        "Ledger entries by state, counted at scrape time",
+        &[
+            &[("state", "sending")],
+            &[("state", "succeeded")],
+            &[("state", "pending")],
+            &[("state", "failed")],
+            &[("state", "unknown")],
+            &[("state", "needs_operator")],
+        ],
+    ),
+    (
+        "gatehouse_plugin_libraries_loaded",
+        "Plugin libraries mapped into the process (never unloaded)",
+        &[&[]],
+    ),
+    (
+        "gatehouse_plugins_active",
+        "Providers with a plugin serving",
+        &[&[]],
+    ),
+    (
+        "gatehouse_plugin_threads_abandoned",
+        "Plugin threads abandoned to calls that overran their budget (they may never return)",
+        &[&[]],
+    ),
+    (
+        "gatehouse_accounts_paused",
+        "Accounts paused after an authentication or rate-limit answer",
+        &[&[]],
+    ),
+    (
+        "gatehouse_webhook_forward_lag_seconds",
+        "Age of the oldest stored webhook event not yet forwarded to the platform (0 when none waits)",
+        &[&[]],
+    ),
+    (
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes",
+        &[&[]],
+    ),
+    (
+        "process_open_fds",
+        "Number of open file descriptors",
+        &[&[]],
+    ),
+    ("process_threads", "Number of OS threads.", &[&[]]),
+    (
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch, in seconds",
+        &[&[]],
+    ),
+];
+
+/// A label value, escaped per the exposition format when encoded (backslash, double quote and
+/// line feed escaped; other control characters, which no format allows raw, replaced by `?`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct LabelValue(String);
+
+impl EncodeLabelValue for LabelValue {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        for character in self.0.chars() {
+            match character {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                other if other.is_control() => encoder.write_char('?')?,
+                other => encoder.write_char(other)?,
+            }
+        }
+        Ok(())
+    }
 }
 
-#[derive(Default)]
+type Labels = Vec<(&'static str, LabelValue)>;
+
+/// Which provider and account names may appear as label values: the configured ones.
+#[derive(Debug, Default, Clone)]
+pub struct LabelBounds {
+    accounts: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl LabelBounds {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            accounts: config
+                .providers
+                .iter()
+                .map(|(provider, section)| {
+                    (provider.clone(), section.accounts.keys().cloned().collect())
+                })
+                .collect(),
+        }
+    }
+
+    /// `labels` with every `provider` and `account` value outside the configured sets replaced
+    /// by [`UNKNOWN`].
+    fn bound(&self, labels: &[(&'static str, &str)]) -> Labels {
+        let provider = labels
+            .iter()
+            .find(|(key, _)| *key == "provider")
+            .map(|(_, value)| *value);
+        let accounts = provider.and_then(|provider| self.accounts.get(provider));
+        labels
+            .iter()
+            .map(|(key, value)| {
+                let bounded = match *key {
+                    "provider" if accounts.is_none() => UNKNOWN,
+                    "account" if !accounts.is_some_and(|known| known.contains(*value)) => UNKNOWN,
+                    _ => value,
+                };
+                (*key, LabelValue(bounded.to_string()))
+            })
+            .collect()
+    }
+}
+
+/// The host's metric families, registered once.
 pub struct Metrics {
-    counters: Mutex<BTreeMap<(&'static str, Labels), u64>>,
-    histograms: Mutex<BTreeMap<(&'static str, Labels), Histogram>>,
+    registry: Registry,
+    counters: HashMap<&'static str, Family<Labels, Counter>>,
+    histograms: HashMap<&'static str, HistogramFamily>,
+    gauges: HashMap<&'static str, Family<Labels, Gauge>>,
+    bounds: ArcSwap<LabelBounds>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        registry.register(
+            "gatehouse_build",
+            "The running build: version of the gatehouse host",
+            Info::new(vec![(
+                "version",
+                LabelValue(env!("CARGO_PKG_VERSION").to_string()),
+            )]),
+        );
+        let mut counters = HashMap::new();
+        for (name, help, present) in COUNTERS {
+            let family = Family::<Labels, Counter>::default();
+            for labels in *present {
+                drop(family.get_or_create(&LabelBounds::default().bound(labels)));
+            }
+            // prometheus-client appends the `_total` suffix itself.
+            let base = name.strip_suffix("_total").unwrap_or(name);
+            registry.register(base, *help, family.clone());
+            counters.insert(*name, family);
+        }
+        let mut histograms = HashMap::new();
+        for (name, help) in HISTOGRAMS {
+            let family = Family::<Labels, Histogram>::new_with_constructor(
+                (|| Histogram::new(LATENCY_BUCKETS)) as fn() -> Histogram,
+            );
+            registry.register(*name, *help, family.clone());
+            histograms.insert(*name, family);
+        }
+        let mut gauges = HashMap::new();
+        for (name, help, present) in GAUGES {
+            let family = Family::<Labels, Gauge>::default();
+            for labels in *present {
+                drop(family.get_or_create(&LabelBounds::default().bound(labels)));
+            }
+            registry.register(*name, *help, family.clone());
+            gauges.insert(*name, family);
+        }
+        if let (Some(start), Some(family)) = (
+            process::start_time_seconds(),
+            gauges.get("process_start_time_seconds"),
+        ) {
+            family.get_or_create(&Vec::new()).set(start);
+        }
+        Self {
+            registry,
+            counters,
+            histograms,
+            gauges,
+            bounds: ArcSwap::from_pointee(LabelBounds::default()),
+        }
+    }
+
+    /// Sets which provider and account names may appear in labels (the gateway calls this for
+    /// every configuration it puts in force), and gives each configured provider its per-provider
+    /// series at zero, so a dashboard sees them before the first event.
+    pub fn set_bounds(&self, bounds: LabelBounds) {
+        let providers: Vec<String> = bounds.accounts.keys().cloned().collect();
+        self.bounds.store(Arc::new(bounds));
+        for provider in &providers {
+            for result in ["stored", "replay", "refused"] {
+                self.increment_by(
+                    "gatehouse_webhook_events_total",
+                    &[("provider", provider), ("result", result)],
+                    0,
+                );
+            }
+            for name in [
+                "gatehouse_plugin_calls_over_budget_total",
+                "gatehouse_webhook_forwarded_total",
+            ] {
+                self.increment_by(name, &[("provider", provider)], 0);
+            }
+        }
+    }
+
+    /// Adds one to the counter `name` (a sample name from the table above, `_total` included).
     pub fn increment(&self, name: &'static str, labels: &[(&'static str, &str)]) {
-        let key = (name, own(labels));
-        *self
-            .counters
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entry(key)
-            .or_default() += 1;
+        self.increment_by(name, labels, 1);
+    }
+
+    pub fn increment_by(&self, name: &'static str, labels: &[(&'static str, &str)], by: u64) {
+        match self.counters.get(name) {
+            Some(family) => {
+                family
+                    .get_or_create(&self.bounds.load().bound(labels))
+                    .inc_by(by);
+            }
+            None => debug_assert!(false, "counter `{name}` is not registered"),
+        }
     }
 
     pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], elapsed: Duration) {
-        let key = (name, own(labels));
-        let mut histograms = self
-            .histograms
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let histogram = histograms.entry(key).or_default();
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        for (index, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            if micros <= *bound {
-                histogram.buckets[index] += 1;
-            }
+        match self.histograms.get(name) {
+            Some(family) => family
+                .get_or_create(&self.bounds.load().bound(labels))
+                .observe(elapsed.as_secs_f64()),
+            None => debug_assert!(false, "histogram `{name}` is not registered"),
         }
-        histogram.count += 1;
-        histogram.sum_micros = histogram.sum_micros.saturating_add(micros);
+    }
+
+    pub fn set_gauge(&self, name: &'static str, labels: &[(&'static str, &str)], value: i64) {
+        match self.gauges.get(name) {
+            Some(family) => {
+                family
+                    .get_or_create(&self.bounds.load().bound(labels))
+                    .set(value);
+            }
+            None => debug_assert!(false, "gauge `{name}` is not registered"),
+        }
     }
 
     /// The value of a counter, for tests and status pages.
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
         self.counters
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&(name, own(labels)))
-            .copied()
+            .get(name)
+            .and_then(|family| {
+                family
+                    .get(&self.bounds.load().bound(labels))
+                    .map(|counter| counter.get())
+            })
             .unwrap_or(0)
     }
 
-    /// Everything, in the Prometheus text exposition format.
+    /// Everything, in the OpenMetrics text format ([`CONTENT_TYPE`]), with the process figures
+    /// read from `/proc` now.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let counters = self
-            .counters
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut last_name = "";
-        for ((name, labels), value) in counters.iter() {
-            if *name != last_name {
-                let _ = writeln!(out, "# TYPE {name} counter");
-                last_name = name;
-            }
-            let _ = writeln!(out, "{name}{} {value}", render_labels(labels, None));
+        for (name, value) in process::figures() {
+            self.set_gauge(name, &[], value);
         }
-        drop(counters);
-        let histograms = self
-            .histograms
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        last_name = "";
-        for ((name, labels), histogram) in histograms.iter() {
-            if *name != last_name {
-                let _ = writeln!(out, "# TYPE {name} histogram");
-                last_name = name;
+        let mut text = String::new();
+        // Writing to a String cannot fail; an encoder error would be a bug in a metric type.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// The process's own figures, from `/proc/self` (Linux; elsewhere the gauges stay at zero).
+mod process {
+    /// (gauge name, value) for resident memory, open descriptors and threads.
+    pub fn figures() -> Vec<(&'static str, i64)> {
+        let mut figures = Vec::new();
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            for line in status.lines() {
+                let mut words = line.split_whitespace();
+                match (
+                    words.next(),
+                    words.next().and_then(|v| v.parse::<i64>().ok()),
+                ) {
+                    (Some("VmRSS:"), Some(kib)) => {
+                        figures.push(("process_resident_memory_bytes", kib * 1024))
+                    }
+                    (Some("Threads:"), Some(threads)) => figures.push(("process_threads", threads)),
+                    _ => {}
+                }
             }
-            for (index, bound) in LATENCY_BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{} {}",
-                    render_labels(labels, Some(&seconds_text(*bound))),
-                    histogram.buckets[index]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "{name}_bucket{} {}",
-                render_labels(labels, Some("+Inf")),
-                histogram.count
-            );
-            let _ = writeln!(
-                out,
-                "{name}_sum{} {}.{:06}",
-                render_labels(labels, None),
-                histogram.sum_micros / 1_000_000,
-                histogram.sum_micros % 1_000_000
-            );
-            let _ = writeln!(
-                out,
-                "{name}_count{} {}",
-                render_labels(labels, None),
-                histogram.count
-            );
         }
-        out
+        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+            // The listing itself holds one descriptor while it runs.
+            let open = entries.count().saturating_sub(1);
+            figures.push(("process_open_fds", i64::try_from(open).unwrap_or(i64::MAX)));
+        }
+        figures
+    }
+
+    /// When the process started, in Unix seconds: boot time (`/proc/stat`) plus the start tick
+    /// of `/proc/self/stat`, at the kernel's usual 100 ticks a second.
+    pub fn start_time_seconds() -> Option<i64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The command name (field 2) may hold spaces and parentheses: count from the last `)`.
+        let after_name = &stat[stat.rfind(')')? + 1..];
+        let start_ticks: i64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
+        let boot = std::fs::read_to_string("/proc/stat").ok()?;
+        let boot_time: i64 = boot
+            .lines()
+            .find_map(|line| line.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(boot_time + start_ticks / 100)
     }
 }
 
-/// Microseconds as a decimal number of seconds, without floating point.
-fn seconds_text(micros: u64) -> String {
-    let whole = micros / 1_000_000;
-    let fraction = micros % 1_000_000;
-    if fraction == 0 {
-        whole.to_string()
-    } else {
-        format!("{whole}.{fraction:06}")
-            .trim_end_matches('0')
-            .to_string()
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn own(labels: &[(&'static str, &str)]) -> Labels {
-    labels
-        .iter()
-        .map(|(key, value)| (*key, value.to_string()))
-        .collect()
-}
-
-fn render_labels(labels: &Labels, le: Option<&str>) -> String {
-    let mut parts: Vec<String> = labels
-        .iter()
-        .map(|(key, value)| format!("{key}=\"{}\"", escape(value)))
-        .collect();
-    if let Some(le) = le {
-        parts.push(format!("le=\"{le}\""));
+    #[test]
+    fn provider_and_account_labels_outside_the_configuration_are_unknown() {
+        let mut accounts = BTreeMap::new();
+        accounts.insert("paygate".to_string(), BTreeSet::from(["main".to_string()]));
+        let bounds = LabelBounds { accounts };
+        let bounded = bounds.bound(&[("provider", "paygate"), ("account", "other")]);
+        assert_eq!(bounded[0].1, LabelValue("paygate".into()));
+        assert_eq!(bounded[1].1, LabelValue(UNKNOWN.into()));
+        let bounded = bounds.bound(&[("provider", "paygate\r\nX-Evil: 1"), ("account", "main")]);
+        assert_eq!(bounded[0].1, LabelValue(UNKNOWN.into()));
+        assert_eq!(bounded[1].1, LabelValue(UNKNOWN.into()));
     }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", parts.join(","))
-    }
-}
 
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    #[test]
+    fn label_values_are_escaped_and_every_family_has_help_and_type() {
+        let metrics = Metrics::new();
+        metrics.observe(
+            "gatehouse_http_request_duration_seconds",
+            &[
+                ("method", "GET"),
+                ("route", "a\"b\\c\nd\re"),
+                ("status", "200"),
+            ],
+            Duration::from_millis(3),
+        );
+        let text = metrics.render();
+        assert!(text.contains(r#"route="a\"b\\c\nd?e""#), "{text}");
+        for (name, _, _) in COUNTERS {
+            let base = name.strip_suffix("_total").unwrap_or(name);
+            assert!(text.contains(&format!("# HELP {base} ")), "{base}");
+            assert!(text.contains(&format!("# TYPE {base} counter")), "{base}");
+        }
+        assert!(text.contains("gatehouse_build_info{version="), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
 }

@@ -125,14 +125,26 @@ fn main() -> ExitCode {
         | Commands::Plugin(_) => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // `GATEHOUSE_LOG_FORMAT=json`: one JSON object per line, with the current span's fields
+    // (`span.request_id`) and every enclosing span's (`spans`), for a log pipeline to index.
+    if std::env::var("GATEHOUSE_LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json"))
+    {
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -264,9 +276,16 @@ fn plugin_tool(command: &PluginCommands) -> anyhow::Result<ExitCode> {
         PluginCommands::New { name, destination } => {
             let created = gatehouse::scaffold::new_plugin(name, destination)?;
             println!("created {}", created.display());
-            println!(
-                "next: add it to the workspace (plugins/* is globbed), then `cargo test -p gatehouse-plugin-{name}`"
-            );
+            if gatehouse::scaffold::inside_a_gatehouse_workspace(destination) {
+                println!(
+                    "next: it joins the workspace if it is under plugins/ (plugins/* is globbed); `cargo test -p gatehouse-plugin-{name}`"
+                );
+            } else {
+                println!(
+                    "outside a Gatehouse workspace: the crate is a workspace of its own, with concrete versions and gatehouse-plugin-api by path; next: `cd {} && cargo test`",
+                    created.display()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -281,6 +300,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let _watch = gatehouse_core::watcher::watch(service.gateway())
         .context("cannot watch the plugins folder")?;
     print_plugins(service.gateway(), false)?;
+    if service.gateway().config().api.keys.is_empty() {
+        tracing::warn!(
+            "no API key is configured (api.keys in plugins.toml): every route but /healthz, /readyz, /openapi.json, webhooks (and /metrics with api.metrics_keys) answers 401"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

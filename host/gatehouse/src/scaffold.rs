@@ -61,6 +61,7 @@ pub fn new_plugin(name: &str, destination: &Path) -> Result<PathBuf, NewPluginEr
         return Err(NewPluginError::AlreadyExists { path: folder });
     }
     let names = Names::new(name);
+    let standalone = !inside_a_gatehouse_workspace(destination);
     let write = |relative: &str, text: &str| -> Result<(), NewPluginError> {
         let path = folder.join(relative);
         let write_error = |error: std::io::Error| NewPluginError::Write {
@@ -70,7 +71,21 @@ pub fn new_plugin(name: &str, destination: &Path) -> Result<PathBuf, NewPluginEr
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(write_error)?;
         }
-        std::fs::write(&path, names.apply(text)).map_err(write_error)
+        // What the template says of itself is not true of the new plugin.
+        let mut text = names
+            .apply(text)
+            .replace(
+                ", an imaginary JSON provider: the template new plugins start from",
+                "",
+            )
+            .replace(", an imaginary JSON provider.", ".");
+        if relative == "README.md" {
+            text = describe_new_plugin(&text, name);
+        }
+        if standalone && relative == "Cargo.toml" {
+            text = standalone_manifest(&text);
+        }
+        std::fs::write(&path, text).map_err(write_error)
     };
     for (relative, text) in TEMPLATE_FILES {
         if let Err(error) = write(relative, text) {
@@ -80,6 +95,84 @@ pub fn new_plugin(name: &str, destination: &Path) -> Result<PathBuf, NewPluginEr
     }
     format_sources(&folder);
     Ok(folder)
+}
+
+/// Where the scaffolding binary was built from: a Gatehouse checkout, whose `plugin-api` a crate
+/// made outside the workspace depends on by path.
+const BUILT_FROM: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Whether `destination` lies in a Gatehouse workspace (an ancestor holds a `Cargo.toml` with a
+/// `[workspace]` table and `plugin-api/`): there the new crate joins it (`plugins/*` is globbed)
+/// and inherits its edition, license and dependencies.
+pub fn inside_a_gatehouse_workspace(destination: &Path) -> bool {
+    let start = std::fs::canonicalize(destination)
+        .or_else(|_| std::env::current_dir().map(|current| current.join(destination)))
+        .unwrap_or_else(|_| destination.to_path_buf());
+    start.ancestors().any(|folder| {
+        folder.join("plugin-api").join("Cargo.toml").is_file()
+            && std::fs::read_to_string(folder.join("Cargo.toml"))
+                .is_ok_and(|manifest| manifest.contains("[workspace]"))
+    })
+}
+
+/// The template's manifest for a crate of its own: concrete edition, license and dependency
+/// versions instead of the workspace's, `plugin-api` by path to the checkout this binary was
+/// built from (by version when that checkout is gone), and an empty `[workspace]` so no parent
+/// workspace claims it.
+fn standalone_manifest(manifest: &str) -> String {
+    let plugin_api = Path::new(BUILT_FROM).join("../../plugin-api");
+    let plugin_api = std::fs::canonicalize(&plugin_api)
+        .ok()
+        .filter(|path| path.join("Cargo.toml").is_file())
+        .map_or_else(
+            || "version = \"0.1.0\"".to_string(),
+            |path| {
+                format!(
+                    "version = \"0.1.0\", path = {:?}",
+                    path.display().to_string()
+                )
+            },
+        );
+    let mut out = manifest
+        .replace("edition.workspace = true", "edition = \"2024\"")
+        .replace("license.workspace = true", "license = \"Apache-2.0\"")
+        .replace("publish.workspace = true", "publish = false")
+        .replace(
+            "gatehouse-plugin-api.workspace = true",
+            &format!("gatehouse-plugin-api = {{ {plugin_api} }}"),
+        )
+        .replace(
+            "gatehouse-plugin-api = { workspace = true, features = [\"testkit\"] }",
+            &format!("gatehouse-plugin-api = {{ {plugin_api}, features = [\"testkit\"] }}"),
+        )
+        .replace(
+            "serde.workspace = true",
+            "serde = { version = \"1\", features = [\"derive\"] }",
+        )
+        .replace("serde_json.workspace = true", "serde_json = \"1\"")
+        .replace(
+            "[lints]\nworkspace = true\n",
+            "[lints.clippy]\nunwrap_used = \"warn\"\n",
+        );
+    out.push_str(
+        "\n# A crate of its own, outside the Gatehouse workspace (`gatehouse plugin new` made it there).\n[workspace]\n",
+    );
+    out
+}
+
+/// The template's README, about the new plugin instead of the template: its first paragraph
+/// (which says it is the template) becomes one that says what the crate is and what to do next.
+fn describe_new_plugin(readme: &str, name: &str) -> String {
+    let Some(start) = readme.find("It is the template new plugins") else {
+        return readme.to_string();
+    };
+    let end = readme[start..]
+        .find("\n\n")
+        .map_or(readme.len(), |offset| start + offset);
+    let description = format!(
+        "It was created by `gatehouse plugin new {name}` from the Gatehouse plugin template: it\nbuilds, passes its tests and passes `gatehouse plugin check` as it stands, still speaking the\ntemplate's imaginary wire format. Replace the requests and answers in `src/transformers.rs` and\nthe flows in `src/lib.rs` with the provider's, keeping the shape (see `PLUGIN_GUIDE.md` in the\nGatehouse repository)."
+    );
+    format!("{}{description}{}", &readme[..start], &readme[end..])
 }
 
 /// Renaming changes the length of lines and the order of imports, which `cargo fmt --check`

@@ -70,9 +70,13 @@ pub trait Ledger: Send + Sync {
         idempotency_key: &str,
     ) -> Result<Option<Entry>, LedgerError>;
 
-    /// Newest first; filters optional. The state filter `NeedsOperator` matches every entry an
+    /// Newest first (in insertion order, so a page boundary never moves: entries inserted
+    /// meanwhile come before the first page, never inside a later one); filters optional. The state filter `NeedsOperator` matches every entry an
     /// operator must look at: those in that state and final entries carrying an operator flag.
     fn list(&self, filter: &ListFilter) -> Result<Vec<Entry>, LedgerError>;
+
+    /// How many entries are in each state (states without entries are absent).
+    fn count_by_state(&self) -> Result<Vec<(EntryState, u64)>, LedgerError>;
 
     /// The entry's history, oldest first.
     fn history(&self, id: &str) -> Result<Vec<HistoryEvent>, LedgerError>;
@@ -348,6 +352,9 @@ pub struct ListFilter {
     pub account: Option<String>,
     pub state: Option<EntryState>,
     pub limit: usize,
+    /// A cursor: only entries inserted before the entry with this id (the last of the previous
+    /// page). An id the ledger does not hold is [`LedgerError::NotFound`].
+    pub starting_after: Option<String>,
 }
 
 impl Default for ListFilter {
@@ -358,6 +365,7 @@ impl Default for ListFilter {
             account: None,
             state: None,
             limit: 100,
+            starting_after: None,
         }
     }
 }

@@ -27,7 +27,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gatehouse_plugin_api::{Command, Currency, Money, Operation, Outcome, WebhookEvent};
-use rusqlite::{Connection, Params, Row, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Params, Row, TransactionBehavior};
 
 use super::{
     Begin, Entry, EntryState, HistoryEvent, Ledger, LedgerError, ListFilter, NewEntry, Refusal,
@@ -726,15 +726,30 @@ impl Ledger for SqliteLedger {
     }
 
     fn list(&self, filter: &ListFilter) -> Result<Vec<Entry>, LedgerError> {
+        let connection = self.connection();
+        // The cursor is the entry's place in the insertion order (`seq`, its rowid): a keyset,
+        // so a page never shifts when entries are inserted between two page reads.
+        let before_seq: Option<i64> = match &filter.starting_after {
+            None => None,
+            Some(id) => {
+                let seq = connection
+                    .query_row("SELECT seq FROM entries WHERE id = ?1", [id], |row| {
+                        row.get::<_, i64>(0)
+                    })
+                    .optional()
+                    .map_err(|error| self.storage_error("find a paging cursor", error))?;
+                Some(seq.ok_or_else(|| LedgerError::NotFound { id: id.clone() })?)
+            }
+        };
         let sql = format!(
             "SELECT {ENTRY_COLUMNS} FROM entries \
              WHERE (?1 IS NULL OR provider = ?1) \
                AND (?2 IS NULL OR account = ?2) \
                AND (?3 IS NULL OR state = ?3 \
                     OR (?3 = 'needs_operator' AND operator_flag IS NOT NULL)) \
-             ORDER BY created_at_unix DESC, seq DESC LIMIT ?4"
+               AND (?5 IS NULL OR seq < ?5) \
+             ORDER BY seq DESC LIMIT ?4"
         );
-        let connection = self.connection();
         self.entries(
             &connection,
             "list entries",
@@ -744,8 +759,30 @@ impl Ledger for SqliteLedger {
                 filter.account,
                 filter.state.map(EntryState::as_str),
                 sql_limit(filter.limit),
+                before_seq,
             ],
         )
+    }
+
+    fn count_by_state(&self) -> Result<Vec<(EntryState, u64)>, LedgerError> {
+        let action = "count entries by state";
+        let connection = self.connection();
+        let rows = query_rows(
+            &connection,
+            "SELECT state, COUNT(*) FROM entries GROUP BY state",
+            [],
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
+        )
+        .map_err(|error| self.storage_error(action, error))?;
+        rows.into_iter()
+            .map(|(state, count)| {
+                let state = EntryState::parse(&state).ok_or_else(|| LedgerError::Corrupt {
+                    id: String::new(),
+                    problem: format!("unknown entry state `{state}` in the state counts"),
+                })?;
+                Ok((state, u64::try_from(count).unwrap_or(0)))
+            })
+            .collect()
     }
 
     fn history(&self, id: &str) -> Result<Vec<HistoryEvent>, LedgerError> {

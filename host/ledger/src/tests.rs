@@ -385,6 +385,49 @@ fn flag_for_operator_keeps_a_final_state() {
 }
 
 #[test]
+fn a_cursor_pages_in_insertion_order_and_inserts_between_pages_land_before_the_first() {
+    let (ledger, _clock) = ledger();
+    for id in ["gh_1", "gh_2", "gh_3"] {
+        ledger
+            .begin(new_entry(id, None, charge(500)))
+            .expect("begin");
+    }
+    let page = |starting_after: Option<&str>| -> Vec<String> {
+        ledger
+            .list(&ListFilter {
+                limit: 2,
+                starting_after: starting_after.map(str::to_string),
+                ..ListFilter::default()
+            })
+            .expect("list")
+            .into_iter()
+            .map(|entry| entry.id)
+            .collect()
+    };
+    assert_eq!(page(None), ["gh_3", "gh_2"]);
+    ledger
+        .begin(new_entry("gh_4", None, charge(500)))
+        .expect("begin");
+    assert_eq!(page(Some("gh_2")), ["gh_1"]);
+    assert!(matches!(
+        ledger.list(&ListFilter {
+            starting_after: Some("gh_nope".into()),
+            ..ListFilter::default()
+        }),
+        Err(LedgerError::NotFound { .. })
+    ));
+    ledger
+        .record_outcome("gh_4", &Outcome::succeeded())
+        .expect("record");
+    let mut counts = ledger.count_by_state().expect("counts");
+    counts.sort_by_key(|(state, _)| state.as_str());
+    assert_eq!(
+        counts,
+        [(EntryState::Sending, 3), (EntryState::Succeeded, 1)]
+    );
+}
+
+#[test]
 fn list_filters_newest_first() {
     let (ledger, clock) = ledger();
     for (id, provider, account) in [

@@ -4,6 +4,7 @@
 //! table against the checked-in OpenAPI document (`host/openapi.json`), so the two cannot drift.
 
 mod extract;
+pub mod observe;
 
 use std::collections::HashMap;
 
@@ -120,7 +121,12 @@ pub fn router(service: Service) -> Router {
     let mut router = Router::new();
     for spec in ROUTES {
         let handler = handler_for(spec.operation_id);
-        let handler = if spec.authenticated {
+        let handler = if spec.operation_id == "metrics" {
+            handler.layer(middleware::from_fn_with_state(
+                service.clone(),
+                require_scrape_key,
+            ))
+        } else if spec.authenticated {
             handler.layer(middleware::from_fn_with_state(
                 service.clone(),
                 require_api_key,
@@ -139,6 +145,10 @@ pub fn router(service: Service) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
+        .layer(middleware::from_fn_with_state(
+            service.clone(),
+            observe::observe,
+        ))
         .with_state(service)
 }
 
@@ -177,42 +187,66 @@ fn handler_for(operation_id: &str) -> MethodRouter<Service> {
 }
 
 async fn require_api_key(State(service): State<Service>, request: Request, next: Next) -> Response {
+    let config = service.gateway().config();
+    match check_bearer(&request, &config.api.keys, &[]) {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `/metrics` opens with an API key or with a scrape key (`api.metrics_keys`), which opens
+/// nothing else: monitoring needs no key that can move money.
+async fn require_scrape_key(
+    State(service): State<Service>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let config = service.gateway().config();
+    match check_bearer(&request, &config.api.keys, &config.api.metrics_keys) {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+fn check_bearer(
+    request: &Request,
+    keys: &[gatehouse_core::config::SecretValue],
+    more_keys: &[gatehouse_core::config::SecretValue],
+) -> Result<(), ApiError> {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::to_string);
-    let config = service.gateway().config();
-    let keys: Vec<String> = config
-        .api
-        .keys
+        .and_then(|value| value.strip_prefix("Bearer "));
+    let keys: Vec<String> = keys
         .iter()
+        .chain(more_keys)
         .filter_map(|key| key.resolve().ok())
         .map(|key| key.value.expose().to_string())
         .collect();
     if keys.is_empty() {
-        return ApiError::new(
+        return Err(ApiError::new(
             ErrorCode::Unauthorized,
             "no API key is configured (api.keys in plugins.toml): every route but webhooks and health is closed",
-        )
-        .into_response();
+        ));
     }
     let Some(presented) = presented else {
-        return ApiError::new(
+        return Err(ApiError::new(
             ErrorCode::Unauthorized,
             "missing `Authorization: Bearer <key>`",
-        )
-        .into_response();
+        ));
     };
     // Compare against every key without stopping at the first match, in constant time each.
     let matched = keys.iter().fold(false, |matched, key| {
         constant_time_eq(key.as_bytes(), presented.as_bytes()) | matched
     });
     if !matched {
-        return ApiError::new(ErrorCode::Unauthorized, "the API key is not valid").into_response();
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "the API key is not valid",
+        ));
     }
-    next.run(request).await
+    Ok(())
 }
 
 /// 200 when the host can serve; 503 in the JSON envelope with every reason when it cannot (no
@@ -237,12 +271,30 @@ async fn readyz(State(service): State<Service>) -> Response {
 }
 
 async fn metrics(State(service): State<Service>) -> Response {
-    let mut text = service.gateway().metrics().render();
-    text.push_str(&format!(
-        "# TYPE gatehouse_plugin_libraries_loaded gauge\ngatehouse_plugin_libraries_loaded {}\n",
-        service.gateway().registry().libraries_loaded()
-    ));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    let gateway = service.gateway();
+    gateway.refresh_metric_gauges();
+    // Counted now, by one query, so the figure is the ledger's and not a running tally.
+    match service.ledger().count_by_state().await {
+        Ok(counts) => {
+            for state in EntryState::ALL {
+                let count = counts
+                    .iter()
+                    .find(|(counted, _)| *counted == state)
+                    .map_or(0, |(_, count)| *count);
+                gateway.metrics().set_gauge(
+                    "gatehouse_ledger_entries",
+                    &[("state", state.as_str())],
+                    i64::try_from(count).unwrap_or(i64::MAX),
+                );
+            }
+        }
+        Err(error) => tracing::warn!(%error, "ledger entries not counted for /metrics"),
+    }
+    (
+        [(header::CONTENT_TYPE, gatehouse_core::metrics::CONTENT_TYPE)],
+        gateway.metrics().render(),
+    )
+        .into_response()
 }
 
 async fn list_plugins(State(service): State<Service>) -> Response {
@@ -353,7 +405,9 @@ async fn run(
     match service.execute(provider, account, command, key).await {
         Ok(answer) => {
             let replayed = answer.replayed;
+            let outcome = observe::AnswerOutcome(answer.outcome.status.as_str());
             let mut response = axum::Json(answer).into_response();
+            response.extensions_mut().insert(outcome);
             if replayed {
                 response
                     .headers_mut()
@@ -426,8 +480,17 @@ struct LedgerQuery {
     account: Option<String>,
     state: Option<String>,
     limit: Option<usize>,
+    /// The id of the last entry of the previous page.
+    starting_after: Option<String>,
 }
 
+/// Entries per page unless `limit` says otherwise, and the most one page holds.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+/// `GET /v1/ledger`: newest first, Stripe-style cursor paging (`limit`, `starting_after` = the
+/// last id of the previous page, `has_more`). The cursor is a keyset over the insertion order,
+/// so entries inserted while a client pages appear before its first page, never twice.
 async fn list_ledger(
     State(service): State<Service>,
     ApiQuery(query): ApiQuery<LedgerQuery>,
@@ -436,15 +499,76 @@ async fn list_ledger(
         Ok(state) => state,
         Err(message) => return ApiError::new(ErrorCode::BadRequest, message).into_response(),
     };
+    let limit = match page_limit(query.limit) {
+        Ok(limit) => limit,
+        Err(error) => return error.into_response(),
+    };
     let filter = ListFilter {
         provider: query.provider,
         account: query.account,
         state,
-        limit: query.limit.unwrap_or(100).min(1000),
+        // One more than asked tells whether another page follows.
+        limit: limit + 1,
+        starting_after: query.starting_after.clone(),
     };
     match service.ledger().list(filter).await {
-        Ok(entries) => axum::Json(json!({ "entries": entries })).into_response(),
+        Ok(mut entries) => {
+            let has_more = entries.len() > limit;
+            entries.truncate(limit);
+            let entries: Vec<Value> = entries.iter().map(with_times).collect();
+            axum::Json(json!({ "entries": entries, "has_more": has_more })).into_response()
+        }
+        Err(gatehouse_ledger::LedgerError::NotFound { id }) => ApiError::new(
+            ErrorCode::BadRequest,
+            format!("starting_after: no ledger entry `{id}`"),
+        )
+        .into_response(),
         Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit.unwrap_or(DEFAULT_PAGE) {
+        0 => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("limit must be 1 to {MAX_PAGE}"),
+        )),
+        limit => Ok(limit.min(MAX_PAGE)),
+    }
+}
+
+/// A JSON answer with an RFC 3339 time beside every `*_unix` field (`created_at` beside
+/// `created_at_unix`), recursively.
+fn with_times(value: &impl serde::Serialize) -> Value {
+    let mut value = serde_json::to_value(value).unwrap_or(Value::Null);
+    add_times(&mut value);
+    value
+}
+
+fn add_times(value: &mut Value) {
+    match value {
+        Value::Object(object) => {
+            let times: Vec<(String, Value)> = object
+                .iter()
+                .filter_map(|(key, field)| {
+                    let name = key.strip_suffix("_unix")?;
+                    let seconds = field.as_i64()?;
+                    let time = time::OffsetDateTime::from_unix_timestamp(seconds).ok()?;
+                    let text = time
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .ok()?;
+                    Some((name.to_string(), Value::String(text)))
+                })
+                .collect();
+            for field in object.values_mut() {
+                add_times(field);
+            }
+            for (name, text) in times {
+                object.entry(name).or_insert(text);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(add_times),
+        _ => {}
     }
 }
 
@@ -460,7 +584,7 @@ async fn get_ledger_entry(
 ) -> Response {
     match service.ledger().entry_with_history(&id).await {
         Ok(Some((entry, history))) => {
-            axum::Json(json!({ "entry": entry, "history": history })).into_response()
+            axum::Json(with_times(&json!({ "entry": entry, "history": history }))).into_response()
         }
         Ok(None) => {
             ApiError::new(ErrorCode::NotFound, format!("no ledger entry `{id}`")).into_response()
@@ -475,20 +599,30 @@ async fn reconcile(State(service): State<Service>) -> Response {
 
 #[derive(Deserialize)]
 struct EventsQuery {
+    /// The sequence number of the last event of the previous page (`after` is the older name).
+    starting_after: Option<i64>,
     after: Option<i64>,
     limit: Option<usize>,
 }
 
+/// `GET /v1/events`: the feed, oldest first, paged by sequence number (`starting_after`,
+/// `has_more`); sequence numbers are assigned in commit order, so no event is skipped.
 async fn list_events(
     State(service): State<Service>,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Response {
-    let (after, limit) = (
-        query.after.unwrap_or(0),
-        query.limit.unwrap_or(100).min(1000),
-    );
-    match service.ledger().events(after, limit).await {
-        Ok(events) => axum::Json(json!({ "events": events })).into_response(),
+    let limit = match page_limit(query.limit) {
+        Ok(limit) => limit,
+        Err(error) => return error.into_response(),
+    };
+    let after = query.starting_after.or(query.after).unwrap_or(0);
+    match service.ledger().events(after, limit + 1).await {
+        Ok(mut events) => {
+            let has_more = events.len() > limit;
+            events.truncate(limit);
+            let events: Vec<Value> = events.iter().map(with_times).collect();
+            axum::Json(json!({ "events": events, "has_more": has_more })).into_response()
+        }
         Err(error) => ApiError::from(error).into_response(),
     }
 }

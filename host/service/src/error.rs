@@ -158,8 +158,12 @@ impl From<LedgerError> for ApiError {
 }
 
 impl IntoResponse for ApiError {
+    /// The envelope, with the error itself kept in the response's extensions: the API's request
+    /// layer adds the request id to the body and logs the code.
     fn into_response(self) -> Response {
-        (self.status(), axum::Json(self.to_json())).into_response()
+        let mut response = (self.status(), axum::Json(self.to_json())).into_response();
+        response.extensions_mut().insert(self);
+        response
     }
 }
 

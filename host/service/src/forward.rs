@@ -42,10 +42,12 @@ pub fn spawn_forwarder(service: Service, cursor_file: PathBuf) -> tokio::task::J
                 }
             };
             if events.is_empty() {
+                set_lag(&service, None);
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 continue;
             }
             for stored in events {
+                set_lag(&service, Some(stored.received_at_unix));
                 let body = json!({
                     "sequence": stored.sequence,
                     "provider": stored.provider,
@@ -94,4 +96,18 @@ pub fn spawn_forwarder(service: Service, cursor_file: PathBuf) -> tokio::task::J
             }
         }
     })
+}
+
+/// Sets the forwarder's lag: the age of the oldest event waiting (`received_at_unix`), or zero.
+fn set_lag(service: &Service, oldest_waiting: Option<i64>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+        });
+    let lag = oldest_waiting.map_or(0, |received| now.saturating_sub(received).max(0));
+    service
+        .gateway()
+        .metrics()
+        .set_gauge("gatehouse_webhook_forward_lag_seconds", &[], lag);
 }

@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use gatehouse_ledger::{Entry, HistoryEvent, Ledger, LedgerError, ListFilter, StoredEvent};
+use gatehouse_ledger::{
+    Entry, EntryState, HistoryEvent, Ledger, LedgerError, ListFilter, StoredEvent,
+};
 
 /// A ledger whose every call runs off the async workers.
 #[derive(Clone)]
@@ -27,7 +29,9 @@ impl AsyncLedger {
         call: impl FnOnce(&dyn Ledger) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
         let ledger = Arc::clone(&self.ledger);
-        tokio::task::spawn_blocking(move || call(ledger.as_ref()))
+        // The blocking call's log lines stay in the caller's span (an API request's id).
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| call(ledger.as_ref())))
             .await
             .unwrap_or_else(|error| {
                 Err(LedgerError::Storage(format!(
@@ -73,6 +77,10 @@ impl AsyncLedger {
 
     pub async fn list(&self, filter: ListFilter) -> Result<Vec<Entry>, LedgerError> {
         self.call(move |ledger| ledger.list(&filter)).await
+    }
+
+    pub async fn count_by_state(&self) -> Result<Vec<(EntryState, u64)>, LedgerError> {
+        self.call(|ledger| ledger.count_by_state()).await
     }
 
     pub async fn events(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>, LedgerError> {

@@ -284,7 +284,14 @@ impl Service {
             .call(move |ledger| reserve(ledger, new_entry))
             .await?
         {
-            Reserved::New(reservation) => reservation,
+            Reserved::New(reservation) => {
+                tracing::info!(
+                    entry = reservation.id(),
+                    state = "sending",
+                    "ledger entry reserved"
+                );
+                reservation
+            }
             Reserved::Existing(entry) => {
                 drop(guard);
                 return self.replay(entry).await;
@@ -293,11 +300,16 @@ impl Service {
         // The dispatch runs to its end even if the caller goes away (an HTTP client that hangs
         // up drops its request's future): an entry must not stay `sending` for that.
         let service = self.clone();
-        tokio::spawn(async move {
-            let answer = service.send_reserved(command, reservation).await;
-            drop(guard);
-            answer
-        })
+        // The task keeps the caller's span (an API request's id) for its log lines.
+        let span = tracing::Span::current();
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let answer = service.send_reserved(command, reservation).await;
+                drop(guard);
+                answer
+            },
+            span,
+        ))
         .await
         .unwrap_or_else(|error| {
             Err(ServiceError::Internal(format!(
@@ -319,10 +331,17 @@ impl Service {
                     .ledger
                     .call(move |ledger| ledger.record_outcome(&entry_id, &outcome))
                     .await;
-                if let Err(error) = &recorded {
+                match &recorded {
+                    Ok(entry) => tracing::info!(
+                        entry = %id,
+                        state = entry.state.as_str(),
+                        "ledger outcome recorded"
+                    ),
                     // The provider acted but the ledger could not say so: the entry stays
                     // `sending` and reconciliation will settle it. Tell the caller the truth.
-                    tracing::error!(%id, %error, "outcome not recorded; left for reconciliation");
+                    Err(error) => {
+                        tracing::error!(%id, %error, "outcome not recorded; left for reconciliation")
+                    }
                 }
                 Ok(CommandAnswer {
                     reference: Some(id),
@@ -399,6 +418,26 @@ impl Service {
     /// than `sending_min_age`: run from another process than the server, this process cannot
     /// see which dispatches the server still has in flight.
     pub async fn reconcile_with(&self, limit: usize, sending_min_age: Duration) -> ReconcileReport {
+        let report = self.reconcile_pass(limit, sending_min_age).await;
+        let metrics = self.gateway.metrics();
+        metrics.increment("gatehouse_reconciliation_passes_total", &[]);
+        let count = |value: usize| u64::try_from(value).unwrap_or(u64::MAX);
+        for (result, value) in [
+            ("resolved", report.resolved),
+            ("still_open", report.still_open),
+            ("flagged_for_operator", report.flagged_for_operator),
+            ("error", report.errors.len()),
+        ] {
+            metrics.increment_by(
+                "gatehouse_reconciliation_entries_total",
+                &[("result", result)],
+                count(value),
+            );
+        }
+        report
+    }
+
+    async fn reconcile_pass(&self, limit: usize, sending_min_age: Duration) -> ReconcileReport {
         let mut report = ReconcileReport::default();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -100,7 +100,7 @@ fn dispatch_parts(criterion: &mut Criterion) {
     group.bench_function("metrics_increment", |bencher| {
         bencher.iter(|| {
             gateway.metrics().increment(
-                "gatehouse_bench_total",
+                "gatehouse_requests_total",
                 &[("provider", black_box(PROVIDER)), ("operation", "charge")],
             )
         })

@@ -181,6 +181,8 @@ pub fn plugin_file_name(provider: &str) -> String {
 
 /// The bearer key test hosts accept.
 pub const API_KEY: &str = "test-api-key-0123456789";
+/// The test hosts' scrape key: it opens `/metrics` and nothing else.
+pub const METRICS_KEY: &str = "test-metrics-key-9876543210";
 
 /// A running host over a temporary folder holding `plugins/`, `plugins.toml` and the ledger
 /// (`ledger.sqlite`): every command goes through the service, the one door a platform uses.
@@ -210,7 +212,7 @@ impl TestHost {
         std::fs::write(
             &config_path,
             format!(
-                "[host]\nplugins_dir = \"plugins\"\nledger = \"ledger.sqlite\"\nreload_debounce_ms = 50\nplugin_call_budget_ms = 1000\n\n[api]\nkeys = [\"{API_KEY}\"]\n\n{accounts_toml}"
+                "[host]\nplugins_dir = \"plugins\"\nledger = \"ledger.sqlite\"\nreload_debounce_ms = 50\nplugin_call_budget_ms = 1000\n\n[api]\nkeys = [\"{API_KEY}\"]\nmetrics_keys = [\"{METRICS_KEY}\"]\n\n{accounts_toml}"
             ),
         )
         .expect("write plugins.toml");

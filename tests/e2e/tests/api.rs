@@ -464,7 +464,7 @@ async fn plugins_metrics_and_the_openapi_document() {
     let metrics = metrics.as_str().expect("text");
     assert!(
         metrics
-            .contains("gatehouse_requests_total{provider=\"paygateglobal\",operation=\"balance\"}"),
+            .contains("gatehouse_requests_total{provider=\"paygateglobal\",account=\"main\",operation=\"balance\"}"),
         "{metrics}"
     );
     assert!(

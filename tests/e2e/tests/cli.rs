@@ -294,3 +294,43 @@ async fn call_records_money_in_the_ledger_and_answers_retries_from_it() {
         "a provider that cannot be reached: {text}"
     );
 }
+
+/// `gatehouse plugin new` outside the workspace writes a crate of its own (concrete edition and
+/// license, `plugin-api` by path to this checkout, an empty `[workspace]`) that builds and passes
+/// its tests where it is made, offline; its README describes the new plugin, not the template.
+#[test]
+fn a_plugin_made_outside_the_workspace_builds_and_passes_its_tests_there() {
+    let outside = tempfile::tempdir().expect("folder outside the workspace");
+    let output = Command::new(gatehouse_binary())
+        .args(["plugin", "new", "acmepay", "--destination"])
+        .arg(outside.path())
+        .output()
+        .expect("gatehouse runs");
+    assert!(output.status.success(), "{output:?}");
+    let crate_dir = outside.path().join("acmepay");
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).expect("manifest");
+    assert!(!manifest.contains(".workspace = true"), "{manifest}");
+    assert!(manifest.contains("edition = \"2024\""), "{manifest}");
+    assert!(manifest.contains("\n[workspace]\n"), "{manifest}");
+    let readme = std::fs::read_to_string(crate_dir.join("README.md")).expect("README");
+    assert!(!readme.contains("It is the template"), "{readme}");
+    assert!(readme.contains("gatehouse plugin new acmepay"), "{readme}");
+    // A target folder of its own inside this workspace's, kept between runs: the crate's lock
+    // file resolves apart from the workspace's, so sharing `target/debug` would rebuild both.
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = workspace.join("target").join("scaffold-standalone");
+    let tested = Command::new(env!("CARGO"))
+        .current_dir(&crate_dir)
+        .args(["test", "--offline", "--quiet"])
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .expect("cargo runs");
+    assert!(
+        tested.status.success(),
+        "cargo test in the new crate failed:\n{}\n{}",
+        String::from_utf8_lossy(&tested.stdout),
+        String::from_utf8_lossy(&tested.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&tested.stdout);
+    assert!(stdout.contains("test result: ok"), "{stdout}");
+}

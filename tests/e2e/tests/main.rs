@@ -18,6 +18,7 @@ mod listener;
 mod load;
 mod loading;
 mod money_properties;
+mod observability;
 mod paygateglobal;
 mod paysitecash;
 mod reconcile_refunds;
