@@ -191,3 +191,34 @@ fn no_workspace_crate_enables_the_next_contract_fixture() {
         );
     }
 }
+
+/// deny.toml allows openmetrics-parser's LGPL-3.0 as a test-only exception: no crate but the
+/// end-to-end tests may depend on it.
+#[test]
+fn only_the_e2e_tests_use_the_lgpl_metrics_parser() {
+    let mut offenders = Vec::new();
+    for folder in [
+        "host/ledger",
+        "host/core",
+        "host/service",
+        "host/gatehouse",
+        "plugin-api",
+    ] {
+        let manifest =
+            std::fs::read_to_string(root().join(folder).join("Cargo.toml")).expect("manifest");
+        if manifest.contains("openmetrics-parser") {
+            offenders.push(folder);
+        }
+    }
+    for entry in std::fs::read_dir(root().join("plugins")).expect("plugins") {
+        let manifest = entry.expect("entry").path().join("Cargo.toml");
+        if std::fs::read_to_string(&manifest).is_ok_and(|text| text.contains("openmetrics-parser"))
+        {
+            offenders.push("a plugin");
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "openmetrics-parser used by {offenders:?}"
+    );
+}
