@@ -33,6 +33,20 @@ impl<S> Step<S> {
     pub fn send(request: HttpRequest, state: S) -> Self {
         Self::Send { request, state }
     }
+
+    /// The step with the account's secrets removed from its error (a failed step's, or a
+    /// finished outcome's): the one door a plugin's errors leave by, since error texts quote
+    /// provider bodies that may echo the request. The host scrubs again, as a second line only.
+    pub fn secrets_removed(self, account: &crate::AccountConfig) -> Self {
+        match self {
+            Self::Failed(error) => Self::Failed(error.redacted(account)),
+            Self::Done(mut outcome) => {
+                outcome.error = outcome.error.map(|error| error.redacted(account));
+                Self::Done(outcome)
+            }
+            send @ Self::Send { .. } => send,
+        }
+    }
 }
 
 impl<S> From<Result<Outcome, ProviderError>> for Step<S> {

@@ -65,7 +65,9 @@ impl Plugin for Kolmisoft {
                 other.operation()
             ))),
         };
-        without_secrets(invocation, result.unwrap_or_else(Step::Failed))
+        result
+            .unwrap_or_else(Step::Failed)
+            .secrets_removed(&invocation.account)
     }
 
     fn resume(
@@ -73,26 +75,10 @@ impl Plugin for Kolmisoft {
         state: FlowState,
         response: &HttpResponse,
     ) -> Step<FlowState> {
-        let step = match state {
+        let step: Step<FlowState> = match state {
             FlowState::Payments => finish_payments_report(response).into(),
         };
-        without_secrets(invocation, step)
-    }
-}
-
-/// Every error leaves the plugin through here, cleared of the account's secrets: error texts
-/// quote the server's body, and a proxy or a broken server may echo the request. The host scrubs
-/// again, as a second line of defence only.
-fn without_secrets(invocation: &Invocation, step: Step<FlowState>) -> Step<FlowState> {
-    match step {
-        Step::Failed(error) => Step::Failed(error.redacted(&invocation.account)),
-        Step::Done(mut outcome) => {
-            outcome.error = outcome
-                .error
-                .map(|error| error.redacted(&invocation.account));
-            Step::Done(outcome)
-        }
-        send @ Step::Send { .. } => send,
+        step.secrets_removed(&invocation.account)
     }
 }
 

@@ -109,7 +109,9 @@ impl Plugin for PayGateGlobal {
                 other.operation()
             ))),
         };
-        without_secrets(invocation, result.unwrap_or_else(Step::Failed))
+        result
+            .unwrap_or_else(Step::Failed)
+            .secrets_removed(&invocation.account)
     }
 
     fn resume(
@@ -135,27 +137,13 @@ impl Plugin for PayGateGlobal {
                 payment_method,
             ))),
         };
-        without_secrets(invocation, result.unwrap_or_else(Step::Failed))
+        result
+            .unwrap_or_else(Step::Failed)
+            .secrets_removed(&invocation.account)
     }
 }
 
 export_plugin!(PayGateGlobal);
-
-/// Every error leaves the plugin through here, cleared of the account's token: error texts quote
-/// the provider's body, and a proxy or a broken server may echo the request (which carries the
-/// token in its body). The host scrubs again, as a second line of defence only.
-fn without_secrets(invocation: &Invocation, step: Step<FlowState>) -> Step<FlowState> {
-    match step {
-        Step::Failed(error) => Step::Failed(error.redacted(&invocation.account)),
-        Step::Done(mut outcome) => {
-            outcome.error = outcome
-                .error
-                .map(|error| error.redacted(&invocation.account));
-            Step::Done(outcome)
-        }
-        send @ Step::Send { .. } => send,
-    }
-}
 
 /// Builds a JSON POST with `auth_token` added to the body, as every documented API expects.
 fn post_json(

@@ -83,7 +83,9 @@ impl Plugin for TemplatePlugin {
                 other.operation()
             ))),
         };
-        secrets_removed(started.unwrap_or_else(Step::Failed), invocation)
+        started
+            .unwrap_or_else(Step::Failed)
+            .secrets_removed(&invocation.account)
     }
 
     fn resume(
@@ -95,26 +97,11 @@ impl Plugin for TemplatePlugin {
             FlowState::Balance => finish_balance(invocation, response).into(),
             FlowState::Charge => Step::Done(finish_charge(invocation, response)),
         };
-        secrets_removed(next, invocation)
+        next.secrets_removed(&invocation.account)
     }
 }
 
 export_plugin!(TemplatePlugin);
-
-/// The one door errors leave by: whatever text an error picked up on the way (the provider's
-/// words, serde's quote of a body), no secret of the account goes out with it.
-fn secrets_removed(step: Step<FlowState>, invocation: &Invocation) -> Step<FlowState> {
-    match step {
-        Step::Done(mut outcome) => {
-            outcome.error = outcome
-                .error
-                .map(|error| error.redacted(&invocation.account));
-            Step::Done(outcome)
-        }
-        Step::Failed(error) => Step::Failed(error.redacted(&invocation.account)),
-        send @ Step::Send { .. } => send,
-    }
-}
 
 fn start_balance(invocation: &Invocation) -> Result<Step<FlowState>, ProviderError> {
     // `HttpRequest::get` is retry-safe: reading a balance twice changes nothing.

@@ -121,20 +121,18 @@ impl Plugin for Xsolla {
             }
             Command::Webhook { headers } => {
                 let outcome = flows::webhook::handle(invocation, headers, inbound_body);
-                return without_secrets(invocation, Step::Done(outcome));
+                return Step::Done(outcome).secrets_removed(&invocation.account);
             }
             other => Err(ProviderError::not_supported(format!(
                 "Xsolla Pay Station has no `{}` operation",
                 other.operation()
             ))),
         };
-        without_secrets(
-            invocation,
-            match started {
-                Ok((request, state)) => Step::send(request, state),
-                Err(error) => Step::Failed(error),
-            },
-        )
+        (match started {
+            Ok((request, state)) => Step::send(request, state),
+            Err(error) => Step::Failed(error),
+        })
+        .secrets_removed(&invocation.account)
     }
 
     fn resume(
@@ -161,29 +159,11 @@ impl Plugin for Xsolla {
                 flows::chargeback::finish(transaction_id, response)
             }
         };
-        without_secrets(
-            invocation,
-            match result {
-                Ok(outcome) => Step::Done(outcome),
-                Err(error) => Step::Failed(error),
-            },
-        )
-    }
-}
-
-/// Every error leaves the plugin through here, cleared of the account's secrets: Xsolla's error
-/// texts are quoted, and a proxy or a broken server may echo the request (the host scrubs again,
-/// as a second line of defence only).
-fn without_secrets(invocation: &Invocation, step: Step<FlowState>) -> Step<FlowState> {
-    match step {
-        Step::Failed(error) => Step::Failed(error.redacted(&invocation.account)),
-        Step::Done(mut outcome) => {
-            outcome.error = outcome
-                .error
-                .map(|error| error.redacted(&invocation.account));
-            Step::Done(outcome)
-        }
-        send @ Step::Send { .. } => send,
+        (match result {
+            Ok(outcome) => Step::Done(outcome),
+            Err(error) => Step::Failed(error),
+        })
+        .secrets_removed(&invocation.account)
     }
 }
 
