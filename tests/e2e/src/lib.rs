@@ -179,6 +179,14 @@ pub fn plugin_file_name(provider: &str) -> String {
     )
 }
 
+/// A loopback port free right now (for a child `gatehouse serve` to listen on).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
 /// The bearer key test hosts accept.
 pub const API_KEY: &str = "test-api-key-0123456789";
 /// The test hosts' scrape key: it opens `/metrics` and nothing else.

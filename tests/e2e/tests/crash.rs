@@ -5,19 +5,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use gatehouse_e2e::{API_KEY, gatehouse_binary, install, library, plugin_file_name};
+use gatehouse_e2e::{API_KEY, free_port, gatehouse_binary, install, library, plugin_file_name};
 use gatehouse_sim_common::Fault;
 use gatehouse_sim_paygateglobal::{PAID, PayGateSimulator};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "crash-test-token-1234";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
-}
 
 fn start_host(config: &Path) -> Child {
     Command::new(gatehouse_binary())

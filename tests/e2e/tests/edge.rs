@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use gatehouse_core::{Config, DispatchError, ErrorCode};
 use gatehouse_e2e::{
-    API_KEY, ApiHost, execute, gatehouse_binary, in_own_process, install, library, plugin_file_name,
+    API_KEY, ApiHost, execute, free_port, gatehouse_binary, in_own_process, install, library,
+    plugin_file_name,
 };
 use gatehouse_ledger::{Ledger, ListFilter, SqliteLedger};
 use gatehouse_service::Service;
@@ -406,13 +407,6 @@ fn gatehouse_command(config: &Path, tmpdir: &Path) -> Command {
         .env("EDGE_TEST_TOKEN", TOKEN)
         .env("EDGE_TEST_API_KEY", API_KEY);
     command
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("free port")
 }
 
 async fn wait_for_readyz(base: &str, child: &mut Child) -> (u16, Value) {

@@ -13,20 +13,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gatehouse_e2e::{API_KEY, gatehouse_binary, install, library, plugin_file_name};
+use gatehouse_e2e::{API_KEY, free_port, gatehouse_binary, install, library, plugin_file_name};
 use gatehouse_sim_common::Fault;
 use reliability::{ALL_PLUGINS, Simulators, ccbill_payout, figure, xsolla_charge, xsolla_refund};
 use serde_json::Value;
 
 const ROUNDS: usize = 3;
 const CLIENTS: usize = 6;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
-}
 
 fn start_host(config: &Path) -> Child {
     Command::new(gatehouse_binary())

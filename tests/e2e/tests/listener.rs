@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use gatehouse_e2e::{
-    API_KEY, ApiHost, TestHost, captured_logs, gatehouse_binary, in_own_process, install, library,
-    plugin_file_name,
+    API_KEY, ApiHost, TestHost, captured_logs, free_port, gatehouse_binary, in_own_process,
+    install, library, plugin_file_name,
 };
 use gatehouse_sim_paygateglobal::PayGateSimulator;
 use serde_json::{Value, json};
@@ -43,13 +43,6 @@ fn raise_own_descriptor_limit(needed: u64) {
     rlimit::Resource::NOFILE
         .set(needed, hard)
         .unwrap_or_else(|error| panic!("cannot raise the descriptor limit to {needed}: {error}"));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
 }
 
 /// `gatehouse serve` with its descriptor limit set by the shell before it execs the binary (the

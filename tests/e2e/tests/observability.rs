@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use gatehouse_e2e::plugin_file_name;
-use gatehouse_e2e::{API_KEY, ApiHost, METRICS_KEY, gatehouse_binary, install, library};
+use gatehouse_e2e::{API_KEY, ApiHost, METRICS_KEY, free_port, gatehouse_binary, install, library};
 use gatehouse_ledger::{NewEntry, request_hash};
 use gatehouse_plugin_api::Command as PluginCommand;
 use gatehouse_sim_common::RunningSimulator;
@@ -36,13 +36,6 @@ async fn setup() -> (ApiHost, PayGateSimulator, RunningSimulator) {
     )
     .await;
     (api, simulator, running)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
 }
 
 /// Whether a JSON log line belongs to the request `id`: the id in its own fields, in its
