@@ -740,6 +740,20 @@ impl EgressSettings {
 }
 
 impl Config {
+    /// A short, stable name for the configuration file this host runs (SHA-256 of its canonical
+    /// path, 16 hex digits), published in `GET /v1/plugins` so the CLI can tell whether the server
+    /// answering on `host.listen` runs the same configuration as the file it was given. The path
+    /// itself is not published.
+    pub fn fingerprint(&self) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        let source = self.source.as_ref()?;
+        let canonical = std::fs::canonicalize(source).unwrap_or_else(|_| source.clone());
+        let digest = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+        Some(hex::encode(&digest[..8]))
+    }
+}
+
+impl Config {
     /// The outbound proxy settings for an account: its own `egress` table, or the host's.
     pub fn egress_for<'a>(&'a self, section: &'a AccountSection) -> &'a EgressSettings {
         section.egress.as_ref().unwrap_or(&self.egress)

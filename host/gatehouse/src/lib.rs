@@ -7,6 +7,8 @@
 
 pub mod conformance;
 pub mod exit;
+pub mod first_run;
+pub mod listing;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod scaffold;

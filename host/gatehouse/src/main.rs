@@ -5,11 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gatehouse::exit;
+use gatehouse::{exit, listing};
 use gatehouse_core::{Config, Gateway};
 use gatehouse_plugin_api::Command as PluginCommand;
 use gatehouse_service::{ApiError, Service};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[derive(Parser)]
 #[command(
@@ -32,11 +32,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Commands {
-    /// List loaded plugins, their versions and operations, load errors and paused accounts.
+    /// List the plugins served, their versions and operations, load errors and paused accounts:
+    /// asked of the running server on `host.listen` when it serves this configuration, read from
+    /// the plugins folder otherwise (the first line, or `source` in JSON, says which).
     Plugins {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Read the plugins folder even when a server runs.
+        #[arg(long)]
+        disk: bool,
     },
     /// Run one normalized command and print its outcome as JSON. Money-moving commands and
     /// payment pages are recorded in the configured ledger before they are sent, like the API's.
@@ -118,6 +123,9 @@ enum PluginCommands {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Commands::Serve) && !is_sandbox(&cli.command) {
+        restore_default_sigpipe();
+    }
     let default_level = match cli.command {
         Commands::Plugins { .. }
         | Commands::Call { .. }
@@ -164,6 +172,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// A short-lived command whose output is piped into `head` should end quietly when the reader
+/// goes away, as Unix tools do, instead of panicking in `println!` on `EPIPE` (Rust ignores
+/// SIGPIPE by default). Not for `serve`/`sandbox`: a server whose log reader dies must keep
+/// serving (its sockets use `MSG_NOSIGNAL` either way).
+fn restore_default_sigpipe() {
+    // SAFETY: called once at the start of `main`, before any other thread exists; SIG_DFL is a
+    // valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+fn is_sandbox(command: &Commands) -> bool {
+    #[cfg(feature = "sandbox")]
+    if matches!(command, Commands::Sandbox { .. }) {
+        return true;
+    }
+    let _ = command;
+    false
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     #[cfg(feature = "sandbox")]
     if let Commands::Sandbox { folder, listen } = &cli.command {
@@ -173,15 +202,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return plugin_tool(command);
     }
     let config = Config::load(&cli.config)?;
+    if let Some(problem) = gatehouse::first_run::problem(&config) {
+        eprintln!("{problem}");
+        return Ok(ExitCode::from(exit::BAD_INVOCATION));
+    }
     match cli.command {
-        Commands::Plugins { json } => {
-            let gateway = Gateway::start(config).await;
-            print_plugins(&gateway, json)?;
-            // A refused plugin file is something an operator must see, in a script too.
-            Ok(if gateway.registry().failures().is_empty() {
-                ExitCode::SUCCESS
+        Commands::Plugins { json, disk } => {
+            let (listing, source) = if disk {
+                let why = "--disk".to_string();
+                (disk_listing(config).await, listing::Source::Disk { why })
             } else {
+                match listing::ask_server(&config).await {
+                    Ok(answer) => answer,
+                    Err(why) => (disk_listing(config).await, listing::Source::Disk { why }),
+                }
+            };
+            if json {
+                let mut listing = listing.clone();
+                listing["source"] = source.to_json();
+                println!("{}", serde_json::to_string_pretty(&listing)?);
+            } else {
+                print!("{}", listing::render(&listing, &source));
+            }
+            // A refused plugin file is something an operator must see, in a script too.
+            Ok(if listing::has_load_errors(&listing) {
                 ExitCode::from(exit::REFUSED)
+            } else {
+                ExitCode::SUCCESS
             })
         }
         Commands::Call {
@@ -292,6 +339,9 @@ fn plugin_tool(command: &PluginCommands) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    if let Some(warning) = gatehouse::first_run::no_api_key_warning(&config) {
+        eprintln!("{warning}");
+    }
     let listen = config.host.listen.clone();
     let ledger = config.host.ledger.clone();
     let service = Service::open(config)
@@ -299,12 +349,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the ledger {}", ledger.display()))?;
     let _watch = gatehouse_core::watcher::watch(service.gateway())
         .context("cannot watch the plugins folder")?;
-    print_plugins(service.gateway(), false)?;
-    if service.gateway().config().api.keys.is_empty() {
-        tracing::warn!(
-            "no API key is configured (api.keys in plugins.toml): every route but /healthz, /readyz, /openapi.json, webhooks (and /metrics with api.metrics_keys) answers 401"
-        );
-    }
+    let listing = gatehouse_service::api::plugins_listing(service.gateway());
+    let source = listing::Source::Disk {
+        why: "this server, starting".into(),
+    };
+    print!(
+        "{}",
+        listing::render(&listing, &source)
+            .lines()
+            .skip(1)
+            .map(|line| format!("{line}\n"))
+            .collect::<String>()
+    );
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -353,52 +409,8 @@ fn print_error(error: ApiError) -> ExitCode {
     exit::for_error(error.code)
 }
 
-fn print_plugins(gateway: &Gateway, as_json: bool) -> anyhow::Result<()> {
-    let statuses = gateway.registry().statuses();
-    let failures = gateway.registry().failures();
-    let pauses = gateway.paused_accounts();
-    if as_json {
-        let pauses: Vec<Value> = pauses
-            .iter()
-            .map(|(provider, account, pause)| json!({"provider": provider, "account": account, "reason": pause.reason, "until_unix": pause.until_unix}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "plugins_dir": gateway.registry().plugins_dir().display().to_string(),
-                "plugins": statuses,
-                "load_errors": failures,
-                "paused_accounts": pauses,
-            }))?
-        );
-        return Ok(());
-    }
-    println!(
-        "plugins folder: {}",
-        gateway.registry().plugins_dir().display()
-    );
-    if statuses.is_empty() {
-        println!("no plugin loaded");
-    }
-    for status in &statuses {
-        println!(
-            "{:<14} {:<8} contract {:<6} {}\n{:<14} operations: {}",
-            status.provider,
-            status.plugin_version,
-            status.contract_version,
-            status.file,
-            "",
-            status.operations.join(", ")
-        );
-    }
-    for failure in &failures {
-        println!("load error: {}", failure.error);
-    }
-    for (provider, account, pause) in &pauses {
-        println!(
-            "paused: {provider}/{account} until {} — {}",
-            pause.until_unix, pause.reason
-        );
-    }
-    Ok(())
+/// The listing a server started now would serve: the plugins folder loaded as the host would.
+async fn disk_listing(config: Config) -> Value {
+    let gateway = Gateway::start(config).await;
+    gatehouse_service::api::plugins_listing(&gateway)
 }

@@ -298,23 +298,31 @@ async fn metrics(State(service): State<Service>) -> Response {
 }
 
 async fn list_plugins(State(service): State<Service>) -> Response {
-    let pauses: Vec<Value> = service
-        .gateway()
+    axum::Json(plugins_listing(service.gateway())).into_response()
+}
+
+/// What `GET /v1/plugins` answers: the plugins served, the files refused, the paused accounts,
+/// and the fingerprint of the configuration file this host serves (so `gatehouse plugins` can
+/// tell that the server it reached is the one running *its* configuration). `gatehouse plugins`
+/// builds the same listing from the disk when no server answers.
+pub fn plugins_listing(gateway: &gatehouse_core::Gateway) -> Value {
+    let pauses: Vec<Value> = gateway
         .paused_accounts()
         .into_iter()
         .map(|(provider, account, pause)| {
             json!({"provider": provider, "account": account, "reason": pause.reason, "until_unix": pause.until_unix})
         })
         .collect();
-    axum::Json(json!({
-        "plugins": service.gateway().registry().statuses(),
-        "load_errors": service.gateway().registry().failures(),
+    json!({
+        "plugins_dir": gateway.registry().plugins_dir().display().to_string(),
+        "config_fingerprint": gateway.config().fingerprint(),
+        "plugins": gateway.registry().statuses(),
+        "load_errors": gateway.registry().failures(),
         "paused_accounts": pauses,
-        "config_error": service.gateway().config_error(),
-        "libraries_loaded": service.gateway().registry().libraries_loaded(),
-        "plugin_threads": service.gateway().plugin_threads(),
-    }))
-    .into_response()
+        "config_error": gateway.config_error(),
+        "libraries_loaded": gateway.registry().libraries_loaded(),
+        "plugin_threads": gateway.plugin_threads(),
+    })
 }
 
 async fn command_route(
@@ -503,6 +511,17 @@ async fn list_ledger(
         Ok(limit) => limit,
         Err(error) => return error.into_response(),
     };
+    // `?provider=` is a filter on nothing, not "no filter": refused rather than read as absent.
+    for (name, value) in [
+        ("provider", &query.provider),
+        ("account", &query.account),
+        ("starting_after", &query.starting_after),
+    ] {
+        if value.as_deref() == Some("") {
+            return ApiError::new(ErrorCode::BadRequest, format!("{name} must not be empty"))
+                .into_response();
+        }
+    }
     let filter = ListFilter {
         provider: query.provider,
         account: query.account,
@@ -518,8 +537,9 @@ async fn list_ledger(
             let entries: Vec<Value> = entries.iter().map(with_times).collect();
             axum::Json(json!({ "entries": entries, "has_more": has_more })).into_response()
         }
+        // A cursor naming no entry is a reference to nothing: 404, like `GET /v1/ledger/{id}`.
         Err(gatehouse_ledger::LedgerError::NotFound { id }) => ApiError::new(
-            ErrorCode::BadRequest,
+            ErrorCode::NotFound,
             format!("starting_after: no ledger entry `{id}`"),
         )
         .into_response(),
@@ -527,13 +547,15 @@ async fn list_ledger(
     }
 }
 
+/// A `limit` outside 1..=1000 is refused, not clamped: a client asking for 5 000 must learn that
+/// it gets 1 000 per page rather than silently miss the rest.
 fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     match limit.unwrap_or(DEFAULT_PAGE) {
-        0 => Err(ApiError::new(
+        limit @ 1..=MAX_PAGE => Ok(limit),
+        _ => Err(ApiError::new(
             ErrorCode::BadRequest,
             format!("limit must be 1 to {MAX_PAGE}"),
         )),
-        limit => Ok(limit.min(MAX_PAGE)),
     }
 }
 
@@ -616,6 +638,13 @@ async fn list_events(
         Err(error) => return error.into_response(),
     };
     let after = query.starting_after.or(query.after).unwrap_or(0);
+    if after < 0 {
+        return ApiError::new(
+            ErrorCode::BadRequest,
+            "starting_after is an event's sequence number: 0 or more",
+        )
+        .into_response();
+    }
     match service.ledger().events(after, limit + 1).await {
         Ok(mut events) => {
             let has_more = events.len() > limit;

@@ -67,8 +67,10 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::UnknownProvider | ErrorCode::UnknownAccount | ErrorCode::NotFound => {
             StatusCode::NOT_FOUND
         }
-        ErrorCode::NotSupported => StatusCode::NOT_IMPLEMENTED,
-        ErrorCode::InvalidRequest | ErrorCode::IdempotencyKeyReused => {
+        // A provider without the operation is a well-formed request this account cannot take,
+        // like an invalid one: 4xx, so a monitor's 5xx rate means a failure of ours or the
+        // provider's, never a caller asking for what the provider does not offer.
+        ErrorCode::NotSupported | ErrorCode::InvalidRequest | ErrorCode::IdempotencyKeyReused => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
         ErrorCode::AccountPaused | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,

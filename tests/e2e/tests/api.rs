@@ -302,13 +302,13 @@ async fn hostile_requests_are_refused_with_clear_errors() {
         (
             "/v1/paygateglobal/main/refunds",
             json!({"transaction_id": "1"}),
-            501,
+            422,
             "not_supported",
         ),
         (
             "/v1/paygateglobal/main/reports",
             json!({"report": "x"}),
-            501,
+            422,
             "not_supported",
         ),
     ];
@@ -504,6 +504,39 @@ fn the_openapi_document_and_the_router_do_not_drift() {
     assert!(
         only_documented.is_empty() && only_served.is_empty(),
         "documented but not served: {only_documented:?}; served but not documented: {only_served:?}"
+    );
+}
+
+/// The document's currency list is exactly what the host accepts: every three-letter code is
+/// tried against `Currency::from_code`.
+#[test]
+fn the_openapi_currency_list_is_what_the_host_accepts() {
+    let document: Value =
+        serde_json::from_str(gatehouse_service::api::OPENAPI_JSON).expect("valid JSON");
+    let documented: std::collections::BTreeSet<String> =
+        document["components"]["schemas"]["Currency"]["enum"]
+            .as_array()
+            .expect("Currency enum")
+            .iter()
+            .map(|code| code.as_str().expect("a code").to_string())
+            .collect();
+    let mut accepted = std::collections::BTreeSet::new();
+    for a in b'A'..=b'Z' {
+        for b in b'A'..=b'Z' {
+            for c in b'A'..=b'Z' {
+                let code = String::from_utf8(vec![a, b, c]).expect("ASCII");
+                if gatehouse_plugin_api::Currency::from_code(&code).is_ok() {
+                    accepted.insert(code);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        documented
+            .symmetric_difference(&accepted)
+            .collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "documented vs accepted currencies differ"
     );
 }
 

@@ -334,3 +334,242 @@ fn a_plugin_made_outside_the_workspace_builds_and_passes_its_tests_there() {
     let stdout = String::from_utf8_lossy(&tested.stdout);
     assert!(stdout.contains("test result: ok"), "{stdout}");
 }
+
+/// A short-lived command piped into `head` ends quietly when the reader goes away: the pipe is
+/// closed before the command writes, so every write fails with EPIPE. It must not panic (exit 101
+/// with a Rust backtrace message); it ends by SIGPIPE, as `ls | head` does.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let library = library("gatehouse-plugin-paygateglobal");
+    let dir = tempfile::tempdir().expect("folder");
+    std::fs::create_dir(dir.path().join("plugins")).expect("plugins");
+    let config = dir.path().join("plugins.toml");
+    std::fs::write(&config, "[host]\nplugins_dir = \"plugins\"\n").expect("config");
+    let library = library.to_str().expect("utf-8 path").to_string();
+    let config = config.to_str().expect("utf-8 path").to_string();
+    for args in [
+        vec!["plugin", "check", "--json", library.as_str()],
+        vec!["plugin", "check", library.as_str()],
+        vec!["--config", config.as_str(), "plugins", "--json"],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let output = Command::new(gatehouse_binary())
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("gatehouse runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(
+            output.status.signal(),
+            Some(libc_sigpipe()),
+            "{args:?} should end by SIGPIPE: {:?} {stderr}",
+            output.status
+        );
+    }
+}
+
+fn libc_sigpipe() -> i32 {
+    13
+}
+
+/// `gatehouse plugins` asks the running server that serves its configuration, and so shows what
+/// it serves, paused accounts included; it says when it reads the disk instead: `--disk`, no
+/// server, another configuration's server on the same port, a key the server refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_asks_the_running_server_and_says_when_it_reads_the_disk() {
+    let (_simulator, running) = PayGateSimulator::start(TOKEN).await.expect("simulator");
+    let dir = tempfile::tempdir().expect("folder");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).expect("plugins");
+    install(
+        &library("gatehouse-plugin-paygateglobal"),
+        &plugins,
+        &plugin_file_name("paygateglobal"),
+    );
+    let port = gatehouse_e2e::free_port();
+    let config_text = |key: &str| {
+        format!(
+            "[host]\nplugins_dir = \"plugins\"\nlisten = \"127.0.0.1:{port}\"\nledger = \"ledger.sqlite\"\n\n\
+             [api]\nkeys = [\"{key}\"]\n\n\
+             [providers.paygateglobal.accounts.main]\nbase_url = \"{}\"\nauth_failure_pause_secs = 900\n\
+             secrets = {{ auth_token = \"not-the-token\" }}\n",
+            running.base_url()
+        )
+    };
+    let config = dir.path().join("plugins.toml");
+    std::fs::write(&config, config_text(gatehouse_e2e::API_KEY)).expect("config");
+
+    // No server yet: the disk, and the reason.
+    let (code, listing, text) = gatehouse(&config, &["plugins", "--json"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(listing["source"]["kind"], "disk", "{text}");
+    assert!(
+        listing["source"]["why"]
+            .as_str()
+            .expect("why")
+            .contains("no server answers"),
+        "{text}"
+    );
+    let (_, _, text) = gatehouse(&config, &["plugins"]);
+    assert!(
+        text.starts_with("read from the plugins folder, not from a server"),
+        "{text}"
+    );
+
+    let mut server = std::process::Command::new(gatehouse_binary())
+        .args(["--config", config.to_str().expect("utf-8"), "serve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("gatehouse serve starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..200 {
+        if let Ok(answer) = client.get(format!("{base}/readyz")).send().await
+            && answer.status() == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the server did not become ready");
+    // The wrong token: the provider refuses it and the server pauses the account (in memory).
+    let answer = client
+        .post(format!("{base}/v1/paygateglobal/main/charges"))
+        .bearer_auth(gatehouse_e2e::API_KEY)
+        .header("Idempotency-Key", "cli-plugins-pause")
+        .json(&serde_json::json!({"amount":{"minor_units":500,"currency":"XOF"},"customer":{"phone":"90123456"},"payment_method":"FLOOZ"}))
+        .send()
+        .await
+        .expect("charge");
+    assert_eq!(answer.status(), 200);
+
+    let (code, listing, text) = gatehouse(&config, &["plugins", "--json"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(listing["source"]["kind"], "server", "{text}");
+    assert_eq!(listing["plugins"][0]["provider"], "paygateglobal");
+    assert_eq!(listing["paused_accounts"][0]["account"], "main", "{text}");
+    let (_, _, text) = gatehouse(&config, &["plugins"]);
+    assert!(
+        text.starts_with(&format!("served by the running server ({base}/v1/plugins)")),
+        "{text}"
+    );
+    assert!(text.contains("paused: paygateglobal/main"), "{text}");
+
+    // `--disk`: the folder, without the server's pauses.
+    let (_, listing, text) = gatehouse(&config, &["plugins", "--json", "--disk"]);
+    assert_eq!(listing["source"]["kind"], "disk", "{text}");
+    assert_eq!(listing["paused_accounts"], serde_json::json!([]));
+
+    // Another configuration file on the same port is not served by this server.
+    let other = tempfile::tempdir().expect("other folder");
+    std::fs::create_dir(other.path().join("plugins")).expect("plugins");
+    let other_config = other.path().join("plugins.toml");
+    std::fs::write(&other_config, config_text(gatehouse_e2e::API_KEY)).expect("config");
+    let (_, listing, text) = gatehouse(&other_config, &["plugins", "--json"]);
+    assert_eq!(listing["source"]["kind"], "disk", "{text}");
+    assert!(
+        listing["source"]["why"]
+            .as_str()
+            .expect("why")
+            .contains("another configuration"),
+        "{text}"
+    );
+    // A key the server does not accept: said so, and the disk is read.
+    std::fs::write(&other_config, config_text("a-key-the-server-refuses")).expect("config");
+    let (_, listing, text) = gatehouse(&other_config, &["plugins", "--json"]);
+    assert!(
+        listing["source"]["why"]
+            .as_str()
+            .expect("why")
+            .contains("refused"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("a-key-the-server-refuses"),
+        "the key is never echoed: {text}"
+    );
+
+    server.kill().expect("kill");
+    server.wait().expect("wait");
+}
+
+/// The first run with a plugins folder that does not exist explains it in plain words and
+/// creates nothing (no ledger file, no data folder); exit 2.
+#[test]
+fn a_first_run_without_a_plugins_folder_is_explained_before_anything_is_created() {
+    let dir = tempfile::tempdir().expect("folder");
+    let config = dir.path().join("plugins.toml");
+    std::fs::write(
+        &config,
+        "[host]\nplugins_dir = \"target/plugins\"\nledger = \"data/gatehouse.sqlite\"\n",
+    )
+    .expect("config");
+    for args in [
+        &["serve"][..],
+        &["plugins"],
+        &["call", "paygateglobal", "balance"],
+    ] {
+        let (code, _, text) = gatehouse(&config, args);
+        assert_eq!(code, 2, "{args:?}: {text}");
+        assert!(
+            text.contains("does not exist") && text.contains("host.plugins_dir"),
+            "{args:?}: {text}"
+        );
+        assert!(!text.contains("No path was found"), "{text}");
+        assert!(
+            !dir.path().join("data").exists(),
+            "nothing created: {args:?}"
+        );
+    }
+}
+
+/// `serve` without an API key starts, and says in words that the API will answer 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_without_an_api_key_is_warned() {
+    let dir = tempfile::tempdir().expect("folder");
+    std::fs::create_dir(dir.path().join("plugins")).expect("plugins");
+    // Ready needs a plugin loaded.
+    install(
+        &library("gatehouse-plugin-paygateglobal"),
+        &dir.path().join("plugins"),
+        &plugin_file_name("paygateglobal"),
+    );
+    let port = gatehouse_e2e::free_port();
+    let config = dir.path().join("plugins.toml");
+    std::fs::write(
+        &config,
+        format!("[host]\nplugins_dir = \"plugins\"\nlisten = \"127.0.0.1:{port}\"\nledger = \"ledger.sqlite\"\n"),
+    )
+    .expect("config");
+    let mut server = std::process::Command::new(gatehouse_binary())
+        .args(["--config", config.to_str().expect("utf-8"), "serve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gatehouse serve starts");
+    let mut ready = false;
+    for _ in 0..200 {
+        if let Ok(answer) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await
+            && answer.status() == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    server.kill().expect("kill");
+    let output = server.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(ready, "{stderr}");
+    assert!(
+        stderr.contains("no API key is configured") && stderr.contains("401"),
+        "{stderr}"
+    );
+}

@@ -711,11 +711,41 @@ async fn cursor_paging_finds_each_of_5000_entries_once_while_entries_are_inserte
         assert_eq!(seen.get(id), Some(&1), "{id} seen {:?} times", seen.get(id));
     }
     assert!(seen.values().all(|times| *times == 1));
-    // An unknown cursor is the caller's mistake.
+    // An unknown cursor names nothing (404, like an unknown entry); a limit out of range is
+    // refused, not clamped.
     let (status, body) = api.get("/v1/ledger?starting_after=gh_nope").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    let (status, body) = api.get("/v1/events?starting_after=-1").await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = api.get("/v1/ledger?limit=0").await;
-    assert_eq!(status, 400, "{body}");
+    for query in [
+        "/v1/ledger?provider=",
+        "/v1/ledger?account=",
+        "/v1/ledger?starting_after=",
+    ] {
+        let (status, body) = api.get(query).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|message| message.ends_with("must not be empty")),
+            "{query}: {body}"
+        );
+    }
+    for query in [
+        "/v1/ledger?limit=0",
+        "/v1/ledger?limit=1001",
+        "/v1/events?limit=1001",
+    ] {
+        let (status, body) = api.get(query).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("limit must be 1 to 1000")),
+            "{query}: {body}"
+        );
+    }
     let (status, events) = api.get("/v1/events?limit=10").await;
     assert_eq!(status, 200);
     assert_eq!(events["has_more"], false);
@@ -832,7 +862,7 @@ async fn every_answer_observed_is_documented_in_the_openapi_document() {
                     .to_string(),
             ),
             true,
-            501,
+            422,
         ),
         (
             reqwest::Method::GET,
@@ -848,7 +878,7 @@ async fn every_answer_observed_is_documented_in_the_openapi_document() {
             "/v1/ledger",
             None,
             true,
-            400,
+            404,
         ),
         (
             reqwest::Method::GET,

@@ -290,7 +290,7 @@ async fn every_route_succeeds_and_fails_as_documented() {
     let (status, error) = call(api, Method::GET, "/v1/kolmisoft/main/balance", None).await;
     assert_eq!(
         (status, error["error"]["code"].as_str()),
-        (501, Some("not_supported"))
+        (422, Some("not_supported"))
     );
 
     // Payment pages.
@@ -362,7 +362,7 @@ async fn every_route_succeeds_and_fails_as_documented() {
     .await;
     assert_eq!(
         (status, error["error"]["code"].as_str()),
-        (501, Some("not_supported"))
+        (422, Some("not_supported"))
     );
 
     // Sandbox chargeback (the sandbox-mode charge above), then an unknown transaction.
