@@ -47,13 +47,15 @@ fi
 
 echo "-- schemathesis against the sandbox (127.0.0.1:$port, ${API_CONTRACT_SECONDS:-120} s)"
 status=0
-"$venv/bin/st" run "http://127.0.0.1:$port/openapi.json" \
+# From the scratch folder: schemathesis keeps a `.schemathesis/` cache in its working folder.
+venv_bin="$PWD/$venv/bin"
+(cd "$work" && "$venv_bin/st" run "http://127.0.0.1:$port/openapi.json" \
   --header "Authorization: Bearer sandbox-key" \
   --checks all --exclude-checks positive_data_acceptance \
   --max-time "${API_CONTRACT_SECONDS:-120}" \
   --seed "${API_CONTRACT_SEED:-20261201}" \
   --workers 1 --request-timeout 10 --no-color \
-  --generation-database none || status=$?
+  --generation-database none) || status=$?
 if [ "$status" -ne 0 ]; then
   echo "schemathesis found answers the document does not allow (above); the host's log:" >&2
   tail -50 "$work/sandbox.log" >&2
