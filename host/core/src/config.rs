@@ -11,6 +11,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use gatehouse_plugin_api::Secret;
+
+pub use crate::access::{Grant, Scope};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -213,13 +215,191 @@ pub struct EgressSettings {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSettings {
-    /// Bearer keys accepted on every non-webhook route.
+    /// Bearer keys accepted on every non-webhook route with every scope on every account (the
+    /// first form; named `keys[<n>]` in the ledger). Prefer `[[api.key]]`.
     #[serde(default)]
     pub keys: Vec<SecretValue>,
+    /// Named keys, each with its scopes and the providers and accounts it reaches
+    /// (`[[api.key]]`).
+    #[serde(default, rename = "key")]
+    pub named_keys: Vec<ApiKeySection>,
     /// Bearer keys that open `GET /metrics` and nothing else: a scraper needs no key that can
     /// move money. (`keys` open `/metrics` too.)
     #[serde(default)]
     pub metrics_keys: Vec<SecretValue>,
+}
+
+/// One `[[api.key]]`: a named bearer key and what it may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySection {
+    /// Recorded with every ledger entry and operator action the key makes (never the key).
+    pub name: Spanned<String>,
+    pub secret: SecretValue,
+    /// `read`, `move_money`, `operate`.
+    pub scopes: Spanned<Vec<Scope>>,
+    /// Only these providers (every account of each), when given.
+    #[serde(default)]
+    pub providers: Vec<String>,
+    /// Only these accounts, written `provider/account`, when given.
+    #[serde(default)]
+    pub accounts: Vec<String>,
+}
+
+impl ApiKeySection {
+    /// What the key grants (its lists were checked when the file was read).
+    pub fn grant(&self) -> Grant {
+        Grant {
+            scopes: self.scopes.get_ref().iter().copied().collect(),
+            providers: self.providers.iter().cloned().collect(),
+            accounts: self
+                .accounts
+                .iter()
+                .filter_map(|pair| pair.split_once('/'))
+                .map(|(provider, account)| (provider.to_string(), account.to_string()))
+                .collect(),
+        }
+    }
+}
+
+/// An API key resolved for checking a request: its name, its secret, what it grants.
+pub struct ApiKey {
+    pub name: String,
+    pub secret: Secret,
+    pub grant: Grant,
+}
+
+impl ApiSettings {
+    /// Every API key whose secret resolves now, plain ones (`keys[<n>]`, every scope) first.
+    pub fn api_keys(&self) -> Vec<ApiKey> {
+        let plain = self.keys.iter().enumerate().filter_map(|(index, key)| {
+            Some(ApiKey {
+                name: format!("keys[{index}]"),
+                secret: key.resolve().ok()?.value,
+                grant: Grant::full(),
+            })
+        });
+        let named = self.named_keys.iter().filter_map(|key| {
+            Some(ApiKey {
+                name: key.name.get_ref().clone(),
+                secret: key.secret.resolve().ok()?.value,
+                grant: key.grant(),
+            })
+        });
+        plain.chain(named).collect()
+    }
+
+    /// Whether any API key is configured (plain or named).
+    pub fn has_keys(&self) -> bool {
+        !self.keys.is_empty() || !self.named_keys.is_empty()
+    }
+
+    /// Checks names, scopes, lists and secrets; `invalid` makes the error for a line.
+    fn check(
+        &self,
+        text: &str,
+        invalid: &dyn Fn(usize, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        // Every secret, with where it is written, to refuse empty and shared ones.
+        let mut secrets: Vec<(String, usize, Secret)> = Vec::new();
+        for (index, key) in self.keys.iter().enumerate() {
+            let resolved = key
+                .resolve()
+                .map_err(|message| invalid(key.line(text), format!("api.keys: {message}")))?;
+            secrets.push((format!("api.keys[{index}]"), key.line(text), resolved.value));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for key in &self.named_keys {
+            let name = key.name.get_ref();
+            let line = line_of(text, key.name.span().start);
+            if !is_identifier(name) {
+                return Err(invalid(
+                    line,
+                    format!(
+                        "api.key name `{name}`: use letters, digits, `-` and `_` (it is recorded in the ledger)"
+                    ),
+                ));
+            }
+            if !names.insert(name.clone()) {
+                return Err(invalid(
+                    line,
+                    format!("api.key name `{name}` is used twice: names must be unique"),
+                ));
+            }
+            if key.scopes.get_ref().is_empty() {
+                return Err(invalid(
+                    line_of(text, key.scopes.span().start),
+                    format!(
+                        "api.key `{name}`: scopes is empty; give at least one of read, move_money, operate"
+                    ),
+                ));
+            }
+            for provider in &key.providers {
+                if !is_identifier(provider) {
+                    return Err(invalid(
+                        line,
+                        format!("api.key `{name}`: `{provider}` is not a provider name"),
+                    ));
+                }
+            }
+            for pair in &key.accounts {
+                let accounts_line = line;
+                let Some((provider, account)) =
+                    pair.split_once('/').filter(|(provider, account)| {
+                        is_identifier(provider) && is_identifier(account)
+                    })
+                else {
+                    return Err(invalid(
+                        accounts_line,
+                        format!(
+                            "api.key `{name}`: accounts entry `{pair}` is not `provider/account`"
+                        ),
+                    ));
+                };
+                if !key.providers.is_empty() && !key.providers.iter().any(|p| p == provider) {
+                    return Err(invalid(
+                        accounts_line,
+                        format!(
+                            "api.key `{name}`: account `{provider}/{account}` is outside its providers ({}), so it would grant nothing",
+                            key.providers.join(", ")
+                        ),
+                    ));
+                }
+            }
+            let resolved = key.secret.resolve().map_err(|message| {
+                invalid(
+                    key.secret.line(text),
+                    format!("api.key `{name}`.secret: {message}"),
+                )
+            })?;
+            secrets.push((
+                format!("api.key `{name}`"),
+                key.secret.line(text),
+                resolved.value,
+            ));
+        }
+        for (index, (place, line, secret)) in secrets.iter().enumerate() {
+            if secret.expose().is_empty() {
+                return Err(invalid(*line, format!("{place}: the secret is empty")));
+            }
+            // Two keys with one secret: which grant would a request get? Refused, never guessed.
+            if let Some((other, _, _)) = secrets[..index]
+                .iter()
+                .find(|(_, _, earlier)| earlier.expose() == secret.expose())
+            {
+                return Err(invalid(
+                    *line,
+                    format!("{place} has the same secret as {other}: every key needs its own"),
+                ));
+            }
+        }
+        for key in &self.metrics_keys {
+            key.resolve().map_err(|message| {
+                invalid(key.line(text), format!("api.metrics_keys: {message}"))
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// What the host does with verified webhook events besides storing them.
@@ -535,15 +715,7 @@ impl Config {
                 invalid(key.line(text), format!("webhooks.forward_key: {message}"))
             })?;
         }
-        for key in &self.api.keys {
-            key.resolve()
-                .map_err(|message| invalid(key.line(text), format!("api.keys: {message}")))?;
-        }
-        for key in &self.api.metrics_keys {
-            key.resolve().map_err(|message| {
-                invalid(key.line(text), format!("api.metrics_keys: {message}"))
-            })?;
-        }
+        self.api.check(text, &invalid)?;
         Ok(())
     }
 
@@ -564,6 +736,11 @@ impl Config {
         for (index, key) in self.api.keys.iter().enumerate() {
             if key.is_inline() {
                 found.push(format!("api.keys[{index}]"));
+            }
+        }
+        for key in &self.api.named_keys {
+            if key.secret.is_inline() {
+                found.push(format!("api.key.{}.secret", key.name.get_ref()));
             }
         }
         if self
@@ -982,5 +1159,112 @@ secrets = { auth_token = "${GATEHOUSE_TEST_TOKEN_A}" }
         assert!(error.to_string().contains("http:// or https://"), "{error}");
         let error = parse("[egress]\nproxy_username = \"u\"\n").expect_err("no proxy");
         assert!(error.to_string().contains("no proxy is"), "{error}");
+    }
+
+    #[test]
+    fn named_keys_carry_scopes_and_limits_and_the_plain_list_grants_everything() {
+        let config = parse(
+            "[api]\nkeys = [\"plain-key-1\"]\n\n\
+             [[api.key]]\nname = \"ops-readonly\"\nsecret = \"readonly-key-1\"\nscopes = [\"read\"]\n\
+             providers = [\"xsolla\"]\naccounts = [\"xsolla/main\"]\n\n\
+             [[api.key]]\nname = \"shop\"\nsecret = \"shop-key-1\"\nscopes = [\"read\", \"move_money\"]\n",
+        )
+        .expect("valid");
+        let keys = config.api.api_keys();
+        let names: Vec<&str> = keys.iter().map(|key| key.name.as_str()).collect();
+        assert_eq!(names, ["keys[0]", "ops-readonly", "shop"]);
+        assert_eq!(keys[0].grant, Grant::full());
+        let readonly = &keys[1].grant;
+        assert!(readonly.allows_scope(Scope::Read) && !readonly.allows_scope(Scope::Operate));
+        assert!(readonly.allows_account("xsolla", "main"));
+        assert!(!readonly.allows_account("xsolla", "eu"));
+        assert!(keys[2].grant.is_unlimited());
+        assert_eq!(
+            config.inline_secrets(),
+            [
+                "api.keys[0]",
+                "api.key.ops-readonly.secret",
+                "api.key.shop.secret"
+            ]
+        );
+        assert!(!format!("{config:?}").contains("readonly-key-1"));
+    }
+
+    #[test]
+    fn named_keys_are_refused_with_what_and_where() {
+        let key = |body: &str| parse(&format!("[api]\n\n[[api.key]]\n{body}\n"));
+        for (body, expected) in [
+            (
+                "name = \"a\"\nsecret = \"s-1\"\nscopes = [\"admin\"]",
+                "unknown variant `admin`",
+            ),
+            (
+                "name = \"a\"\nsecret = \"s-1\"\nscopes = []",
+                "scopes is empty",
+            ),
+            (
+                "name = \"a\"\nsecret = \"\"\nscopes = [\"read\"]",
+                "the secret is empty",
+            ),
+            (
+                "name = \"a b\"\nsecret = \"s-1\"\nscopes = [\"read\"]",
+                "api.key name `a b`",
+            ),
+            (
+                "name = \"a\"\nsecret = \"s-1\"\nscopes = [\"read\"]\naccounts = [\"main\"]",
+                "not `provider/account`",
+            ),
+            (
+                "name = \"a\"\nsecret = \"s-1\"\nscopes = [\"read\"]\nproviders = [\"x\"]\naccounts = [\"y/main\"]",
+                "outside its providers",
+            ),
+            (
+                "name = \"a\"\nsecret = \"${GATEHOUSE_TEST_UNSET_NAMED_KEY}\"\nscopes = [\"read\"]",
+                "api.key `a`.secret: environment variable `GATEHOUSE_TEST_UNSET_NAMED_KEY` is not set",
+            ),
+            ("name = \"a\"\nsecret = \"s-1\"", "missing field `scopes`"),
+            (
+                "name = \"a\"\nsecret = \"s-1\"\nscopes = [\"read\"]\nscope = \"x\"",
+                "unknown field `scope`",
+            ),
+        ] {
+            let error = key(body).expect_err(body).to_string();
+            assert!(error.contains(expected), "{body}: {error}");
+            assert!(
+                error.contains(":4:")
+                    || error.contains(":5:")
+                    || error.contains(":6:")
+                    || error.contains(":7:")
+                    || error.contains(":3:"),
+                "{body}: a line: {error}"
+            );
+        }
+        let error = parse(
+            "[api]\n[[api.key]]\nname = \"a\"\nsecret = \"s-1\"\nscopes = [\"read\"]\n\
+             [[api.key]]\nname = \"a\"\nsecret = \"s-2\"\nscopes = [\"read\"]\n",
+        )
+        .expect_err("duplicate name")
+        .to_string();
+        assert!(
+            error.contains("`a` is used twice") && error.contains(":7:"),
+            "{error}"
+        );
+        let error = parse(
+            "[api]\nkeys = [\"s-1\"]\n[[api.key]]\nname = \"a\"\nsecret = \"s-1\"\nscopes = [\"read\"]\n",
+        )
+        .expect_err("shared secret")
+        .to_string();
+        assert!(
+            error.contains("api.key `a` has the same secret as api.keys[0]")
+                && !error.contains("s-1"),
+            "{error}"
+        );
+        let error = parse("[api]\nkeys = [\"\"]\n")
+            .expect_err("empty plain key")
+            .to_string();
+        assert!(
+            error.contains("api.keys[0]: the secret is empty"),
+            "{error}"
+        );
     }
 }

@@ -147,6 +147,16 @@ error_codes! {
     /// The request cannot be read: not JSON, a bad query or path parameter, a bad header.
     BadRequest = "bad_request",
     Unauthorized = "unauthorized",
+    /// The API key is valid but its scopes do not include the route's (`read`, `move_money`,
+    /// `operate`).
+    ForbiddenScope = "forbidden_scope",
+    /// The API key is valid but does not reach the provider or account the request names (or
+    /// the route spans every account and the key is limited to some).
+    ForbiddenAccount = "forbidden_account",
+    /// A ledger entry cannot be settled by hand in its state: final already, or `sending`.
+    EntryNotSettleable = "entry_not_settleable",
+    /// The ledger entry is final already: there is nothing to reconcile.
+    EntryFinal = "entry_final",
     MethodNotAllowed = "method_not_allowed",
     PayloadTooLarge = "payload_too_large",
     IdempotencyKeyReused = "idempotency_key_reused",

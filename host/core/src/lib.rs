@@ -9,6 +9,7 @@
 //! of it: a money-moving command can only be dispatched here with a ledger
 //! [`Reservation`](gatehouse_ledger::Reservation) (see [`prepared`]).
 
+pub mod access;
 pub mod accounts;
 pub mod config;
 pub mod error;

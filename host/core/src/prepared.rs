@@ -153,6 +153,7 @@ impl RecordedCommand {
             idempotency_key,
             request_hash: self.request_hash.clone(),
             command: self.prepared.command.clone(),
+            actor: None,
         }
     }
 

@@ -162,9 +162,9 @@ pub fn reload_config(gateway: &Gateway, path: &Path) {
 
 /// Why `new` would leave a serving gateway unable to serve where `previous` could, if it would.
 fn closes_the_gateway(previous: &Config, new: &Config) -> Option<String> {
-    if !previous.api.keys.is_empty() && new.api.keys.is_empty() {
+    if previous.api.has_keys() && !new.api.has_keys() {
         return Some(
-            "it has no API key (`[api] keys`), so every API route would answer 401; write the file atomically (a temporary file, then rename)".into(),
+            "it has no API key (`[api] keys` or `[[api.key]]`), so every API route would answer 401; write the file atomically (a temporary file, then rename)".into(),
         );
     }
     if previous.accounts().next().is_some() && new.accounts().next().is_none() {

@@ -55,6 +55,10 @@ pub fn for_error(code: ErrorCode) -> ExitCode {
         | ErrorCode::NotReady
         | ErrorCode::PluginUnavailable
         | ErrorCode::IdempotencyKeyReused
+        | ErrorCode::ForbiddenScope
+        | ErrorCode::ForbiddenAccount
+        | ErrorCode::EntryNotSettleable
+        | ErrorCode::EntryFinal
         | ErrorCode::PluginFault => REFUSED,
         // The provider answered a command that moves no money with an error.
         ErrorCode::Authentication

@@ -39,15 +39,17 @@ pub fn problem(config: &Config) -> Option<String> {
 /// The warning `serve` prints when no API key is configured: the API then answers 401 to every
 /// route but health, the document, webhooks (and `/metrics` with a scrape key).
 pub fn no_api_key_warning(config: &Config) -> Option<String> {
-    if !config.api.keys.is_empty() {
+    if config.api.has_keys() {
         return None;
     }
     Some(
         "gatehouse: warning: no API key is configured, so every API route except /healthz, /readyz, \
          /openapi.json and the webhooks answers 401 (and /metrics too, unless api.metrics_keys has one).\n\
          Add one to plugins.toml, as a reference to a secret rather than the secret itself:\n\
-         [api]\n\
-         keys = [\"${GATEHOUSE_API_KEY}\"]"
+         [[api.key]]\n\
+         name = \"platform\"\n\
+         secret = \"${GATEHOUSE_API_KEY}\"\n\
+         scopes = [\"read\", \"move_money\", \"operate\"]"
             .to_string(),
     )
 }

@@ -53,8 +53,11 @@ pub fn plugins_url(config: &Config) -> String {
 /// Asks the running server for its listing. `Err` says, in words, why the disk must be read.
 pub async fn ask_server(config: &Config) -> Result<(Value, Source), String> {
     let url = plugins_url(config);
-    let Some(key) = config.api.keys.iter().find_map(|key| key.resolve().ok()) else {
-        return Err("no API key in the configuration to ask a server with".into());
+    // A key that sees the whole listing: `read` on every account.
+    let Some(key) = config.api.api_keys().into_iter().find(|key| {
+        key.grant.allows_scope(gatehouse_core::access::Scope::Read) && key.grant.is_unlimited()
+    }) else {
+        return Err("no API key with the read scope on every account in the configuration to ask a server with".into());
     };
     let mut client = reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(500))
@@ -80,7 +83,7 @@ pub async fn ask_server(config: &Config) -> Result<(Value, Source), String> {
         .map_err(|error| format!("cannot make an HTTP client: {error}"))?;
     let answer = client
         .get(&url)
-        .bearer_auth(key.value.expose())
+        .bearer_auth(key.secret.expose())
         .send()
         .await
         .map_err(|error| {

@@ -77,6 +77,10 @@ enum Commands {
     /// Plugin authors' tools.
     #[command(subcommand)]
     Plugin(PluginCommands),
+    /// An operator's actions on the ledger (on the configured ledger file, beside a running
+    /// server or not), recorded with the actor `cli` unless `--actor` names another.
+    #[command(subcommand)]
+    Ledger(LedgerCommands),
     /// Settle unknown, pending and interrupted ledger entries through the providers' status
     /// operations now, and print what happened.
     Reconcile {
@@ -84,6 +88,39 @@ enum Commands {
         /// them in flight. Use 0 when no server runs on this ledger.
         #[arg(long, default_value_t = 600)]
         sending_min_age_secs: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommands {
+    /// Print an entry, its history, and why it needs an operator if it does.
+    Show { id: String },
+    /// Settle an entry that needs an operator (or is unknown or pending) by hand, as succeeded
+    /// or failed; refused for an entry already final or still `sending`.
+    Settle {
+        id: String,
+        /// succeeded or failed.
+        #[arg(long)]
+        state: String,
+        /// What the operator saw (recorded in the entry's history).
+        #[arg(long)]
+        reason: String,
+        /// The provider's reference for the transaction, when known.
+        #[arg(long)]
+        provider_reference: Option<String>,
+        /// Who is acting, recorded in the history.
+        #[arg(long, default_value = "cli")]
+        actor: String,
+    },
+    /// Reconcile one entry now through the provider's status operation.
+    Reconcile {
+        id: String,
+        /// A `sending` entry younger than this is left alone: a running server may have it in
+        /// flight. Use 0 when no server runs on this ledger.
+        #[arg(long, default_value_t = 600)]
+        sending_min_age_secs: u64,
+        #[arg(long, default_value = "cli")]
+        actor: String,
     },
 }
 
@@ -130,6 +167,7 @@ fn main() -> ExitCode {
         Commands::Plugins { .. }
         | Commands::Call { .. }
         | Commands::Reconcile { .. }
+        | Commands::Ledger(_)
         | Commands::Plugin(_) => "warn",
         _ => "info",
     };
@@ -250,6 +288,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(error) => return Ok(print_error(ApiError::from(error))),
             };
             match service
+                .acting_as("cli")
                 .execute(&provider, &account, command, idempotency_key)
                 .await
             {
@@ -281,9 +320,73 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(exit::HOST_FAILURE)
             })
         }
+        Commands::Ledger(command) => {
+            let service = match Service::open(config).await {
+                Ok(service) => service,
+                Err(error) => return Ok(print_error(ApiError::from(error))),
+            };
+            ledger_tool(&service, command).await
+        }
         #[cfg(feature = "sandbox")]
         Commands::Sandbox { .. } => unreachable!("handled before the configuration is read"),
         Commands::Plugin(_) => unreachable!("handled before the configuration is read"),
+    }
+}
+
+/// `gatehouse ledger …`: the operator's actions, through the service like the API's.
+async fn ledger_tool(service: &Service, command: LedgerCommands) -> anyhow::Result<ExitCode> {
+    let answer = match command {
+        LedgerCommands::Show { id } => match service.ledger().entry_with_history(&id).await {
+            Ok(Some((entry, history))) => Ok(json!({
+                "entry": entry,
+                "history": history,
+                "needs_operator": entry.operator_flag.as_ref().map(|reason| json!({
+                    "reason": reason,
+                    "settleable": entry.state.is_settleable(),
+                })),
+            })),
+            Ok(None) => Err(ApiError::new(
+                gatehouse_core::ErrorCode::NotFound,
+                format!("no ledger entry `{id}`"),
+            )),
+            Err(error) => Err(ApiError::from(error)),
+        },
+        LedgerCommands::Settle {
+            id,
+            state,
+            reason,
+            provider_reference,
+            actor,
+        } => {
+            let state = match state.as_str() {
+                "succeeded" => gatehouse_service::ledger::EntryState::Succeeded,
+                "failed" => gatehouse_service::ledger::EntryState::Failed,
+                other => anyhow::bail!("--state `{other}`: succeeded or failed"),
+            };
+            service
+                .acting_as(&actor)
+                .settle(&id, state, provider_reference, &reason)
+                .await
+                .map(|entry| json!({ "entry": entry }))
+                .map_err(ApiError::from)
+        }
+        LedgerCommands::Reconcile {
+            id,
+            sending_min_age_secs,
+            actor,
+        } => service
+            .acting_as(&actor)
+            .reconcile_one(&id, std::time::Duration::from_secs(sending_min_age_secs))
+            .await
+            .map(|(entry, report)| json!({ "entry": entry, "report": report }))
+            .map_err(ApiError::from),
+    };
+    match answer {
+        Ok(answer) => {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => Ok(print_error(error)),
     }
 }
 
@@ -391,6 +494,11 @@ async fn sandbox(folder: &std::path::Path, listen: &str) -> anyhow::Result<ExitC
         "  API: http://{listen}  (Authorization: Bearer {})",
         gatehouse::sandbox::SANDBOX_API_KEY
     );
+    println!(
+        "  read-only key: {} (scope read)",
+        gatehouse::sandbox::SANDBOX_READONLY_KEY
+    );
+    println!("  console: http://{listen}/console");
     println!(
         "  try: curl -s -H 'Authorization: Bearer {}' http://{listen}/v1/plugins",
         gatehouse::sandbox::SANDBOX_API_KEY

@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 
 use gatehouse_sim_common::RunningSimulator;
 
-/// The API key the sandbox accepts (printed at start; never valid outside the sandbox).
+/// The API key the sandbox accepts, with every scope (printed at start; never valid outside the
+/// sandbox). Its name in the ledger is `sandbox`.
 pub const SANDBOX_API_KEY: &str = "sandbox-key";
+/// A key of the sandbox that may only look (scope `read`), named `sandbox-readonly`.
+pub const SANDBOX_READONLY_KEY: &str = "sandbox-readonly-key";
 
 /// What the sandbox started: the simulators (kept alive by this value) and its configuration.
 pub struct Sandbox {
@@ -112,7 +115,8 @@ pub async fn prepare(folder: &Path, listen: &str) -> anyhow::Result<Sandbox> {
         "# Written by `gatehouse sandbox`: every provider points at a simulator on loopback.\n\
          # Inline secrets are the simulators' own test values.\n\n\
          [host]\nplugins_dir = \"plugins\"\nlisten = \"{listen}\"\nledger = \"ledger.sqlite\"\n\n\
-         [api]\nkeys = [\"{SANDBOX_API_KEY}\"]\n\n{accounts}"
+         [[api.key]]\nname = \"sandbox\"\nsecret = \"{SANDBOX_API_KEY}\"\nscopes = [\"read\", \"move_money\", \"operate\"]\n\n\
+         [[api.key]]\nname = \"sandbox-readonly\"\nsecret = \"{SANDBOX_READONLY_KEY}\"\nscopes = [\"read\"]\n\n{accounts}"
     );
     write_private(folder, &config_path, &config)?;
     Ok(Sandbox {

@@ -61,6 +61,18 @@ pub trait Ledger: Send + Sync {
     /// state and only gains [`Entry::operator_flag`].
     fn flag_for_operator(&self, id: &str, reason: &str) -> Result<Entry, LedgerError>;
 
+    /// An operator's decision: moves an entry a person was asked to look at (or one whose fate
+    /// the host cannot tell) to a final state by hand.
+    ///
+    /// Only an entry in a state [`EntryState::is_settleable`] accepts it (`needs_operator`,
+    /// `unknown`, `pending`); any other is [`LedgerError::NotSettleable`]: a final state is the
+    /// provider's word and is not overwritten, and a `sending` entry may be in flight right now
+    /// (reconcile it first). The entry takes `settlement.state`, the provider's reference when
+    /// one is given, loses its operator flag, and gains a history event carrying the reason and
+    /// `settlement.actor`, stamped now. The outcome kept for idempotent retries takes the new
+    /// status, so a retry is answered with the operator's decision.
+    fn settle(&self, id: &str, settlement: &Settlement) -> Result<Entry, LedgerError>;
+
     fn get(&self, id: &str) -> Result<Option<Entry>, LedgerError>;
 
     fn find_by_key(
@@ -226,6 +238,94 @@ pub struct NewEntry {
     /// [`request_hash`] of the command.
     pub request_hash: String,
     pub command: Command,
+    /// Who asked for the command: the API key's name (never the key), `cli`, or the name an
+    /// embedding platform chose (`Service::acting_as`). `None`: not said.
+    pub actor: Option<String>,
+}
+
+/// What an operator decided about an entry ([`Ledger::settle`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settlement {
+    /// `Succeeded` or `Failed`; any other is [`LedgerError::InvalidSettlement`].
+    pub state: EntryState,
+    /// The provider's reference for the transaction, when the operator found it.
+    pub provider_reference: Option<String>,
+    /// Why: what the operator saw (in the provider's back office, on a bank statement...).
+    pub reason: String,
+    /// Who decided: the API key's name, `cli`, or an embedder's name.
+    pub actor: String,
+}
+
+impl Settlement {
+    /// Refuses a settlement that cannot apply to any entry: a state that is not final, an empty
+    /// reason or actor. Every backend calls it before touching the entry.
+    pub fn check(&self, id: &str) -> Result<(), LedgerError> {
+        let problem = if !self.state.is_final() {
+            Some(format!(
+                "the state must be succeeded or failed, not {}",
+                self.state
+            ))
+        } else if self.reason.trim().is_empty() {
+            Some("a reason is required: say what the operator saw".to_string())
+        } else if self.actor.trim().is_empty() {
+            Some("the settlement names no actor".to_string())
+        } else if self
+            .provider_reference
+            .as_ref()
+            .is_some_and(|reference| reference.trim().is_empty())
+        {
+            Some("provider_reference, when given, must not be empty".to_string())
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => Err(LedgerError::InvalidSettlement {
+                id: id.to_string(),
+                problem,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The history line of this settlement of an entry that was `before`.
+    pub fn describe(&self, before: EntryState) -> String {
+        let mut detail = format!(
+            "settled {} by an operator ({}; was {before}): {}",
+            self.state, self.actor, self.reason
+        );
+        if let Some(reference) = &self.provider_reference {
+            detail.push_str(&format!("; provider reference {reference}"));
+        }
+        detail
+    }
+
+    /// What the settlement does to an entry (the backends then store it): the state, the
+    /// provider's reference, no operator flag, and the stored outcome's status (a retry with the
+    /// entry's idempotency key is answered from that outcome).
+    pub fn apply(&self, entry: &mut Entry) {
+        let status = match self.state {
+            EntryState::Succeeded => OutcomeStatus::Succeeded,
+            _ => OutcomeStatus::Failed,
+        };
+        entry.state = self.state;
+        entry.operator_flag = None;
+        if let Some(reference) = &self.provider_reference {
+            entry.provider_reference = Some(reference.clone());
+        }
+        let outcome = entry.outcome.get_or_insert_with(|| Outcome::new(status));
+        outcome.status = status;
+        if status == OutcomeStatus::Succeeded {
+            outcome.error = None;
+        }
+        if self.provider_reference.is_some() {
+            outcome
+                .provider_reference
+                .clone_from(&entry.provider_reference);
+        }
+        if outcome.amount.is_none() {
+            outcome.amount = entry.amount;
+        }
+    }
 }
 
 /// Where an entry stands.
@@ -277,6 +377,12 @@ impl EntryState {
     pub fn is_unresolved(self) -> bool {
         matches!(self, Self::Sending | Self::Pending | Self::Unknown)
     }
+
+    /// Whether an operator may settle the entry by hand ([`Ledger::settle`]): not a final state
+    /// (the provider's word), and not `sending` (perhaps in flight right now).
+    pub fn is_settleable(self) -> bool {
+        matches!(self, Self::NeedsOperator | Self::Unknown | Self::Pending)
+    }
 }
 
 impl From<OutcomeStatus> for EntryState {
@@ -324,6 +430,10 @@ pub struct Entry {
     /// or on a final entry that a later outcome or event contradicted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator_flag: Option<String>,
+    /// Who asked for the command ([`NewEntry::actor`]); absent for entries written before the
+    /// ledger recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
     pub created_at_unix: i64,
     pub updated_at_unix: i64,
 }
@@ -343,6 +453,10 @@ pub struct HistoryEvent {
     /// The entry's state after this step.
     pub state: EntryState,
     pub detail: String,
+    /// Who took this step when a person did (an operator's settlement: the API key's name,
+    /// `cli`...); absent for the host's own steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// What [`Ledger::list`] returns; `None` filters match everything.
@@ -351,6 +465,10 @@ pub struct ListFilter {
     pub provider: Option<String>,
     pub account: Option<String>,
     pub state: Option<EntryState>,
+    /// Only entries created at or after this time (Unix seconds).
+    pub created_after_unix: Option<i64>,
+    /// Only entries created before this time (Unix seconds).
+    pub created_before_unix: Option<i64>,
     pub limit: usize,
     /// A cursor: only entries inserted before the entry with this id (the last of the previous
     /// page). An id the ledger does not hold is [`LedgerError::NotFound`].
@@ -364,6 +482,8 @@ impl Default for ListFilter {
             provider: None,
             account: None,
             state: None,
+            created_after_unix: None,
+            created_before_unix: None,
             limit: 100,
             starting_after: None,
         }
@@ -401,6 +521,16 @@ pub enum LedgerError {
         state: EntryState,
         action: &'static str,
     },
+    /// An operator's settlement of an entry whose state does not accept one
+    /// ([`EntryState::is_settleable`]).
+    #[error(
+        "ledger entry `{id}` is `{state}`: only a needs_operator, unknown or pending entry can be settled by hand{}",
+        if state.is_final() { " (a final state is the provider's word)" } else { " (it may be in flight: reconcile it first)" }
+    )]
+    NotSettleable { id: String, state: EntryState },
+    /// A settlement that cannot be applied (a state that is not final, an empty reason).
+    #[error("settlement of `{id}` refused: {problem}")]
+    InvalidSettlement { id: String, problem: String },
     /// The store failed; the message says what was being done, where, and the store's words.
     #[error("ledger storage failed: {0}")]
     Storage(String),

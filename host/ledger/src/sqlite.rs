@@ -31,7 +31,8 @@ use rusqlite::{Connection, OptionalExtension, Params, Row, TransactionBehavior};
 
 use super::{
     Begin, Entry, EntryState, HistoryEvent, Ledger, LedgerError, ListFilter, NewEntry, Refusal,
-    StoredEvent, Transition, describe_event, describe_outcome, event_concerns, transition,
+    Settlement, StoredEvent, Transition, describe_event, describe_outcome, event_concerns,
+    transition,
 };
 
 /// How long a statement waits for another process's write lock before failing: long enough to
@@ -44,7 +45,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// Tables are `STRICT`, so a column declared `INTEGER` refuses a floating-point value: money is
 /// integer minor units plus a currency code, never `REAL`.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // Version 1: entries, their history, and received webhook events.
     "
     CREATE TABLE entries (
@@ -93,12 +94,18 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (provider, event_id)
     ) STRICT;
     ",
+    // Version 2: who asked for each entry (an API key's name, `cli`, an embedder's name) and who
+    // took each step a person took (an operator's settlement). Never a key itself.
+    "
+    ALTER TABLE entries ADD COLUMN actor TEXT;
+    ALTER TABLE entry_history ADD COLUMN actor TEXT;
+    ",
 ];
 
 /// The columns [`EntryRow::read`] expects, in its order.
 const ENTRY_COLUMNS: &str = "id, provider, account, operation, idempotency_key, request_hash, \
     command_json, state, amount_minor_units, amount_currency, provider_reference, outcome_json, \
-    refusal_code, refusal_message, operator_flag, created_at_unix, updated_at_unix";
+    refusal_code, refusal_message, operator_flag, created_at_unix, updated_at_unix, actor";
 
 /// Most writes one commit may gather: bounds how long the first writer of a batch waits.
 const MAX_BATCH_WRITES: usize = 64;
@@ -472,6 +479,26 @@ impl SqliteLedger {
         detail: &str,
     ) -> Result<(), LedgerError> {
         entry.updated_at_unix = now;
+        self.save_entry(transaction, action, entry, now)?;
+        self.append_history(
+            transaction,
+            action,
+            &entry.id,
+            now,
+            entry.state,
+            detail,
+            None,
+        )
+    }
+
+    /// Writes the mutable part of `entry` back, stamped `now`, without a history event.
+    fn save_entry(
+        &self,
+        transaction: &Connection,
+        action: &str,
+        entry: &Entry,
+        now: i64,
+    ) -> Result<(), LedgerError> {
         let outcome_json = entry
             .outcome
             .as_ref()
@@ -500,9 +527,10 @@ impl SqliteLedger {
             ],
         )
         .map_err(|error| self.storage_error(action, error))?;
-        self.append_history(transaction, action, &entry.id, now, entry.state, detail)
+        Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn append_history(
         &self,
         transaction: &Connection,
@@ -511,11 +539,13 @@ impl SqliteLedger {
         now: i64,
         state: EntryState,
         detail: &str,
+        actor: Option<&str>,
     ) -> Result<(), LedgerError> {
         execute_cached(
             transaction,
-            "INSERT INTO entry_history (entry_id, at_unix, state, detail) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![id, now, state.as_str(), detail],
+            "INSERT INTO entry_history (entry_id, at_unix, state, detail, actor) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![id, now, state.as_str(), detail, actor],
         )
         .map_err(|error| self.storage_error(action, error))?;
         Ok(())
@@ -590,8 +620,8 @@ impl Ledger for SqliteLedger {
                 transaction,
                 "INSERT INTO entries (id, provider, account, operation, idempotency_key, \
                      request_hash, command_json, state, amount_minor_units, amount_currency, \
-                     created_at_unix, updated_at_unix) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'sending', ?8, ?9, ?10, ?10)",
+                     created_at_unix, updated_at_unix, actor) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'sending', ?8, ?9, ?10, ?10, ?11)",
                 rusqlite::params![
                     new.id,
                     new.provider,
@@ -603,6 +633,7 @@ impl Ledger for SqliteLedger {
                     amount.map(|money| money.minor_units),
                     amount.map(|money| money.currency.code()),
                     now,
+                    new.actor,
                 ],
             )
             .map_err(|error| self.storage_error(action, error))?;
@@ -613,6 +644,7 @@ impl Ledger for SqliteLedger {
                 now,
                 EntryState::Sending,
                 "created",
+                None,
             )?;
             self.required_entry(transaction, action, &new.id)
                 .map(Begin::Created)
@@ -704,6 +736,34 @@ impl Ledger for SqliteLedger {
         })
     }
 
+    fn settle(&self, id: &str, settlement: &Settlement) -> Result<Entry, LedgerError> {
+        let action = "settle an entry by hand";
+        settlement.check(id)?;
+        self.write(action, |transaction, now| {
+            let mut entry = self.required_entry(transaction, action, id)?;
+            if !entry.state.is_settleable() {
+                return Err(LedgerError::NotSettleable {
+                    id: id.to_string(),
+                    state: entry.state,
+                });
+            }
+            let detail = settlement.describe(entry.state);
+            settlement.apply(&mut entry);
+            entry.updated_at_unix = now;
+            self.save_entry(transaction, action, &entry, now)?;
+            self.append_history(
+                transaction,
+                action,
+                id,
+                now,
+                entry.state,
+                &detail,
+                Some(&settlement.actor),
+            )?;
+            Ok(entry)
+        })
+    }
+
     fn get(&self, id: &str) -> Result<Option<Entry>, LedgerError> {
         let connection = self.connection();
         self.entry_by_id(&connection, "read an entry", id)
@@ -748,6 +808,8 @@ impl Ledger for SqliteLedger {
                AND (?3 IS NULL OR state = ?3 \
                     OR (?3 = 'needs_operator' AND operator_flag IS NOT NULL)) \
                AND (?5 IS NULL OR seq < ?5) \
+               AND (?6 IS NULL OR created_at_unix >= ?6) \
+               AND (?7 IS NULL OR created_at_unix < ?7) \
              ORDER BY seq DESC LIMIT ?4"
         );
         self.entries(
@@ -760,6 +822,8 @@ impl Ledger for SqliteLedger {
                 filter.state.map(EntryState::as_str),
                 sql_limit(filter.limit),
                 before_seq,
+                filter.created_after_unix,
+                filter.created_before_unix,
             ],
         )
     }
@@ -790,19 +854,21 @@ impl Ledger for SqliteLedger {
         let connection = self.connection();
         let rows = query_rows(
             &connection,
-            "SELECT at_unix, state, detail FROM entry_history WHERE entry_id = ?1 ORDER BY seq",
+            "SELECT at_unix, state, detail, actor FROM entry_history WHERE entry_id = ?1 \
+             ORDER BY seq",
             [id],
             |row| {
                 Ok((
                     row.get::<_, i64>(0)?,
                     row.get::<_, String>(1)?,
                     row.get::<_, String>(2)?,
+                    row.get::<_, Option<String>>(3)?,
                 ))
             },
         )
         .map_err(|error| self.storage_error(action, error))?;
         rows.into_iter()
-            .map(|(at_unix, state, detail)| {
+            .map(|(at_unix, state, detail, actor)| {
                 let state = EntryState::parse(&state).ok_or_else(|| LedgerError::Corrupt {
                     id: id.to_string(),
                     problem: format!("a history event has the unknown state `{state}`"),
@@ -811,6 +877,7 @@ impl Ledger for SqliteLedger {
                     at_unix,
                     state,
                     detail,
+                    actor,
                 })
             })
             .collect()
@@ -1042,6 +1109,7 @@ struct EntryRow {
     operator_flag: Option<String>,
     created_at_unix: i64,
     updated_at_unix: i64,
+    actor: Option<String>,
 }
 
 impl EntryRow {
@@ -1065,6 +1133,7 @@ impl EntryRow {
             operator_flag: row.get(14)?,
             created_at_unix: row.get(15)?,
             updated_at_unix: row.get(16)?,
+            actor: row.get(17)?,
         })
     }
 
@@ -1125,6 +1194,7 @@ impl EntryRow {
             outcome,
             refusal,
             operator_flag: self.operator_flag,
+            actor: self.actor,
             created_at_unix: self.created_at_unix,
             updated_at_unix: self.updated_at_unix,
         })

@@ -48,6 +48,7 @@ fn new_entry(id: &str, key: Option<&str>, command: Command) -> NewEntry {
         idempotency_key: key.map(str::to_string),
         request_hash: request_hash("paygateglobal", "main", &command),
         command,
+        actor: Some("test-key".into()),
     }
 }
 
@@ -873,7 +874,211 @@ fn a_reopened_file_ledger_keeps_everything() {
             row.get(0)
         })
         .expect("schema version");
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
+}
+
+fn settlement(state: EntryState, reason: &str) -> Settlement {
+    Settlement {
+        state,
+        provider_reference: Some("tx-77".into()),
+        reason: reason.into(),
+        actor: "ops-settle".into(),
+    }
+}
+
+#[test]
+fn an_operator_settles_an_entry_that_needs_one_and_history_names_who_and_why() {
+    let (ledger, clock) = ledger();
+    let entry = created(&ledger, "gh_1");
+    assert_eq!(entry.actor.as_deref(), Some("test-key"));
+    ledger
+        .record_outcome(
+            "gh_1",
+            &Outcome::unknown(ProviderError::new(ErrorKind::ProviderUnavailable, "reset")),
+        )
+        .expect("record");
+    ledger
+        .flag_for_operator("gh_1", "no status operation")
+        .expect("flag");
+    tick(&clock);
+    let settled = ledger
+        .settle(
+            "gh_1",
+            &settlement(EntryState::Succeeded, "paid, seen in the back office"),
+        )
+        .expect("settle");
+    assert_eq!(settled.state, EntryState::Succeeded);
+    assert_eq!(settled.operator_flag, None);
+    assert_eq!(settled.provider_reference.as_deref(), Some("tx-77"));
+    assert_eq!(
+        settled.actor.as_deref(),
+        Some("test-key"),
+        "who asked stays"
+    );
+    let outcome = settled.outcome.as_ref().expect("an outcome for retries");
+    assert_eq!(
+        (outcome.status, outcome.error.as_ref()),
+        (OutcomeStatus::Succeeded, None)
+    );
+    assert_eq!(ledger.get("gh_1").expect("get"), Some(settled));
+    let history = ledger.history("gh_1").expect("history");
+    let last = history.last().expect("a settlement event");
+    assert_eq!(
+        (last.state, last.at_unix, last.actor.as_deref()),
+        (EntryState::Succeeded, START + 1, Some("ops-settle"))
+    );
+    assert!(
+        last.detail.contains("paid, seen in the back office")
+            && last.detail.contains("was needs_operator")
+            && last.detail.contains("tx-77"),
+        "{last:?}"
+    );
+    // The host's own steps name nobody.
+    assert!(
+        history[..history.len() - 1]
+            .iter()
+            .all(|event| event.actor.is_none())
+    );
+    // No longer listed for an operator.
+    let flagged = ledger
+        .list(&ListFilter {
+            state: Some(EntryState::NeedsOperator),
+            ..ListFilter::default()
+        })
+        .expect("list");
+    assert_eq!(flagged, []);
+}
+
+#[test]
+fn settling_refuses_final_and_sending_entries_and_bad_settlements_and_changes_nothing() {
+    let (ledger, _) = ledger();
+    created(&ledger, "gh_sending");
+    created(&ledger, "gh_final");
+    ledger
+        .record_outcome(
+            "gh_final",
+            &Outcome::failed(ProviderError::new(ErrorKind::Declined, "no")),
+        )
+        .expect("record");
+    created(&ledger, "gh_unknown");
+    ledger
+        .record_outcome(
+            "gh_unknown",
+            &Outcome::unknown(ProviderError::new(ErrorKind::ProviderUnavailable, "reset")),
+        )
+        .expect("record");
+    for (id, state) in [
+        ("gh_final", EntryState::Failed),
+        ("gh_sending", EntryState::Sending),
+    ] {
+        let before = (
+            ledger.get(id).expect("get"),
+            ledger.history(id).expect("history"),
+        );
+        assert_eq!(
+            ledger.settle(id, &settlement(EntryState::Succeeded, "sure")),
+            Err(LedgerError::NotSettleable {
+                id: id.into(),
+                state
+            })
+        );
+        assert_eq!(
+            (
+                ledger.get(id).expect("get"),
+                ledger.history(id).expect("history")
+            ),
+            before
+        );
+    }
+    for (bad, problem) in [
+        (
+            settlement(EntryState::Pending, "later"),
+            "succeeded or failed",
+        ),
+        (settlement(EntryState::Failed, "  "), "reason"),
+        (
+            Settlement {
+                actor: String::new(),
+                ..settlement(EntryState::Failed, "declined")
+            },
+            "actor",
+        ),
+    ] {
+        match ledger.settle("gh_unknown", &bad) {
+            Err(LedgerError::InvalidSettlement { problem: found, .. }) => {
+                assert!(found.contains(problem), "{found}")
+            }
+            other => panic!("{bad:?} answered {other:?}"),
+        }
+    }
+    assert_eq!(
+        ledger.settle("gh_missing", &settlement(EntryState::Failed, "x")),
+        Err(LedgerError::NotFound {
+            id: "gh_missing".into()
+        })
+    );
+    let failed = ledger
+        .settle(
+            "gh_unknown",
+            &settlement(EntryState::Failed, "never arrived"),
+        )
+        .expect("an unknown entry settles");
+    assert_eq!(failed.state, EntryState::Failed);
+    assert_eq!(
+        failed.outcome.map(|outcome| outcome.status),
+        Some(OutcomeStatus::Failed)
+    );
+}
+
+#[test]
+fn a_version_1_ledger_file_migrates_and_keeps_its_entries_without_an_actor() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let path = folder.path().join("ledger.sqlite");
+    {
+        let connection = rusqlite::Connection::open(&path).expect("create");
+        connection
+            .execute_batch(
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, \
+                 applied_at_unix INTEGER NOT NULL) STRICT;",
+            )
+            .expect("version table");
+        connection
+            .execute_batch(super::sqlite::MIGRATIONS[0])
+            .expect("version 1");
+        connection
+            .execute("INSERT INTO schema_version VALUES (1, 0)", [])
+            .expect("record version 1");
+        let command = charge(500);
+        connection
+            .execute(
+                "INSERT INTO entries (id, provider, account, operation, request_hash, \
+                 command_json, state, created_at_unix, updated_at_unix) \
+                 VALUES ('gh_old', 'paygateglobal', 'main', 'charge', ?1, ?2, 'unknown', 5, 5)",
+                rusqlite::params![
+                    request_hash("paygateglobal", "main", &command),
+                    serde_json::to_string(&command).expect("json")
+                ],
+            )
+            .expect("old entry");
+        connection
+            .execute(
+                "INSERT INTO entry_history (entry_id, at_unix, state, detail) \
+                 VALUES ('gh_old', 5, 'unknown', 'created')",
+                [],
+            )
+            .expect("old history");
+    }
+    let ledger = SqliteLedger::open(&path).expect("migrates");
+    let old = ledger.get("gh_old").expect("get").expect("kept");
+    assert_eq!((old.state, old.actor), (EntryState::Unknown, None));
+    assert_eq!(ledger.history("gh_old").expect("history")[0].actor, None);
+    let settled = ledger
+        .settle(
+            "gh_old",
+            &settlement(EntryState::Failed, "never reached the provider"),
+        )
+        .expect("an old entry settles");
+    assert_eq!(settled.state, EntryState::Failed);
 }
 
 #[test]

@@ -3,26 +3,30 @@
 //! The routes are data ([`ROUTES`]): the router is built from the table, and a test checks the
 //! table against the checked-in OpenAPI document (`host/openapi.json`), so the two cannot drift.
 
+pub mod auth;
 mod extract;
 pub mod observe;
 
 use std::collections::HashMap;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
 use gatehouse_core::ErrorCode;
 use gatehouse_ledger::{EntryState, ListFilter};
-use gatehouse_plugin_api::{Command, Operation, verify::constant_time_eq};
+use gatehouse_plugin_api::{Command, Operation};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+pub use self::auth::{Access, Caller};
 use self::extract::{ApiBody, ApiPath, ApiQuery};
 use crate::Service;
 use crate::error::ApiError;
+use axum::Extension;
+use gatehouse_core::access::Scope;
 
 /// The checked-in OpenAPI document, served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
@@ -32,83 +36,139 @@ pub struct RouteSpec {
     pub method: &'static str,
     pub path: &'static str,
     pub operation_id: &'static str,
-    /// Whether a bearer API key is required (webhooks authenticate by the provider's mechanism).
-    pub authenticated: bool,
+    /// Who may call it: no key, or an API key with a scope (see [`Access`]). Declared here for
+    /// every route, so none can be served without saying.
+    pub access: Access,
+}
+
+impl RouteSpec {
+    /// Whether a bearer key is required (webhooks authenticate by the provider's mechanism).
+    pub fn authenticated(&self) -> bool {
+        self.access != Access::Public
+    }
 }
 
 const fn route(
     method: &'static str,
     path: &'static str,
     operation_id: &'static str,
-    authenticated: bool,
+    access: Access,
 ) -> RouteSpec {
     RouteSpec {
         method,
         path,
         operation_id,
-        authenticated,
+        access,
     }
 }
 
+/// `read` on the path's account (or on every account, for a route without one).
+pub const READ: Access = Access::Key(Scope::Read);
+/// `move_money` on the path's account.
+pub const MOVE_MONEY: Access = Access::Key(Scope::MoveMoney);
+/// `operate` on the path's account (or on every account, for a route without one).
+pub const OPERATE: Access = Access::Key(Scope::Operate);
+/// No key.
+pub const PUBLIC: Access = Access::Public;
+
 /// Every route the API serves.
 pub const ROUTES: &[RouteSpec] = &[
-    route("GET", "/healthz", "healthz", false),
-    route("GET", "/readyz", "readyz", false),
-    route("GET", "/openapi.json", "openapi", false),
-    route("GET", "/metrics", "metrics", true),
-    route("GET", "/v1/plugins", "listPlugins", true),
-    route("POST", "/v1/{provider}/{account}/charges", "charge", true),
-    route("POST", "/v1/{provider}/{account}/refunds", "refund", true),
+    route("GET", "/healthz", "healthz", PUBLIC),
+    route("GET", "/readyz", "readyz", PUBLIC),
+    route("GET", "/openapi.json", "openapi", PUBLIC),
+    route("GET", "/metrics", "metrics", Access::Scrape),
+    route("GET", "/v1/whoami", "whoami", Access::AnyKey),
+    route(
+        "GET",
+        "/v1/plugins",
+        "listPlugins",
+        Access::KeyFiltered(Scope::Read),
+    ),
+    route(
+        "POST",
+        "/v1/{provider}/{account}/charges",
+        "charge",
+        MOVE_MONEY,
+    ),
+    route(
+        "POST",
+        "/v1/{provider}/{account}/refunds",
+        "refund",
+        MOVE_MONEY,
+    ),
     route(
         "POST",
         "/v1/{provider}/{account}/affiliate-payouts",
         "affiliatePayout",
-        true,
+        MOVE_MONEY,
     ),
     route(
         "POST",
         "/v1/{provider}/{account}/affiliate-refunds",
         "affiliateRefund",
-        true,
+        MOVE_MONEY,
     ),
-    route("POST", "/v1/{provider}/{account}/reports", "report", true),
-    route("POST", "/v1/{provider}/{account}/status", "status", true),
-    route("GET", "/v1/{provider}/{account}/balance", "balance", true),
+    route("POST", "/v1/{provider}/{account}/reports", "report", READ),
+    route("POST", "/v1/{provider}/{account}/status", "status", READ),
+    route("GET", "/v1/{provider}/{account}/balance", "balance", READ),
     route(
         "POST",
         "/v1/{provider}/{account}/payment-pages",
         "paymentPage",
-        true,
+        MOVE_MONEY,
     ),
     route(
         "GET",
         "/v1/{provider}/{account}/saved-accounts/{user_id}",
         "savedAccounts",
-        true,
+        READ,
     ),
     route(
         "DELETE",
         "/v1/{provider}/{account}/saved-accounts/{user_id}/{account_type}/{account_id}",
         "deleteSavedAccount",
-        true,
+        MOVE_MONEY,
     ),
     route(
         "POST",
         "/v1/{provider}/{account}/sandbox/chargebacks",
         "sandboxChargeback",
-        true,
+        MOVE_MONEY,
     ),
     route(
         "POST",
         "/v1/{provider}/{account}/resume",
         "resumeAccount",
-        true,
+        OPERATE,
     ),
-    route("GET", "/v1/ledger", "listLedger", true),
-    route("GET", "/v1/ledger/{id}", "getLedgerEntry", true),
-    route("POST", "/v1/reconcile", "reconcile", true),
-    route("GET", "/v1/events", "listEvents", true),
-    route("POST", "/webhooks/{provider}/{account}", "webhook", false),
+    route(
+        "GET",
+        "/v1/ledger",
+        "listLedger",
+        Access::KeyFiltered(Scope::Read),
+    ),
+    route(
+        "GET",
+        "/v1/ledger/{id}",
+        "getLedgerEntry",
+        Access::KeyFiltered(Scope::Read),
+    ),
+    route(
+        "POST",
+        "/v1/ledger/{id}/settle",
+        "settleLedgerEntry",
+        Access::KeyFiltered(Scope::Operate),
+    ),
+    route(
+        "POST",
+        "/v1/ledger/{id}/reconcile",
+        "reconcileLedgerEntry",
+        Access::KeyFiltered(Scope::Operate),
+    ),
+    route("POST", "/v1/reconcile", "reconcile", OPERATE),
+    route("GET", "/v1/events", "listEvents", READ),
+    route("GET", "/v1/events/forwarder", "forwarder", READ),
+    route("POST", "/webhooks/{provider}/{account}", "webhook", PUBLIC),
 ];
 
 /// Largest command body accepted.
@@ -121,18 +181,12 @@ pub fn router(service: Service) -> Router {
     let mut router = Router::new();
     for spec in ROUTES {
         let handler = handler_for(spec.operation_id);
-        let handler = if spec.operation_id == "metrics" {
-            handler.layer(middleware::from_fn_with_state(
-                service.clone(),
-                require_scrape_key,
-            ))
-        } else if spec.authenticated {
-            handler.layer(middleware::from_fn_with_state(
-                service.clone(),
-                require_api_key,
-            ))
-        } else {
-            handler
+        let handler = match spec.access {
+            Access::Public => handler,
+            access => handler.layer(middleware::from_fn_with_state(
+                (service.clone(), access),
+                auth::authorize,
+            )),
         };
         router = router.route(spec.path, handler);
     }
@@ -159,94 +213,35 @@ fn handler_for(operation_id: &str) -> MethodRouter<Service> {
         "openapi" => get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON) }),
         "metrics" => get(metrics),
         "listPlugins" => get(list_plugins),
-        "charge" => post(|s, p, h, b| command_route(s, p, h, b, Operation::Charge)),
-        "refund" => post(|s, p, h, b| command_route(s, p, h, b, Operation::Refund)),
+        "whoami" => get(whoami),
+        "charge" => post(|s, c, p, h, b| command_route(s, c, p, h, b, Operation::Charge)),
+        "refund" => post(|s, c, p, h, b| command_route(s, c, p, h, b, Operation::Refund)),
         "affiliatePayout" => {
-            post(|s, p, h, b| command_route(s, p, h, b, Operation::AffiliatePayout))
+            post(|s, c, p, h, b| command_route(s, c, p, h, b, Operation::AffiliatePayout))
         }
         "affiliateRefund" => {
-            post(|s, p, h, b| command_route(s, p, h, b, Operation::AffiliateRefund))
+            post(|s, c, p, h, b| command_route(s, c, p, h, b, Operation::AffiliateRefund))
         }
-        "report" => post(|s, p, h, b| command_route(s, p, h, b, Operation::Report)),
-        "status" => post(|s, p, h, b| command_route(s, p, h, b, Operation::Status)),
+        "report" => post(|s, c, p, h, b| command_route(s, c, p, h, b, Operation::Report)),
+        "status" => post(|s, c, p, h, b| command_route(s, c, p, h, b, Operation::Status)),
         "balance" => get(balance),
-        "paymentPage" => post(|s, p, h, b| command_route(s, p, h, b, Operation::PaymentPage)),
+        "paymentPage" => post(|s, c, p, h, b| command_route(s, c, p, h, b, Operation::PaymentPage)),
         "savedAccounts" => get(saved_accounts),
         "deleteSavedAccount" => delete(delete_saved_account),
         "sandboxChargeback" => {
-            post(|s, p, h, b| command_route(s, p, h, b, Operation::SandboxChargeback))
+            post(|s, c, p, h, b| command_route(s, c, p, h, b, Operation::SandboxChargeback))
         }
         "resumeAccount" => post(resume_account),
         "listLedger" => get(list_ledger),
         "getLedgerEntry" => get(get_ledger_entry),
+        "settleLedgerEntry" => post(settle_ledger_entry),
+        "reconcileLedgerEntry" => post(reconcile_ledger_entry),
         "reconcile" => post(reconcile),
         "listEvents" => get(list_events),
+        "forwarder" => get(forwarder),
         "webhook" => post(webhook),
         other => unreachable!("route table names an unknown handler `{other}`"),
     }
-}
-
-async fn require_api_key(State(service): State<Service>, request: Request, next: Next) -> Response {
-    let config = service.gateway().config();
-    match check_bearer(&request, &config.api.keys, &[]) {
-        Ok(()) => next.run(request).await,
-        Err(error) => error.into_response(),
-    }
-}
-
-/// `/metrics` opens with an API key or with a scrape key (`api.metrics_keys`), which opens
-/// nothing else: monitoring needs no key that can move money.
-async fn require_scrape_key(
-    State(service): State<Service>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let config = service.gateway().config();
-    match check_bearer(&request, &config.api.keys, &config.api.metrics_keys) {
-        Ok(()) => next.run(request).await,
-        Err(error) => error.into_response(),
-    }
-}
-
-fn check_bearer(
-    request: &Request,
-    keys: &[gatehouse_core::config::SecretValue],
-    more_keys: &[gatehouse_core::config::SecretValue],
-) -> Result<(), ApiError> {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let keys: Vec<String> = keys
-        .iter()
-        .chain(more_keys)
-        .filter_map(|key| key.resolve().ok())
-        .map(|key| key.value.expose().to_string())
-        .collect();
-    if keys.is_empty() {
-        return Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "no API key is configured (api.keys in plugins.toml): every route but webhooks and health is closed",
-        ));
-    }
-    let Some(presented) = presented else {
-        return Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "missing `Authorization: Bearer <key>`",
-        ));
-    };
-    // Compare against every key without stopping at the first match, in constant time each.
-    let matched = keys.iter().fold(false, |matched, key| {
-        constant_time_eq(key.as_bytes(), presented.as_bytes()) | matched
-    });
-    if !matched {
-        return Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "the API key is not valid",
-        ));
-    }
-    Ok(())
 }
 
 /// 200 when the host can serve; 503 in the JSON envelope with every reason when it cannot (no
@@ -297,8 +292,53 @@ async fn metrics(State(service): State<Service>) -> Response {
         .into_response()
 }
 
-async fn list_plugins(State(service): State<Service>) -> Response {
-    axum::Json(plugins_listing(service.gateway())).into_response()
+/// `GET /v1/whoami`: the key's name and what it may do (the console shows only that).
+async fn whoami(Extension(caller): Extension<Caller>) -> Response {
+    axum::Json(json!({
+        "name": caller.name,
+        "scopes": caller.grant.scopes,
+        "providers": caller.grant.providers,
+        "accounts": caller
+            .grant
+            .accounts
+            .iter()
+            .map(|(provider, account)| format!("{provider}/{account}"))
+            .collect::<Vec<_>>(),
+        "unlimited": caller.grant.is_unlimited(),
+    }))
+    .into_response()
+}
+
+/// The listing, kept to what the key reaches: a limited key sees its providers' plugins and its
+/// accounts' pauses, and no load error (a refused file names no provider it could be checked
+/// against).
+async fn list_plugins(
+    State(service): State<Service>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    let mut listing = plugins_listing(service.gateway());
+    if !caller.grant.is_unlimited() {
+        let grant = &caller.grant;
+        let keep = |listing: &mut Value, field: &str, reaches: &dyn Fn(&Value) -> bool| {
+            if let Some(items) = listing[field].as_array_mut() {
+                items.retain(|item| reaches(item));
+            }
+        };
+        keep(&mut listing, "plugins", &|plugin| {
+            plugin["provider"]
+                .as_str()
+                .is_some_and(|provider| grant.allows_provider(provider))
+        });
+        keep(&mut listing, "paused_accounts", &|pause| match (
+            pause["provider"].as_str(),
+            pause["account"].as_str(),
+        ) {
+            (Some(provider), Some(account)) => grant.allows_account(provider, account),
+            _ => false,
+        });
+        listing["load_errors"] = json!([]);
+    }
+    axum::Json(listing).into_response()
 }
 
 /// What `GET /v1/plugins` answers: the plugins served, the files refused, the paused accounts,
@@ -327,6 +367,7 @@ pub fn plugins_listing(gateway: &gatehouse_core::Gateway) -> Value {
 
 async fn command_route(
     State(service): State<Service>,
+    Extension(caller): Extension<Caller>,
     ApiPath((provider, account)): ApiPath<(String, String)>,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
@@ -335,7 +376,16 @@ async fn command_route(
     match command_from_body(&body, operation)
         .and_then(|command| idempotency_key(&headers).map(|key| (command, key)))
     {
-        Ok((command, key)) => run(&service, &provider, &account, command, key).await,
+        Ok((command, key)) => {
+            run(
+                &service.acting_as(&caller.name),
+                &provider,
+                &account,
+                command,
+                key,
+            )
+            .await
+        }
         Err(error) => error.into_response(),
     }
 }
@@ -475,9 +525,11 @@ async fn delete_saved_account(
 
 async fn resume_account(
     State(service): State<Service>,
+    Extension(caller): Extension<Caller>,
     ApiPath((provider, account)): ApiPath<(String, String)>,
 ) -> Response {
     let was_paused = service.gateway().resume_account(&provider, &account);
+    tracing::info!(%provider, %account, was_paused, actor = %caller.name, "account resumed by an operator");
     axum::Json(json!({"provider": provider, "account": account, "was_paused": was_paused}))
         .into_response()
 }
@@ -490,6 +542,10 @@ struct LedgerQuery {
     limit: Option<usize>,
     /// The id of the last entry of the previous page.
     starting_after: Option<String>,
+    /// Only entries created at or after this time (Unix seconds or RFC 3339).
+    created_after: Option<String>,
+    /// Only entries created before this time (Unix seconds or RFC 3339).
+    created_before: Option<String>,
 }
 
 /// Entries per page unless `limit` says otherwise, and the most one page holds.
@@ -501,6 +557,7 @@ const MAX_PAGE: usize = 1000;
 /// so entries inserted while a client pages appear before its first page, never twice.
 async fn list_ledger(
     State(service): State<Service>,
+    Extension(caller): Extension<Caller>,
     ApiQuery(query): ApiQuery<LedgerQuery>,
 ) -> Response {
     let state = match query.state.as_deref().map(parse_state).transpose() {
@@ -522,10 +579,40 @@ async fn list_ledger(
                 .into_response();
         }
     }
+    let times = query
+        .created_after
+        .as_deref()
+        .map(|text| parse_time("created_after", text))
+        .transpose()
+        .and_then(|after| {
+            let before = query
+                .created_before
+                .as_deref()
+                .map(|text| parse_time("created_before", text))
+                .transpose()?;
+            Ok((after, before))
+        });
+    let (created_after_unix, created_before_unix) = match times {
+        Ok(times) => times,
+        Err(message) => return ApiError::new(ErrorCode::BadRequest, message).into_response(),
+    };
+    // A limited key lists only what it reaches, decided before the ledger is read.
+    let (provider, account) = match caller.grant.narrow(query.provider, query.account) {
+        Ok(narrowed) => narrowed,
+        Err(message) => {
+            return ApiError::new(
+                ErrorCode::ForbiddenAccount,
+                format!("the API key `{}`: {message}", caller.name),
+            )
+            .into_response();
+        }
+    };
     let filter = ListFilter {
-        provider: query.provider,
-        account: query.account,
+        provider,
+        account,
         state,
+        created_after_unix,
+        created_before_unix,
         // One more than asked tells whether another page follows.
         limit: limit + 1,
         starting_after: query.starting_after.clone(),
@@ -594,20 +681,47 @@ fn add_times(value: &mut Value) {
     }
 }
 
+/// A time in a query: Unix seconds, or RFC 3339 (`2026-01-01T00:00:00Z`).
+fn parse_time(name: &str, text: &str) -> Result<i64, String> {
+    if let Ok(seconds) = text.parse::<i64>() {
+        return Ok(seconds);
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|time| time.unix_timestamp())
+        .map_err(|_| format!("{name} `{text}` is neither Unix seconds nor an RFC 3339 time"))
+}
+
 fn parse_state(text: &str) -> Result<EntryState, String> {
     serde_json::from_value(Value::String(text.to_string())).map_err(|_| {
         format!("state `{text}` is not one of sending, succeeded, pending, failed, unknown, needs_operator")
     })
 }
 
+/// The answer about one entry: the entry, its history, and why it needs an operator if it does.
+fn entry_answer(
+    entry: &gatehouse_ledger::Entry,
+    history: &[gatehouse_ledger::HistoryEvent],
+) -> Value {
+    with_times(&json!({
+        "entry": entry,
+        "history": history,
+        "needs_operator": entry.operator_flag.as_ref().map(|reason| json!({
+            "reason": reason,
+            "settleable": entry.state.is_settleable(),
+        })),
+    }))
+}
+
 async fn get_ledger_entry(
     State(service): State<Service>,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> Response {
     match service.ledger().entry_with_history(&id).await {
-        Ok(Some((entry, history))) => {
-            axum::Json(with_times(&json!({ "entry": entry, "history": history }))).into_response()
-        }
+        Ok(Some((entry, history))) => match caller.check_account(&entry.provider, &entry.account) {
+            Ok(()) => axum::Json(entry_answer(&entry, &history)).into_response(),
+            Err(error) => error.into_response(),
+        },
         Ok(None) => {
             ApiError::new(ErrorCode::NotFound, format!("no ledger entry `{id}`")).into_response()
         }
@@ -615,9 +729,133 @@ async fn get_ledger_entry(
     }
 }
 
-async fn reconcile(State(service): State<Service>) -> Response {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettleBody {
+    /// `succeeded` or `failed`.
+    state: String,
+    provider_reference: Option<String>,
+    reason: String,
+}
+
+/// Reads the entry and checks the key reaches its account: the step before any operator
+/// action on it.
+async fn reachable_entry(
+    service: &Service,
+    caller: &Caller,
+    id: &str,
+) -> Result<gatehouse_ledger::Entry, ApiError> {
+    let entry = service
+        .ledger()
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no ledger entry `{id}`")))?;
+    caller.check_account(&entry.provider, &entry.account)?;
+    Ok(entry)
+}
+
+/// `POST /v1/ledger/{id}/settle`: an operator's decision, in the entry's history with the key's
+/// name. 409 `entry_not_settleable` for an entry final already or still `sending`.
+async fn settle_ledger_entry(
+    State(service): State<Service>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+    ApiBody(body): ApiBody,
+) -> Response {
+    let settle = async {
+        reachable_entry(&service, &caller, &id).await?;
+        let body: SettleBody = serde_json::from_slice(&body).map_err(|error| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the body must be {{\"state\": \"succeeded\"|\"failed\", \"reason\": text, \"provider_reference\"?: text}}: {error}"
+                ),
+            )
+        })?;
+        let state = match body.state.as_str() {
+            "succeeded" => EntryState::Succeeded,
+            "failed" => EntryState::Failed,
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("state `{other}`: an operator settles an entry as succeeded or failed"),
+                ));
+            }
+        };
+        let entry = service
+            .acting_as(&caller.name)
+            .settle(&id, state, body.provider_reference, &body.reason)
+            .await?;
+        let history = service.ledger().call({
+            let id = id.clone();
+            move |ledger| ledger.history(&id)
+        });
+        Ok::<_, ApiError>(entry_answer(&entry, &history.await?))
+    };
+    match settle.await {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `POST /v1/ledger/{id}/reconcile`: reconciliation of this one entry, now.
+async fn reconcile_ledger_entry(
+    State(service): State<Service>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+) -> Response {
+    let reconcile = async {
+        reachable_entry(&service, &caller, &id).await?;
+        let (entry, report) = service
+            .acting_as(&caller.name)
+            .reconcile_one(&id, std::time::Duration::ZERO)
+            .await?;
+        let history = service.ledger().call({
+            let id = id.clone();
+            move |ledger| ledger.history(&id)
+        });
+        let mut answer = entry_answer(&entry, &history.await?);
+        answer["report"] = json!(report);
+        Ok::<_, ApiError>(answer)
+    };
+    match reconcile.await {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn reconcile(
+    State(service): State<Service>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    tracing::info!(actor = %caller.name, "reconciliation pass asked");
     axum::Json(service.reconcile(1000).await).into_response()
 }
+
+/// `GET /v1/events/forwarder`: where the event forwarder stands (the last sequence it
+/// delivered, read from its cursor file) and how many stored events wait behind it.
+async fn forwarder(State(service): State<Service>) -> Response {
+    let config = service.gateway().config();
+    let position = crate::forward::read_cursor(&crate::forward::cursor_file(&config));
+    let waiting = match service
+        .ledger()
+        .events(position, FORWARDER_WAITING_CAP + 1)
+        .await
+    {
+        Ok(events) => events.len(),
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    axum::Json(json!({
+        "configured": config.webhooks.forward_url.is_some(),
+        "position": position,
+        "waiting": waiting.min(FORWARDER_WAITING_CAP),
+        "waiting_capped": waiting > FORWARDER_WAITING_CAP,
+    }))
+    .into_response()
+}
+
+/// Counted up to this many: a long backlog reads "1000 or more".
+const FORWARDER_WAITING_CAP: usize = 1000;
 
 #[derive(Deserialize)]
 struct EventsQuery {

@@ -23,6 +23,15 @@ pub enum ServiceError {
     InvalidKey(String),
     #[error("the command with this idempotency key is still running; retry later")]
     InProgress,
+    /// An operator asked to reconcile an entry that is final already.
+    #[error("ledger entry `{id}` is `{state}` already: there is nothing to reconcile")]
+    EntryFinal {
+        id: String,
+        state: gatehouse_ledger::EntryState,
+    },
+    /// An operator asked to reconcile an entry still being sent by this process.
+    #[error("ledger entry `{id}` is being sent right now; reconcile it once its dispatch ends")]
+    EntryInFlight { id: String },
     /// The first request with this idempotency key was refused before anything was sent; a retry
     /// gets the same answer.
     #[error("{message}")]
@@ -42,7 +51,8 @@ impl ServiceError {
             Self::Dispatch(error) => error.code(),
             Self::Ledger(error) => ledger_code(error),
             Self::InvalidKey(_) => ErrorCode::BadRequest,
-            Self::InProgress => ErrorCode::InProgress,
+            Self::InProgress | Self::EntryInFlight { .. } => ErrorCode::InProgress,
+            Self::EntryFinal { .. } => ErrorCode::EntryFinal,
             Self::RecordedRefusal { code, .. } | Self::Shared { code, .. } => *code,
             Self::Internal(_) => ErrorCode::InternalError,
         }
@@ -53,6 +63,8 @@ fn ledger_code(error: &LedgerError) -> ErrorCode {
     match error {
         LedgerError::KeyReused { .. } => ErrorCode::IdempotencyKeyReused,
         LedgerError::NotFound { .. } => ErrorCode::NotFound,
+        LedgerError::NotSettleable { .. } => ErrorCode::EntryNotSettleable,
+        LedgerError::InvalidSettlement { .. } => ErrorCode::InvalidRequest,
         LedgerError::DuplicateId { .. }
         | LedgerError::InvalidEntry { .. }
         | LedgerError::NotSending { .. }
@@ -84,7 +96,11 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
             StatusCode::BAD_GATEWAY
         }
         ErrorCode::Declined => StatusCode::PAYMENT_REQUIRED,
-        ErrorCode::Duplicate | ErrorCode::InProgress => StatusCode::CONFLICT,
+        ErrorCode::Duplicate
+        | ErrorCode::InProgress
+        | ErrorCode::EntryNotSettleable
+        | ErrorCode::EntryFinal => StatusCode::CONFLICT,
+        ErrorCode::ForbiddenScope | ErrorCode::ForbiddenAccount => StatusCode::FORBIDDEN,
         ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

@@ -13,14 +13,26 @@ use crate::Service;
 const BATCH: usize = 100;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// Where the forwarder keeps its position: `<ledger file>.forwarded`.
+pub fn cursor_file(config: &gatehouse_core::Config) -> PathBuf {
+    let mut file = config.host.ledger.clone().into_os_string();
+    file.push(".forwarded");
+    file.into()
+}
+
+/// The sequence of the last event delivered (0: none yet, or no cursor file).
+pub fn read_cursor(cursor_file: &std::path::Path) -> i64 {
+    std::fs::read_to_string(cursor_file)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Runs until the task is aborted.
 pub fn spawn_forwarder(service: Service, cursor_file: PathBuf) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let client = gatehouse_core::transport::build_client();
-        let mut cursor: i64 = std::fs::read_to_string(&cursor_file)
-            .ok()
-            .and_then(|text| text.trim().parse().ok())
-            .unwrap_or(0);
+        let mut cursor: i64 = read_cursor(&cursor_file);
         loop {
             let config = service.gateway().config();
             let Some(url) = config.webhooks.forward_url.clone() else {

@@ -26,6 +26,7 @@
 //! ```
 
 pub mod api;
+pub mod console;
 pub mod error;
 pub mod forward;
 mod in_flight;
@@ -37,4 +38,6 @@ pub mod tls;
 pub use error::{ApiError, ServiceError};
 pub use gatehouse_core::{Config, Gateway, plugin_api, watcher};
 pub use gatehouse_ledger as ledger;
-pub use service::{CommandAnswer, Readiness, ReconcileReport, Service, WebhookHandling};
+pub use service::{
+    CommandAnswer, DEFAULT_ACTOR, Readiness, ReconcileReport, Service, WebhookHandling,
+};

@@ -65,15 +65,15 @@ pub async fn serve(
         None => None,
     };
     let reconciler = service.spawn_reconciler(Duration::from_secs(60));
-    let mut cursor_file = config.host.ledger.clone().into_os_string();
-    cursor_file.push(".forwarded");
-    let forwarder = crate::forward::spawn_forwarder(service.clone(), cursor_file.into());
+    let forwarder =
+        crate::forward::spawn_forwarder(service.clone(), crate::forward::cursor_file(&config));
     let limits = RequestLimits {
         slots: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
         timeout: Duration::from_millis(settings.request_timeout_ms),
     };
-    let router =
-        api::router(service).layer(axum::middleware::from_fn_with_state(limits, limit_requests));
+    let router = api::router(service)
+        .merge(crate::console::router())
+        .layer(axum::middleware::from_fn_with_state(limits, limit_requests));
     let max_connections = connection_limit(&settings);
     tracing::info!(
         max_connections,

@@ -97,7 +97,13 @@ pub struct Service {
     confirmations: Arc<std::sync::Mutex<HashMap<CallbackKey, Arc<SharedConfirmation>>>>,
     /// The last ledger write probe and when it ran (see [`Service::readiness`]).
     ledger_probe: Arc<tokio::sync::Mutex<Option<LedgerProbe>>>,
+    /// Who is asking through this handle: recorded with every ledger entry it creates and every
+    /// operator action it takes ([`Service::acting_as`]).
+    actor: Arc<str>,
 }
+
+/// The actor a [`Service`] records until [`Service::acting_as`] names another.
+pub const DEFAULT_ACTOR: &str = "embedded";
 
 /// What the host needs to serve, as [`Service::readiness`] found it.
 #[derive(Debug, Clone, Serialize)]
@@ -140,7 +146,23 @@ impl Service {
             in_flight: Arc::new(InFlight::default()),
             ledger_probe: Arc::new(tokio::sync::Mutex::new(None)),
             confirmations: Arc::default(),
+            actor: Arc::from(DEFAULT_ACTOR),
         }
+    }
+
+    /// The same service (one gateway, one ledger, one in-flight registry) recording `actor` as
+    /// who asks: the HTTP API passes the API key's name, the CLI `cli`, a platform whatever
+    /// names its caller. Never a secret: it is stored in the ledger as written.
+    pub fn acting_as(&self, actor: &str) -> Self {
+        Self {
+            actor: Arc::from(actor),
+            ..self.clone()
+        }
+    }
+
+    /// Who this handle records as asking.
+    pub fn actor(&self) -> &str {
+        &self.actor
     }
 
     /// Whether the host can serve: at least one plugin loaded, and the ledger takes a write (a
@@ -278,7 +300,8 @@ impl Service {
                 }
             }
         };
-        let new_entry = command.new_entry(id, idempotency_key);
+        let mut new_entry = command.new_entry(id, idempotency_key);
+        new_entry.actor = Some(self.actor.to_string());
         let reservation = match self
             .ledger
             .call(move |ledger| reserve(ledger, new_entry))
@@ -581,6 +604,79 @@ impl Service {
             Ok(_) => report.still_open += 1,
             Err(error) => report.errors.push(format!("{}: {error}", entry.id)),
         }
+    }
+
+    /// An operator's decision on one entry ([`Ledger::settle`]): recorded in its history with
+    /// this handle's actor and the time. Refused for an entry that is final or `sending`.
+    pub async fn settle(
+        &self,
+        id: &str,
+        state: EntryState,
+        provider_reference: Option<String>,
+        reason: &str,
+    ) -> Result<Entry, ServiceError> {
+        let settlement = gatehouse_ledger::Settlement {
+            state,
+            provider_reference,
+            reason: reason.to_string(),
+            actor: self.actor.to_string(),
+        };
+        let id_owned = id.to_string();
+        let entry = self
+            .ledger
+            .call(move |ledger| ledger.settle(&id_owned, &settlement))
+            .await?;
+        tracing::info!(
+            entry = id,
+            state = entry.state.as_str(),
+            actor = %self.actor,
+            "ledger entry settled by an operator"
+        );
+        Ok(entry)
+    }
+
+    /// Reconciles one entry now, as a pass would (the provider's status operation, or a flag for
+    /// an operator when the provider cannot tell), and returns it with what happened. An entry
+    /// `needs_operator` is asked about again (the provider may know by now); a final one is
+    /// [`ServiceError::EntryFinal`]; one this process is sending, or a `sending` one younger than
+    /// `sending_min_age` (another process may be sending it), is [`ServiceError::EntryInFlight`].
+    pub async fn reconcile_one(
+        &self,
+        id: &str,
+        sending_min_age: Duration,
+    ) -> Result<(Entry, ReconcileReport), ServiceError> {
+        let entry = self
+            .ledger
+            .get(id)
+            .await?
+            .ok_or_else(|| LedgerError::NotFound { id: id.to_string() })?;
+        if entry.state.is_final() {
+            return Err(ServiceError::EntryFinal {
+                id: entry.id,
+                state: entry.state,
+            });
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs() as i64);
+        if self.in_flight.contains(&entry.id)
+            || (entry.state == EntryState::Sending
+                && now.saturating_sub(entry.created_at_unix) < sending_min_age.as_secs() as i64)
+        {
+            return Err(ServiceError::EntryInFlight { id: entry.id });
+        }
+        tracing::info!(entry = id, actor = %self.actor, "reconciliation of one entry asked");
+        let mut report = ReconcileReport {
+            examined: 1,
+            ..ReconcileReport::default()
+        };
+        self.reconcile_entry(entry, &mut report).await;
+        let entry = self
+            .ledger
+            .get(id)
+            .await?
+            .ok_or_else(|| LedgerError::NotFound { id: id.to_string() })?;
+        Ok((entry, report))
     }
 
     /// Verifies, stores and applies an inbound webhook; returns the answer for the provider.

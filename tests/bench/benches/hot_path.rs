@@ -229,6 +229,7 @@ fn bench_begin_and_record_outcome(
                 idempotency_key: Some(new_reference()),
                 request_hash: hash.clone(),
                 command: command.clone(),
+                actor: None,
             },
             |entry| {
                 let id = entry.id.clone();

@@ -647,6 +647,7 @@ fn insert_entries(
                                 idempotency_key: None,
                                 request_hash: request_hash("paging", "main", &command),
                                 command,
+                                actor: None,
                             })
                             .expect("insert");
                         ids.push(id);

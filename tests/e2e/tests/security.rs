@@ -258,7 +258,7 @@ async fn every_non_webhook_route_needs_an_api_key() {
                 request = request.header("authorization", value);
             }
             let status = request.send().await.expect("send").status().as_u16();
-            if route.authenticated {
+            if route.authenticated() {
                 assert_eq!(status, 401, "{} {path} with {label}", route.method);
             } else {
                 assert_ne!(
