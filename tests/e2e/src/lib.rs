@@ -15,6 +15,8 @@ use gatehouse_service::{CommandAnswer, Service, ServiceError};
 use serde_json::Value;
 use tempfile::TempDir;
 
+pub mod webdriver;
+
 /// Every cdylib the tests load: provider plugins and test fixtures.
 const LIBRARY_PACKAGES: &[&str] = &[
     "gatehouse-plugin-paygateglobal",

@@ -9,6 +9,7 @@ mod api;
 mod ccbill;
 mod cli;
 mod conformance;
+mod console;
 mod crash;
 mod edge;
 mod faults;

@@ -234,6 +234,8 @@
       field("Account", entry.provider + "/" + entry.account),
       field("Operation", entry.operation),
       field("Amount", money(entry.amount)),
+      field("Description", el("span", { id: "entry-description" },
+                              (entry.command && entry.command.description) || "")),
       field("Provider reference", el("span", { className: "mono", id: "entry-provider-reference" },
                                      entry.provider_reference || "")),
       field("Idempotency key", el("span", { className: "mono" }, entry.idempotency_key || "")),
