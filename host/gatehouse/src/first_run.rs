@@ -96,11 +96,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("folder");
         let warning = no_api_key_warning(&config_in(dir.path(), "")).expect("warning");
         assert!(
-            warning.contains("401") && warning.contains("[api]"),
+            warning.contains("401") && warning.contains("[[api.key]]"),
             "{warning}"
         );
         assert_eq!(
             no_api_key_warning(&config_in(dir.path(), "[api]\nkeys = [\"k\"]\n")),
+            None
+        );
+        assert_eq!(
+            no_api_key_warning(&config_in(
+                dir.path(),
+                "[[api.key]]\nname = \"a\"\nsecret = \"k\"\nscopes = [\"read\"]\n"
+            )),
             None
         );
     }

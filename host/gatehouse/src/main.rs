@@ -337,10 +337,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn ledger_tool(service: &Service, command: LedgerCommands) -> anyhow::Result<ExitCode> {
     let answer = match command {
         LedgerCommands::Show { id } => match service.ledger().entry_with_history(&id).await {
-            Ok(Some((entry, history))) => Ok(json!({
+            Ok(Some((entry, history))) => Ok(serde_json::json!({
                 "entry": entry,
                 "history": history,
-                "needs_operator": entry.operator_flag.as_ref().map(|reason| json!({
+                "needs_operator": entry.operator_flag.as_ref().map(|reason| serde_json::json!({
                     "reason": reason,
                     "settleable": entry.state.is_settleable(),
                 })),
@@ -367,7 +367,7 @@ async fn ledger_tool(service: &Service, command: LedgerCommands) -> anyhow::Resu
                 .acting_as(&actor)
                 .settle(&id, state, provider_reference, &reason)
                 .await
-                .map(|entry| json!({ "entry": entry }))
+                .map(|entry| serde_json::json!({ "entry": entry }))
                 .map_err(ApiError::from)
         }
         LedgerCommands::Reconcile {
@@ -378,7 +378,7 @@ async fn ledger_tool(service: &Service, command: LedgerCommands) -> anyhow::Resu
             .acting_as(&actor)
             .reconcile_one(&id, std::time::Duration::from_secs(sending_min_age_secs))
             .await
-            .map(|(entry, report)| json!({ "entry": entry, "report": report }))
+            .map(|(entry, report)| serde_json::json!({ "entry": entry, "report": report }))
             .map_err(ApiError::from),
     };
     match answer {

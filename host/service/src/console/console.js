@@ -1,6 +1,6 @@
 // The operator's console: plain JavaScript, no framework, nothing fetched from elsewhere.
 //
-// Everything shown is built with createElement and textContent, never innerHTML: provider text
+// Everything shown is built with createElement and textContent, never parsed as markup: provider text
 // (errors, references, event types) is untrusted. The API key lives in sessionStorage (this tab
 // only) and leaves the page only in the Authorization header of requests to this host.
 "use strict";
