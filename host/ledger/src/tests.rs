@@ -1354,3 +1354,28 @@ fn checkpoints_run_in_the_background_not_in_a_write() {
         50
     );
 }
+
+#[test]
+fn list_filters_by_creation_time() {
+    let (ledger, clock) = ledger();
+    for id in ["gh_1", "gh_2", "gh_3"] {
+        created(&ledger, id);
+        tick(&clock);
+    }
+    let ids = |after: Option<i64>, before: Option<i64>| -> Vec<String> {
+        ledger
+            .list(&ListFilter {
+                created_after_unix: after,
+                created_before_unix: before,
+                ..ListFilter::default()
+            })
+            .expect("list")
+            .into_iter()
+            .map(|entry| entry.id)
+            .collect()
+    };
+    assert_eq!(ids(Some(START + 1), None), ["gh_3", "gh_2"], "at or after");
+    assert_eq!(ids(None, Some(START + 1)), ["gh_1"], "strictly before");
+    assert_eq!(ids(Some(START + 1), Some(START + 2)), ["gh_2"]);
+    assert_eq!(ids(Some(START + 9), None), Vec::<String>::new());
+}
