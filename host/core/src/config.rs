@@ -53,6 +53,9 @@ pub struct Config {
     /// The outbound proxy every account uses unless its own `egress` table says otherwise.
     #[serde(default)]
     pub egress: EgressSettings,
+    /// `[plugins]`: the versions kept side by side, and installs through the API.
+    #[serde(default)]
+    pub plugins: PluginsSettings,
     /// Where the file was read from; relative paths in it are relative to its folder.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -108,6 +111,28 @@ impl SignatureSettings {
         crate::signature::SignaturePolicy::new(self.require_signatures, &self.trusted_keys)
             // Unreachable for a parsed configuration; fail closed all the same.
             .unwrap_or_else(|_| crate::signature::SignaturePolicy::refuse_all())
+    }
+}
+
+/// `[plugins]`: how many versions of each provider's plugin the versions folder keeps
+/// (`gatehouse plugin install`, `history`, `rollback`), and the largest library the API's
+/// install route accepts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsSettings {
+    /// Versions kept per provider (at least 2, the active one and one to roll back to); the
+    /// oldest that is not active is dropped past it.
+    pub keep_versions: usize,
+    /// Largest library body `POST /v1/plugins/{provider}/install` reads, in bytes.
+    pub max_install_bytes: usize,
+}
+
+impl Default for PluginsSettings {
+    fn default() -> Self {
+        Self {
+            keep_versions: crate::versions::DEFAULT_KEEP_VERSIONS,
+            max_install_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -632,6 +657,15 @@ impl Config {
                 format!("signatures.trusted_keys[{index}]: {problem}"),
             ));
         }
+        if self.plugins.keep_versions < 2 {
+            return Err(invalid(
+                0,
+                format!(
+                    "plugins.keep_versions is {}: keep at least 2 (the active version and one to roll back to)",
+                    self.plugins.keep_versions
+                ),
+            ));
+        }
         if self.signatures.require_signatures && self.signatures.trusted_keys.is_empty() {
             return Err(invalid(
                 0,
@@ -782,6 +816,7 @@ impl Config {
             signatures: SignatureSettings::default(),
             server: ServerSettings::default(),
             egress: EgressSettings::default(),
+            plugins: PluginsSettings::default(),
             source: None,
         }
     }

@@ -167,6 +167,9 @@ error_codes! {
     RequestTimeout = "request_timeout",
     LedgerError = "ledger_error",
     InternalError = "internal_error",
+    /// A plugin install or rollback was refused (signature, conformance, provider, an unknown
+    /// version); the active version keeps serving.
+    PluginRefused = "plugin_refused",
 }
 
 impl From<ErrorKind> for ErrorCode {

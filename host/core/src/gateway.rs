@@ -23,6 +23,7 @@ use crate::registry::{Registry, ScanEvent};
 use crate::resolve::{ResolvedAccount, resolve_account};
 use crate::scrub::Scrubber;
 use crate::transport::{ClientCache, Egress, build_client};
+use crate::versions::{InstallCheck, Versions};
 
 /// What a finished dispatch reports besides its outcome.
 #[derive(Debug, Clone)]
@@ -68,6 +69,8 @@ struct GatewayInner {
     /// Accounts resolved against their plugin, per (provider, account): rebuilt only when the
     /// configuration or the plugin changes (see [`Gateway::resolved_account`]).
     resolved: std::sync::Mutex<HashMap<(String, String), CachedAccount>>,
+    /// What the API's plugin install checks a library with (see [`InstallCheck`]).
+    install_check: std::sync::RwLock<InstallCheck>,
 }
 
 /// A resolved account and what it was resolved from. The configuration is held (not just its
@@ -118,16 +121,33 @@ impl Gateway {
                 shutting_down: AtomicBool::new(false),
                 config_error: std::sync::Mutex::new(None),
                 resolved: std::sync::Mutex::new(HashMap::new()),
+                install_check: std::sync::RwLock::new(Arc::new(crate::versions::loader_check)),
             }),
         }
     }
 
     /// A gateway for `config` with its plugins folder scanned once.
+    ///
+    /// Before that scan, every provider installed through the versions folder gets its active
+    /// version back into its slot if the slot holds something else ([`Versions::restore`]):
+    /// a restart serves what was active.
     pub async fn start(config: Config) -> Self {
         let gateway = Self::new(config);
         let scanner = gateway.clone();
-        let _ = tokio::task::spawn_blocking(move || scanner.reload_plugins()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            scanner.versions().restore();
+            scanner.reload_plugins()
+        })
+        .await;
         gateway
+    }
+
+    /// The versions folder of this gateway's plugins folder, with the configured bound.
+    pub fn versions(&self) -> Versions {
+        Versions::new(
+            self.inner.registry.plugins_dir(),
+            self.inner.config.load().plugins.keep_versions,
+        )
     }
 
     pub fn registry(&self) -> &Registry {
@@ -202,7 +222,8 @@ impl Gateway {
         let events = self.inner.registry.scan();
         for event in &events {
             match event {
-                ScanEvent::Loaded { .. } => {
+                ScanEvent::Loaded { provider, .. } => {
+                    self.adopt(provider);
                     self.inner
                         .metrics
                         .increment("gatehouse_plugin_loads_total", &[("result", "loaded")]);
@@ -221,6 +242,51 @@ impl Gateway {
             }
         }
         events
+    }
+
+    /// The check `POST /v1/plugins/{provider}/install` runs on a library before storing it.
+    pub fn install_check(&self) -> InstallCheck {
+        self.inner
+            .install_check
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces that check (`gatehouse serve` sets the conformance check).
+    pub fn set_install_check(&self, check: InstallCheck) {
+        *self
+            .inner
+            .install_check
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = check;
+    }
+
+    /// A version loaded into a slot the versions folder manages, but not recorded there (a file
+    /// copied in by hand), is stored and recorded active, so a restart serves it too.
+    fn adopt(&self, provider: &str) {
+        let versions = self.versions();
+        if !versions.root().is_dir() {
+            return;
+        }
+        let Some(plugin) = self.inner.registry.get(provider) else {
+            return;
+        };
+        match versions.adopt(
+            provider,
+            &plugin.manifest.plugin_version,
+            &plugin.file,
+            &plugin.sha256,
+            plugin.signed_by.clone(),
+        ) {
+            Ok(Some(activation)) => {
+                tracing::info!(%provider, entry = %activation.entry, "a plugin file put in place by hand was recorded as the active version");
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%provider, %error, "the loaded version could not be recorded in the versions folder")
+            }
+        }
     }
 
     /// The plugin threads abandoned to calls over budget: since start, and still stuck per

@@ -24,6 +24,7 @@ pub mod resolve;
 pub mod scrub;
 pub mod signature;
 pub mod transport;
+pub mod versions;
 pub mod watcher;
 
 pub use config::Config;

@@ -25,6 +25,8 @@ struct FileRecord {
     /// The provider this file serves, when it loaded.
     provider: Option<String>,
     error: Option<LoadError>,
+    /// When the error was recorded.
+    refused_at: Option<SystemTime>,
 }
 
 /// What `stat` says of a file: when none of it changed, the scan does not read and hash the file
@@ -100,6 +102,8 @@ pub struct PluginStatus {
 pub struct LoadFailure {
     pub file: String,
     pub error: String,
+    /// When the file was refused (seconds since the epoch).
+    pub at_unix: u64,
 }
 
 pub struct Registry {
@@ -309,6 +313,7 @@ impl Registry {
                             stamp,
                             provider: Some(provider.clone()),
                             error: None,
+                            refused_at: None,
                         },
                     );
                     events.push(ScanEvent::Loaded {
@@ -331,6 +336,7 @@ impl Registry {
                             stamp,
                             provider: still_serving.clone(),
                             error: Some(error.clone()),
+                            refused_at: Some(SystemTime::now()),
                         },
                     );
                     events.push(ScanEvent::Failed {
@@ -385,6 +391,10 @@ impl Registry {
                 record.error.as_ref().map(|error| LoadFailure {
                     file: file.display().to_string(),
                     error: error.to_string(),
+                    at_unix: record
+                        .refused_at
+                        .and_then(|at| at.duration_since(SystemTime::UNIX_EPOCH).ok())
+                        .map_or(0, |since| since.as_secs()),
                 })
             })
             .collect()

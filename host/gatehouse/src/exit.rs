@@ -10,7 +10,10 @@
 //! | 4 | unknown: it may have happened; the ledger entry is reconciled |
 //! | 5 | refused before anything was sent (unknown provider or account, invalid command, paused account, a plugin fault, ...) |
 //!
-//! `gatehouse plugins` and `gatehouse plugin check` exit 5 when a plugin file was refused.
+//! `gatehouse plugins` and `gatehouse plugin check` exit 5 when a plugin file was refused;
+//! `gatehouse plugin install` and `rollback` exit 5 when the install or rollback was refused
+//! (signature, conformance, an unknown version), 1 when the host could not write the versions
+//! folder.
 
 use std::process::ExitCode;
 
@@ -59,7 +62,8 @@ pub fn for_error(code: ErrorCode) -> ExitCode {
         | ErrorCode::ForbiddenAccount
         | ErrorCode::EntryNotSettleable
         | ErrorCode::EntryFinal
-        | ErrorCode::PluginFault => REFUSED,
+        | ErrorCode::PluginFault
+        | ErrorCode::PluginRefused => REFUSED,
         // The provider answered a command that moves no money with an error.
         ErrorCode::Authentication
         | ErrorCode::Declined

@@ -74,7 +74,7 @@ enum Commands {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
     },
-    /// Plugin authors' tools.
+    /// Plugin authors' and operators' tools: check, sign, install, history, rollback.
     #[command(subcommand)]
     Plugin(PluginCommands),
     /// An operator's actions on the ledger (on the configured ledger file, beside a running
@@ -147,6 +147,35 @@ enum PluginCommands {
         /// The secret key made by `gatehouse plugin keygen` (or an unencrypted minisign key).
         #[arg(long)]
         key: PathBuf,
+    },
+    /// Install a plugin library into the running (or next) host: checks its signature
+    /// (`[signatures]`) and conformance first, stores it in the versions folder
+    /// (`<plugins>/.versions/<provider>/<version>-<sha256>/`) and activates it by an atomic
+    /// rename into the plugins folder, which a running host's watcher loads.
+    Install {
+        file: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The versions of a provider's plugin kept side by side, which one is active, and when each
+    /// was activated and by what.
+    History {
+        provider: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Activate the version installed before the active one (or `--to` a kept version), by the
+    /// same atomic rename: requests in flight finish on the version they started with.
+    Rollback {
+        provider: String,
+        /// A kept version (`1.0.0`) or entry (`1.0.0-0123456789ab`).
+        #[arg(long)]
+        to: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Create a new plugin crate from the template.
     New {
@@ -236,13 +265,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Commands::Sandbox { folder, listen } = &cli.command {
         return sandbox(folder, listen).await;
     }
-    if let Commands::Plugin(command) = &cli.command {
+    if let Commands::Plugin(command) = &cli.command
+        && !matches!(
+            command,
+            PluginCommands::Install { .. }
+                | PluginCommands::History { .. }
+                | PluginCommands::Rollback { .. }
+        )
+    {
         return plugin_tool(command);
     }
     let config = Config::load(&cli.config)?;
     if let Some(problem) = gatehouse::first_run::problem(&config) {
         eprintln!("{problem}");
         return Ok(ExitCode::from(exit::BAD_INVOCATION));
+    }
+    if let Commands::Plugin(command) = &cli.command {
+        return deploy_tool(&config, command);
     }
     match cli.command {
         Commands::Plugins { json, disk } => {
@@ -423,6 +462,11 @@ fn plugin_tool(command: &PluginCommands) -> anyhow::Result<ExitCode> {
             println!("signed: {}", signature.display());
             Ok(ExitCode::SUCCESS)
         }
+        PluginCommands::Install { .. }
+        | PluginCommands::History { .. }
+        | PluginCommands::Rollback { .. } => {
+            unreachable!("handled by deploy_tool once the configuration is read")
+        }
         PluginCommands::New { name, destination } => {
             let created = gatehouse::scaffold::new_plugin(name, destination)?;
             println!("created {}", created.display());
@@ -441,6 +485,88 @@ fn plugin_tool(command: &PluginCommands) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `plugin install`, `history` and `rollback`: they need `plugins.toml` (the plugins folder, the
+/// signature policy, the retention bound).
+fn deploy_tool(config: &Config, command: &PluginCommands) -> anyhow::Result<ExitCode> {
+    use gatehouse::deploy;
+    let refused = |error: deploy::DeployError| {
+        eprintln!("gatehouse: {error}");
+        Ok(ExitCode::from(if error.is_refusal() {
+            exit::REFUSED
+        } else {
+            exit::HOST_FAILURE
+        }))
+    };
+    match command {
+        PluginCommands::Install { file, json } => match deploy::install(config, file) {
+            Ok(installed) => {
+                if *json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&json!({
+                            "stored": installed.stored,
+                            "activation": installed.activation,
+                            "slot": installed.slot_path.display().to_string(),
+                            "dropped": installed.dropped,
+                            "already_kept": installed.already_kept,
+                        }))?
+                    );
+                } else {
+                    println!(
+                        "installed {} {} ({}) as {}",
+                        installed.activation.entry,
+                        installed.stored.version,
+                        installed.stored.signed_by.as_deref().map_or_else(
+                            || "unsigned".to_string(),
+                            |key| format!("signed by {key}")
+                        ),
+                        installed.slot_path.display()
+                    );
+                    for entry in &installed.dropped {
+                        println!("dropped {entry} (plugins.keep_versions)");
+                    }
+                    println!(
+                        "a running host loads it from the plugins folder now; a stopped host at its start"
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => refused(error),
+        },
+        PluginCommands::History { provider, json } => match deploy::history(config, provider) {
+            Ok(history) => {
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&history)?);
+                } else {
+                    print!(
+                        "{}",
+                        deploy::render_history(&history, &config.host.plugins_dir)
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => refused(error),
+        },
+        PluginCommands::Rollback { provider, to, json } => {
+            match deploy::rollback(config, provider, to.as_deref()) {
+                Ok(activation) => {
+                    if *json {
+                        println!("{}", serde_json::to_string_pretty(&activation)?);
+                    } else {
+                        println!(
+                            "{provider}: {} ({}) is active again; a running host loads it from the plugins folder now",
+                            activation.entry, activation.version
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => refused(error),
+            }
+        }
+        _ => unreachable!("only the deploying commands come here"),
+    }
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(warning) = gatehouse::first_run::no_api_key_warning(&config) {
         eprintln!("{warning}");
@@ -450,6 +576,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let service = Service::open(config)
         .await
         .with_context(|| format!("cannot open the ledger {}", ledger.display()))?;
+    // An install through the API passes the same conformance check as `plugin install`.
+    service
+        .gateway()
+        .set_install_check(gatehouse::deploy::conformance_check());
     let _watch = gatehouse_core::watcher::watch(service.gateway())
         .context("cannot watch the plugins folder")?;
     let listing = gatehouse_service::api::plugins_listing(service.gateway());

@@ -4,6 +4,7 @@
 //! table against the checked-in OpenAPI document (`host/openapi.json`), so the two cannot drift.
 
 pub mod auth;
+mod deploy;
 mod extract;
 pub mod observe;
 
@@ -83,6 +84,19 @@ pub const ROUTES: &[RouteSpec] = &[
         "/v1/plugins",
         "listPlugins",
         Access::KeyFiltered(Scope::Read),
+    ),
+    // Deploying code into the host: `operate` on every account (no account in the path).
+    route(
+        "POST",
+        "/v1/plugins/{provider}/install",
+        "installPlugin",
+        OPERATE,
+    ),
+    route(
+        "POST",
+        "/v1/plugins/{provider}/rollback",
+        "rollbackPlugin",
+        OPERATE,
     ),
     route(
         "POST",
@@ -216,6 +230,8 @@ fn handler_for(operation_id: &str) -> MethodRouter<Service> {
         "whoami" => get(whoami),
         "charge" => post(|s, c, p, h, b| command_route(s, c, p, h, b, Operation::Charge)),
         "refund" => post(|s, c, p, h, b| command_route(s, c, p, h, b, Operation::Refund)),
+        "installPlugin" => post(deploy::install_plugin),
+        "rollbackPlugin" => post(deploy::rollback_plugin),
         "affiliatePayout" => {
             post(|s, c, p, h, b| command_route(s, c, p, h, b, Operation::AffiliatePayout))
         }
@@ -353,11 +369,14 @@ pub fn plugins_listing(gateway: &gatehouse_core::Gateway) -> Value {
             json!({"provider": provider, "account": account, "reason": pause.reason, "until_unix": pause.until_unix})
         })
         .collect();
+    let failures = gateway.registry().failures();
+    let versions = deploy::with_versions(gateway, json!(gateway.registry().statuses()), &failures);
     json!({
         "plugins_dir": gateway.registry().plugins_dir().display().to_string(),
         "config_fingerprint": gateway.config().fingerprint(),
-        "plugins": gateway.registry().statuses(),
-        "load_errors": gateway.registry().failures(),
+        "plugins": versions["plugins"],
+        "versions": versions["versions"],
+        "load_errors": failures,
         "paused_accounts": pauses,
         "config_error": gateway.config_error(),
         "libraries_loaded": gateway.registry().libraries_loaded(),

@@ -82,7 +82,10 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         // A provider without the operation is a well-formed request this account cannot take,
         // like an invalid one: 4xx, so a monitor's 5xx rate means a failure of ours or the
         // provider's, never a caller asking for what the provider does not offer.
-        ErrorCode::NotSupported | ErrorCode::InvalidRequest | ErrorCode::IdempotencyKeyReused => {
+        ErrorCode::NotSupported
+        | ErrorCode::InvalidRequest
+        | ErrorCode::IdempotencyKeyReused
+        | ErrorCode::PluginRefused => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
         ErrorCode::AccountPaused | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
