@@ -11,6 +11,7 @@ mod cli;
 mod conformance;
 mod console;
 mod crash;
+mod deploy;
 mod edge;
 mod faults;
 mod kills;
