@@ -372,7 +372,11 @@ fn private_folder(parent: &Path) -> Result<tempfile::TempDir, String> {
 fn check_permissions(file: &Path) -> Result<(), LoadError> {
     use std::os::unix::fs::PermissionsExt;
     let name = file.display().to_string();
-    let folder = file.parent().unwrap_or(Path::new("."));
+    // A bare file name's parent is the empty path, which `metadata` cannot read: it is `.`.
+    let folder = file
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     for (path, what) in [(file, "the file"), (folder, "its folder")] {
         let metadata = std::fs::metadata(path).map_err(|error| LoadError::Read {
             file: name.clone(),

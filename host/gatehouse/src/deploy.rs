@@ -205,11 +205,11 @@ pub fn render_history(history: &History, plugins_dir: &Path) -> String {
     for activation in history.activations.iter().rev() {
         let _ = writeln!(
             out,
-            "  {}  {:<28} {:?} via {:?}{}",
+            "  {}  {:<28} {} via {}{}",
             rfc3339(activation.at_unix),
             activation.entry,
-            activation.by,
-            activation.via,
+            word(&activation.by),
+            word(&activation.via),
             activation
                 .key_id
                 .as_deref()
@@ -227,6 +227,14 @@ pub fn render_history(history: &History, plugins_dir: &Path) -> String {
         );
     }
     out
+}
+
+/// An enum as its JSON spells it (`install`, `cli`).
+fn word(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn rfc3339(unix: u64) -> String {

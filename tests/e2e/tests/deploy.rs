@@ -135,7 +135,8 @@ impl Served {
             base: base.to_string(),
             client: reqwest::Client::new(),
         };
-        for _ in 0..400 {
+        // Generous: the e2e tests share two cores, and this host is started while others run.
+        for _ in 0..1200 {
             if let Ok(response) = reqwest::get(format!("{base}/healthz")).await
                 && response.status() == 200
             {
@@ -167,7 +168,7 @@ impl Served {
 
     /// This provider's entry of `/v1/plugins`, once it serves `version` (waits for the watcher).
     async fn serving(&self, version: &str, sha: &str) -> Value {
-        for _ in 0..200 {
+        for _ in 0..600 {
             let plugins = self.plugins().await;
             if let Some(entry) = plugins["plugins"]
                 .as_array()
@@ -640,7 +641,7 @@ async fn rollback_under_load_fails_no_request() {
     };
     assert!(
         api.host
-            .wait_until(Duration::from_secs(10), |gateway| gateway
+            .wait_until(Duration::from_secs(30), |gateway| gateway
                 .registry()
                 .get(PROVIDER)
                 .is_some_and(|plugin| plugin.manifest.plugin_version == "1.1.0"))
@@ -713,7 +714,7 @@ async fn rollback_under_load_fails_no_request() {
     assert_eq!(rolled.0, 0, "{}", rolled.1);
     assert!(
         api.host
-            .wait_until(Duration::from_secs(10), |gateway| gateway
+            .wait_until(Duration::from_secs(30), |gateway| gateway
                 .registry()
                 .get(PROVIDER)
                 .is_some_and(|plugin| plugin.manifest.plugin_version == "1.0.0"))
@@ -781,10 +782,19 @@ async fn rollback_under_load_fails_no_request() {
         &api.host.plugins_dir(),
         &plugin_file_name(PROVIDER),
     );
+    let history_file = api
+        .host
+        .plugins_dir()
+        .join(".versions")
+        .join(PROVIDER)
+        .join("history.json");
     let adopted = api
         .host
-        .wait_until(Duration::from_secs(10), |_| {
-            history(&config)["activations"]
+        .wait_until(Duration::from_secs(30), |_| {
+            std::fs::read(history_file.as_path())
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+                .unwrap_or_default()["activations"]
                 .as_array()
                 .and_then(|all| all.last().cloned())
                 .is_some_and(|last| {
@@ -895,7 +905,7 @@ async fn the_guide_walkthrough_runs_as_written() {
     );
     assert!(
         api.host
-            .wait_until(Duration::from_secs(10), |gateway| gateway
+            .wait_until(Duration::from_secs(30), |gateway| gateway
                 .registry()
                 .get(PROVIDER)
                 .is_some_and(
