@@ -345,6 +345,9 @@ impl Versions {
         via: Via,
     ) -> Result<Activation, VersionsError> {
         check_provider(provider)?;
+        if self.history(provider)?.is_none() {
+            return Err(VersionsError::NotInstalled(provider.to_string()));
+        }
         let _lock = self.lock()?;
         let mut history = self
             .history(provider)?
@@ -507,7 +510,8 @@ impl Versions {
     /// Records why an install or rollback of `provider` was refused (shown by `/v1/plugins` and
     /// `history`). Only for a provider installed here before; otherwise nothing is written.
     pub fn record_refusal(&self, provider: &str, file: &str, reason: &str, via: Via) {
-        if !is_provider_id(provider) {
+        // A provider never installed here gets no versions folder from a refusal.
+        if !is_provider_id(provider) || !matches!(self.history(provider), Ok(Some(_))) {
             return;
         }
         let result = self.lock().and_then(|_lock| {
