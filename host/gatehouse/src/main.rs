@@ -503,7 +503,7 @@ fn deploy_tool(config: &Config, command: &PluginCommands) -> anyhow::Result<Exit
                 if *json {
                     println!(
                         "{}",
-                        serde_json::to_string_pretty(&json!({
+                        serde_json::to_string_pretty(&serde_json::json!({
                             "stored": installed.stored,
                             "activation": installed.activation,
                             "slot": installed.slot_path.display().to_string(),

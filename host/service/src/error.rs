@@ -85,9 +85,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::NotSupported
         | ErrorCode::InvalidRequest
         | ErrorCode::IdempotencyKeyReused
-        | ErrorCode::PluginRefused => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        | ErrorCode::PluginRefused => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::AccountPaused | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::ShuttingDown
         | ErrorCode::NotReady
