@@ -1157,6 +1157,24 @@ secrets = { auth_token = "${GATEHOUSE_TEST_TOKEN_A}" }
     }
 
     #[test]
+    fn plugin_versions_kept_default_to_five_and_at_least_two() {
+        let config = parse("").expect("valid");
+        assert_eq!(config.plugins.keep_versions, 5);
+        assert_eq!(config.plugins.max_install_bytes, 64 * 1024 * 1024);
+        let config = parse("[plugins]\nkeep_versions = 2\n").expect("valid");
+        assert_eq!(config.plugins.keep_versions, 2);
+        let error = parse("[plugins]\nkeep_versions = 1\n").expect_err("one");
+        assert!(
+            error.to_string().contains("plugins.keep_versions"),
+            "{error}"
+        );
+        assert!(
+            parse("[plugins]\nkeep = 3\n").is_err(),
+            "unknown keys refused"
+        );
+    }
+
+    #[test]
     fn egress_proxies_take_credentials_only_as_secret_references() {
         let config = parse(
             "[egress]\nproxy = \"http://proxy.internal:3128\"\nno_proxy = [\"10.0.0.0/8\"]\n\n\

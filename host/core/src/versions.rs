@@ -959,4 +959,80 @@ mod tests {
             Err(VersionsError::BadProvider(_))
         ));
     }
+
+    #[test]
+    fn two_builds_of_one_version_are_named_by_entry() {
+        let dir = tempfile::tempdir().expect("folder");
+        let versions = Versions::new(dir.path(), 5);
+        versions
+            .install(&candidate("1.0.0", b"first build"), Via::Cli)
+            .expect("install");
+        versions
+            .install(&candidate("1.0.0", b"second build"), Via::Api)
+            .expect("install");
+        // The same bytes again: kept already, active already, nothing stored twice.
+        let again = versions
+            .install(&candidate("1.0.0", b"second build"), Via::Cli)
+            .expect("install");
+        assert!(again.already_kept);
+        let policy = SignaturePolicy::default();
+        assert!(matches!(
+            versions.rollback(
+                "acme",
+                Some("1.0.0"),
+                &policy,
+                ActivatedBy::Rollback,
+                Via::Cli
+            ),
+            Err(VersionsError::Ambiguous { .. })
+        ));
+        let first = entry_name("1.0.0", &sha256_hex(b"first build"));
+        let back = versions
+            .rollback(
+                "acme",
+                Some(&first),
+                &policy,
+                ActivatedBy::Rollback,
+                Via::Cli,
+            )
+            .expect("by entry");
+        assert_eq!(back.entry, first);
+        assert!(matches!(
+            versions.rollback(
+                "acme",
+                Some(&first),
+                &policy,
+                ActivatedBy::Rollback,
+                Via::Cli
+            ),
+            Err(VersionsError::AlreadyActive { .. })
+        ));
+        // A stored file changed on disk is refused, not activated.
+        let second = entry_name("1.0.0", &sha256_hex(b"second build"));
+        std::fs::write(
+            dir.path()
+                .join(VERSIONS_DIR)
+                .join("acme")
+                .join(&second)
+                .join(default_slot("acme")),
+            b"changed",
+        )
+        .expect("tamper");
+        assert!(matches!(
+            versions.rollback(
+                "acme",
+                Some(&second),
+                &policy,
+                ActivatedBy::Rollback,
+                Via::Cli
+            ),
+            Err(VersionsError::Corrupted { .. })
+        ));
+        let history = versions.history("acme").expect("read").expect("history");
+        assert_eq!(history.versions.len(), 2);
+        assert_eq!(
+            history.active().map(|active| active.entry.clone()),
+            Some(first)
+        );
+    }
 }
