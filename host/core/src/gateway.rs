@@ -71,6 +71,8 @@ struct GatewayInner {
     resolved: std::sync::Mutex<HashMap<(String, String), CachedAccount>>,
     /// What the API's plugin install checks a library with (see [`InstallCheck`]).
     install_check: std::sync::RwLock<InstallCheck>,
+    /// Whether loads are recorded in the versions folder ([`Gateway::inspect`] turns it off).
+    manage_versions: AtomicBool,
 }
 
 /// A resolved account and what it was resolved from. The configuration is held (not just its
@@ -122,6 +124,7 @@ impl Gateway {
                 config_error: std::sync::Mutex::new(None),
                 resolved: std::sync::Mutex::new(HashMap::new()),
                 install_check: std::sync::RwLock::new(Arc::new(crate::versions::loader_check)),
+                manage_versions: AtomicBool::new(true),
             }),
         }
     }
@@ -139,6 +142,20 @@ impl Gateway {
             scanner.reload_plugins()
         })
         .await;
+        gateway
+    }
+
+    /// A gateway for `config` with its plugins folder scanned once as it is: nothing in the
+    /// folder is changed (no active version put back, no file recorded), for a listing of what
+    /// is there (`gatehouse plugins` reading the disk).
+    pub async fn inspect(config: Config) -> Self {
+        let gateway = Self::new(config);
+        gateway
+            .inner
+            .manage_versions
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let scanner = gateway.clone();
+        let _ = tokio::task::spawn_blocking(move || scanner.reload_plugins()).await;
         gateway
     }
 
@@ -265,6 +282,13 @@ impl Gateway {
     /// A version loaded into a slot the versions folder manages, but not recorded there (a file
     /// copied in by hand), is stored and recorded active, so a restart serves it too.
     fn adopt(&self, provider: &str) {
+        if !self
+            .inner
+            .manage_versions
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
         let versions = self.versions();
         if !versions.root().is_dir() {
             return;

@@ -170,6 +170,20 @@ pub fn render(listing: &Value, source: &Source) -> String {
             "",
             operations.join(", ")
         );
+        // Installed through the versions folder (`gatehouse plugin install`): what is kept.
+        if let Some(active) = plugin["active_version"].as_str() {
+            let kept: Vec<&str> = plugin["kept_versions"]
+                .as_array()
+                .map(|list| list.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{:<14} active {active}; kept: {} (`gatehouse plugin history {}`)",
+                "",
+                kept.join(", "),
+                text(plugin, "provider")
+            );
+        }
     }
     for failure in listing["load_errors"].as_array().into_iter().flatten() {
         let _ = writeln!(out, "load error: {}", text(failure, "error"));

@@ -649,6 +649,7 @@ fn print_error(error: ApiError) -> ExitCode {
 
 /// The listing a server started now would serve: the plugins folder loaded as the host would.
 async fn disk_listing(config: Config) -> Value {
-    let gateway = Gateway::start(config).await;
+    // As the folder is: a listing changes nothing in it.
+    let gateway = Gateway::inspect(config).await;
     gatehouse_service::api::plugins_listing(&gateway)
 }
