@@ -233,12 +233,23 @@ impl Versions {
         let path = self.provider_dir(provider).join("history.json");
         match std::fs::read(&path) {
             Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|error| VersionsError::Record {
-                        path,
+                let history: History =
+                    serde_json::from_slice(&bytes).map_err(|error| VersionsError::Record {
+                        path: path.clone(),
                         message: error.to_string(),
-                    })
+                    })?;
+                // The names in the record become paths: each must be one plain file name.
+                let names = std::iter::once(&history.slot)
+                    .chain(history.versions.iter().map(|stored| &stored.entry));
+                for name in names {
+                    if !is_plain_name(name) {
+                        return Err(VersionsError::Record {
+                            path,
+                            message: format!("`{name}` is not a plain file name"),
+                        });
+                    }
+                }
+                Ok(Some(history))
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(io(&path, &error)),
@@ -753,6 +764,14 @@ pub fn is_provider_id(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
+/// One path component, not hidden: no separator, no `..`.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\', '\0'])
+        && name.len() <= 255
+}
+
 fn check_provider(provider: &str) -> Result<(), VersionsError> {
     if is_provider_id(provider) {
         Ok(())
@@ -957,6 +976,15 @@ mod tests {
         assert!(matches!(
             versions.history("../etc"),
             Err(VersionsError::BadProvider(_))
+        ));
+        // A record naming a path outside its folder is refused, not followed.
+        let record = dir.path().join(VERSIONS_DIR).join("acme").join("history.json");
+        let text = std::fs::read_to_string(&record).expect("record");
+        std::fs::write(&record, text.replace(&default_slot("acme"), "../../escape.so"))
+            .expect("edit");
+        assert!(matches!(
+            versions.history("acme"),
+            Err(VersionsError::Record { .. })
         ));
     }
 

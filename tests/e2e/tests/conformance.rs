@@ -513,7 +513,18 @@ impl Guide {
             .expect("PLUGIN_GUIDE.md");
         let mut blocks = Vec::new();
         let mut current: Option<Vec<String>> = None;
+        // The deploy walkthrough (install, history, rollback) is run as written by
+        // `deploy::the_guide_walkthrough_runs_as_written`, against a host of its own.
+        let mut in_deploy_walkthrough = false;
         for line in text.lines() {
+            if line.trim() == "<!-- deploy-walkthrough:begin -->" {
+                in_deploy_walkthrough = true;
+            } else if line.trim() == "<!-- deploy-walkthrough:end -->" {
+                in_deploy_walkthrough = false;
+            }
+            if in_deploy_walkthrough {
+                continue;
+            }
             match (&mut current, line.trim_end()) {
                 (None, "```sh") => current = Some(Vec::new()),
                 (Some(_), "```") => blocks.extend(current.take()),
