@@ -978,10 +978,17 @@ mod tests {
             Err(VersionsError::BadProvider(_))
         ));
         // A record naming a path outside its folder is refused, not followed.
-        let record = dir.path().join(VERSIONS_DIR).join("acme").join("history.json");
+        let record = dir
+            .path()
+            .join(VERSIONS_DIR)
+            .join("acme")
+            .join("history.json");
         let text = std::fs::read_to_string(&record).expect("record");
-        std::fs::write(&record, text.replace(&default_slot("acme"), "../../escape.so"))
-            .expect("edit");
+        std::fs::write(
+            &record,
+            text.replace(&default_slot("acme"), "../../escape.so"),
+        )
+        .expect("edit");
         assert!(matches!(
             versions.history("acme"),
             Err(VersionsError::Record { .. })

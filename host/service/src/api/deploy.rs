@@ -16,7 +16,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use gatehouse_core::ErrorCode;
@@ -50,25 +50,22 @@ pub(super) async fn install_plugin(
     body: Body,
 ) -> Response {
     let limit = service.gateway().config().plugins.max_install_bytes;
-    let too_large = || {
-        ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("the library is larger than plugins.max_install_bytes ({limit} bytes)"),
-        )
-        .into_response()
-    };
-    // A declared length over the bound is refused before a byte is read.
-    if headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<usize>().ok())
-        .is_some_and(|length| length > limit)
-    {
-        return too_large();
-    }
-    let bytes = match axum::body::to_bytes(body, limit).await {
+    let bytes = match read_bounded(body, limit).await {
         Ok(bytes) => bytes,
-        Err(_) => return too_large(),
+        Err(BodyProblem::TooLarge) => {
+            return ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the library is larger than plugins.max_install_bytes ({limit} bytes)"),
+            )
+            .into_response();
+        }
+        Err(BodyProblem::Unreadable(message)) => {
+            return ApiError::new(
+                ErrorCode::BadRequest,
+                format!("the body could not be read: {message}"),
+            )
+            .into_response();
+        }
     };
     let signature = match signature_of(&headers) {
         Ok(signature) => signature,
@@ -88,6 +85,44 @@ pub(super) async fn install_plugin(
         )
         .into_response(),
     }
+}
+
+enum BodyProblem {
+    TooLarge,
+    Unreadable(String),
+}
+
+/// How much of a body past the limit is read (and dropped) before the 413 is answered: a client
+/// still writing when the server answers and closes gets a broken pipe instead of the answer,
+/// so a body a little too large is read to its end; a far larger one is cut off.
+const DRAIN_PAST_LIMIT: usize = 8 * 1024 * 1024;
+
+/// The body, at most `limit` bytes.
+async fn read_bounded(mut body: Body, limit: usize) -> Result<Vec<u8>, BodyProblem> {
+    use axum::body::HttpBody as _;
+    let mut bytes = Vec::new();
+    let mut seen = 0usize;
+    loop {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+        let Some(frame) = frame else {
+            break;
+        };
+        let frame = frame.map_err(|error| BodyProblem::Unreadable(error.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen > limit.saturating_add(DRAIN_PAST_LIMIT) {
+            return Err(BodyProblem::TooLarge);
+        }
+        if seen <= limit {
+            bytes.extend_from_slice(&data);
+        }
+    }
+    if seen > limit {
+        return Err(BodyProblem::TooLarge);
+    }
+    Ok(bytes)
 }
 
 /// The `X-Gatehouse-Signature` header, decoded: `None` when absent.
