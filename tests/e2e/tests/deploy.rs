@@ -487,8 +487,10 @@ async fn install_and_rollback_through_the_api() {
     let rollback = format!("/v1/plugins/{PROVIDER}/rollback");
     let header = |value: &str| vec![("x-gatehouse-signature", value.to_string())];
 
+    // Without a key the answer comes before the body is read: sent empty, so the client is not
+    // still writing (a broken pipe) when it comes.
     let (status, _) = host
-        .post(&install, builds.v1.clone(), &header(&v1_signature), false)
+        .post(&install, Vec::new(), &header(&v1_signature), false)
         .await;
     assert_eq!(status, 401, "the API key is required");
     for (label, body, headers, expected_status, reason) in [
