@@ -191,11 +191,15 @@ fn check(
         (Access::Key(_) | Access::Scrape, Some(provider), Some(account)) => {
             caller.check_account(provider, account)?;
         }
+        // A route on a provider but no account (installing or rolling back its plugin) acts for
+        // every account: the plugin's code runs with each one's credentials.
         (Access::Key(_) | Access::Scrape, Some(provider), None) => {
-            if !caller.grant.allows_provider(provider) {
+            if !caller.grant.allows_provider(provider) || !caller.grant.is_unlimited() {
                 return Err(forbidden_account(
                     &caller.name,
-                    &format!("provider `{provider}`"),
+                    &format!(
+                        "every account of provider `{provider}`, which this route acts for (the key is limited to some providers or accounts)"
+                    ),
                 ));
             }
         }

@@ -11,8 +11,8 @@
 //!
 //! `POST /v1/plugins/{provider}/rollback`: body empty or `{"to": "1.0.0"}`.
 //!
-//! Both take the normal bearer API key. They are handlers of their own so that an "operate"
-//! scope can be put in front of them alone.
+//! Both need a key with the `operate` scope that is unlimited by provider and account (the route
+//! table's `OPERATE`; a plugin runs with the credentials of every account of its provider).
 
 use axum::body::Body;
 use axum::extract::State;
