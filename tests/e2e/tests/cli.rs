@@ -429,7 +429,8 @@ async fn plugins_asks_the_running_server_and_says_when_it_reads_the_disk() {
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let mut ready = false;
-    for _ in 0..200 {
+    // Up to a minute: five debug plugins load slowly on a loaded 2-core machine.
+    for _ in 0..1200 {
         if let Ok(answer) = client.get(format!("{base}/readyz")).send().await
             && answer.status() == 200
         {
@@ -555,7 +556,7 @@ async fn serving_without_an_api_key_is_warned() {
         .spawn()
         .expect("gatehouse serve starts");
     let mut ready = false;
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if let Ok(answer) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await
             && answer.status() == 200
         {

@@ -22,7 +22,7 @@ fn start_host(config: &Path) -> Child {
 }
 
 async fn wait_healthy(base: &str) {
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if let Ok(response) = reqwest::get(format!("{base}/readyz")).await
             && response.status() == 200
         {
@@ -89,7 +89,7 @@ async fn sigkill_between_send_and_record_loses_nothing_and_doubles_nothing() {
         let (client, charges, body) = (client.clone(), charges.clone(), body.clone());
         async move { post(&client, &charges, body, "crash-order-1").await }
     });
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if simulator.transactions().len() == 1 {
             break;
         }

@@ -31,7 +31,7 @@ fn start_host(config: &Path) -> Child {
 }
 
 async fn wait_ready(base: &str) {
-    for _ in 0..400 {
+    for _ in 0..2400 {
         if let Ok(response) = reqwest::get(format!("{base}/readyz")).await
             && response.status() == 200
         {

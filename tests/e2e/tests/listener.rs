@@ -63,7 +63,7 @@ fn start_limited_host(config: &Path, descriptor_limit: u64, log: &Path) -> Child
 
 async fn wait_ready(base: &str) {
     let client = reqwest::Client::new();
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if let Ok(response) = client.get(format!("{base}/readyz")).send().await
             && response.status() == 200
         {

@@ -583,7 +583,7 @@ impl ServeProcess {
             base,
             _dir: dir,
         };
-        for _ in 0..400 {
+        for _ in 0..2400 {
             if let Ok(response) = reqwest::get(format!("{}/readyz", serve.base)).await
                 && response.status() == 200
             {
