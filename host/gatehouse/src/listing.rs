@@ -59,28 +59,7 @@ pub async fn ask_server(config: &Config) -> Result<(Value, Source), String> {
     }) else {
         return Err("no API key with the read scope on every account in the configuration to ask a server with".into());
     };
-    let mut client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(3))
-        .redirect(reqwest::redirect::Policy::none());
-    if let Some(tls) = &config.server.tls {
-        let pem = std::fs::read(&tls.cert_file).map_err(|error| {
-            format!(
-                "cannot read the listener's certificate {} to reach it: {error}",
-                tls.cert_file.display()
-            )
-        })?;
-        let certificate = reqwest::Certificate::from_pem(&pem).map_err(|error| {
-            format!(
-                "the listener's certificate {} is not PEM: {error}",
-                tls.cert_file.display()
-            )
-        })?;
-        client = client.add_root_certificate(certificate);
-    }
-    let client = client
-        .build()
-        .map_err(|error| format!("cannot make an HTTP client: {error}"))?;
+    let client = client(config)?;
     let answer = client
         .get(&url)
         .bearer_auth(key.secret.expose())
@@ -117,6 +96,84 @@ pub async fn ask_server(config: &Config) -> Result<(Value, Source), String> {
         ));
     }
     Ok((listing, Source::Server { url }))
+}
+
+/// Lifts an account's pause on the running server (pauses live in the server's memory, so
+/// there is nothing to change on disk). The server must serve this configuration (checked as
+/// for the listing) and a configured key must have `operate` on the account. `Ok` is the
+/// server's answer; `Err` says why nothing was lifted, and whether the server was reached.
+pub async fn resume_on_server(
+    config: &Config,
+    provider: &str,
+    account: &str,
+) -> Result<Value, ResumeError> {
+    let (_, source) = ask_server(config).await.map_err(ResumeError::NoServer)?;
+    let Source::Server { url } = source else {
+        unreachable!("ask_server answers only from a server")
+    };
+    let Some(key) = config.api.api_keys().into_iter().find(|key| {
+        key.grant
+            .allows_scope(gatehouse_core::access::Scope::Operate)
+            && key.grant.allows_account(provider, account)
+    }) else {
+        return Err(ResumeError::Refused(format!(
+            "no API key in the configuration has the operate scope on {provider}/{account}"
+        )));
+    };
+    let base = url.trim_end_matches("/v1/plugins");
+    let answer = client(config)
+        .map_err(ResumeError::NoServer)?
+        .post(format!("{base}/v1/{provider}/{account}/resume"))
+        .bearer_auth(key.secret.expose())
+        .send()
+        .await
+        .map_err(|error| ResumeError::NoServer(error_chain(&error)))?;
+    let status = answer.status();
+    let body: Value = answer.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        Ok(body)
+    } else {
+        let message = body["error"]["message"]
+            .as_str()
+            .map_or_else(|| status.to_string(), str::to_string);
+        Err(ResumeError::Refused(message))
+    }
+}
+
+/// Why `gatehouse resume` lifted nothing.
+#[derive(Debug)]
+pub enum ResumeError {
+    /// No server serving this configuration could be reached.
+    NoServer(String),
+    /// The server (or the configuration's keys) refused it.
+    Refused(String),
+}
+
+/// The HTTP client that asks the configured listener: short timeouts, no redirects, and the
+/// listener's own certificate as the only root when it has TLS.
+fn client(config: &Config) -> Result<reqwest::Client, String> {
+    let mut client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(3))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(tls) = &config.server.tls {
+        let pem = std::fs::read(&tls.cert_file).map_err(|error| {
+            format!(
+                "cannot read the listener's certificate {} to reach it: {error}",
+                tls.cert_file.display()
+            )
+        })?;
+        let certificate = reqwest::Certificate::from_pem(&pem).map_err(|error| {
+            format!(
+                "the listener's certificate {} is not PEM: {error}",
+                tls.cert_file.display()
+            )
+        })?;
+        client = client.add_root_certificate(certificate);
+    }
+    client
+        .build()
+        .map_err(|error| format!("cannot make an HTTP client: {error}"))
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

@@ -81,6 +81,9 @@ enum Commands {
     /// server or not), recorded with the actor `cli` unless `--actor` names another.
     #[command(subcommand)]
     Ledger(LedgerCommands),
+    /// Lift an account's pause on the running server (pauses live in its memory): the server
+    /// on `host.listen` that serves this configuration, with a key that may operate the account.
+    Resume { provider: String, account: String },
     /// Settle unknown, pending and interrupted ledger entries through the providers' status
     /// operations now, and print what happened.
     Reconcile {
@@ -197,6 +200,7 @@ fn main() -> ExitCode {
         | Commands::Call { .. }
         | Commands::Reconcile { .. }
         | Commands::Ledger(_)
+        | Commands::Resume { .. }
         | Commands::Plugin(_) => "warn",
         _ => "info",
     };
@@ -341,6 +345,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Serve => {
             serve(config).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Commands::Resume { provider, account } => {
+            match listing::resume_on_server(&config, &provider, &account).await {
+                Ok(answer) => {
+                    println!("{}", serde_json::to_string_pretty(&answer)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(listing::ResumeError::NoServer(why)) => {
+                    eprintln!(
+                        "gatehouse: nothing was resumed: pauses live in the running server, and {why}"
+                    );
+                    Ok(ExitCode::from(exit::HOST_FAILURE))
+                }
+                Err(listing::ResumeError::Refused(why)) => {
+                    eprintln!("gatehouse: nothing was resumed: {why}");
+                    Ok(ExitCode::from(exit::REFUSED))
+                }
+            }
         }
         Commands::Reconcile {
             sending_min_age_secs,

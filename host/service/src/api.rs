@@ -547,6 +547,22 @@ async fn resume_account(
     Extension(caller): Extension<Caller>,
     ApiPath((provider, account)): ApiPath<(String, String)>,
 ) -> Response {
+    // Resuming an account that is not configured is a mistake to name, not a quiet no-op.
+    let config = service.gateway().config();
+    let Some(section) = config.providers.get(&provider) else {
+        return ApiError::new(
+            ErrorCode::UnknownProvider,
+            format!("no provider `{provider}` in the configuration"),
+        )
+        .into_response();
+    };
+    if !section.accounts.contains_key(&account) {
+        return ApiError::new(
+            ErrorCode::UnknownAccount,
+            format!("provider `{provider}` has no account `{account}`"),
+        )
+        .into_response();
+    }
     let was_paused = service.gateway().resume_account(&provider, &account);
     tracing::info!(%provider, %account, was_paused, actor = %caller.name, "account resumed by an operator");
     axum::Json(json!({"provider": provider, "account": account, "was_paused": was_paused}))

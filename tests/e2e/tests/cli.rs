@@ -463,6 +463,24 @@ async fn plugins_asks_the_running_server_and_says_when_it_reads_the_disk() {
     );
     assert!(text.contains("paused: paygateglobal/main"), "{text}");
 
+    // `gatehouse resume` lifts the pause on the server; a second resume says it was not paused.
+    let (code, answer, text) = gatehouse(&config, &["resume", "paygateglobal", "main"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(answer["was_paused"], true, "{text}");
+    let (_, listing, text) = gatehouse(&config, &["plugins", "--json"]);
+    assert_eq!(listing["paused_accounts"], serde_json::json!([]), "{text}");
+    let (code, answer, text) = gatehouse(&config, &["resume", "paygateglobal", "main"]);
+    assert_eq!(
+        (code, &answer["was_paused"]),
+        (0, &Value::Bool(false)),
+        "{text}"
+    );
+    let (code, _, text) = gatehouse(&config, &["resume", "paygateglobal", "nobody"]);
+    assert_eq!(
+        code, 5,
+        "an unknown account is refused by the server: {text}"
+    );
+
     // `--disk`: the folder, without the server's pauses.
     let (_, listing, text) = gatehouse(&config, &["plugins", "--json", "--disk"]);
     assert_eq!(listing["source"]["kind"], "disk", "{text}");
@@ -495,6 +513,13 @@ async fn plugins_asks_the_running_server_and_says_when_it_reads_the_disk() {
     assert!(
         !text.contains("a-key-the-server-refuses"),
         "the key is never echoed: {text}"
+    );
+    // Resume needs the server that serves this configuration.
+    let (code, _, text) = gatehouse(&other_config, &["resume", "paygateglobal", "main"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("nothing was resumed: pauses live in the running server"),
+        "{text}"
     );
 
     server.kill().expect("kill");
