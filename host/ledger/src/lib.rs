@@ -13,14 +13,19 @@
 //! kept in the entry's history and flagged for an operator, because only a person can tell which
 //! side is right once money may have moved.
 //!
-//! [`Ledger`] is the interface; [`SqliteLedger`] is the embedded implementation (one file, WAL).
-//! Several host instances sharing one ledger need a PostgreSQL implementation of the same trait.
+//! [`Ledger`] is the interface; [`SqliteLedger`] is the embedded implementation (one file, WAL),
+//! and `PostgresLedger` (feature `postgres`, on by default) the one several host instances share.
+//! Both take their decisions (what an outcome or an event does to an entry) from `rules`, and
+//! one test suite runs against both.
 //!
 //! Architecture Invariant: [`reserve`] is the only maker of a [`Reservation`], and it makes one
 //! only for an entry [`Ledger::begin`] has just created, durably, in state `sending`. The core's
 //! gateway sends a command the ledger records only with a reservation for that very command
 //! (`gatehouse_core::prepared`), so no caller can send money the ledger does not know about.
 
+#[cfg(feature = "postgres")]
+mod postgres;
+mod rules;
 mod sqlite;
 
 use std::fmt;
@@ -29,6 +34,8 @@ use gatehouse_plugin_api::{Command, Money, Operation, Outcome, OutcomeStatus, We
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresLedger, PostgresOptions};
 pub use sqlite::SqliteLedger;
 
 /// The host's durable record of commands, their outcomes and the webhook events received.

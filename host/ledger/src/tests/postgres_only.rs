@@ -1,0 +1,218 @@
+//! What only the PostgreSQL ledger has: migrations under a lock, a schema version a newer host
+//! may have written, the connection settings and what errors show of them.
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use super::*;
+
+fn schema_versions(database: &gatehouse_pg_cluster::Database) -> Vec<i64> {
+    database
+        .connect()
+        .query("SELECT version FROM schema_version ORDER BY version", &[])
+        .expect("schema versions")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[test]
+fn hosts_starting_together_apply_each_migration_once() {
+    let database = gatehouse_pg_cluster::shared().create_database();
+    let barrier = Arc::new(Barrier::new(6));
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let options = postgres_options(&database);
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                PostgresLedger::connect(&options).map(|_| ())
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("thread").expect("every host starts");
+    }
+    let latest = i64::try_from(super::super::postgres::MIGRATIONS.len()).expect("fits");
+    assert_eq!(schema_versions(&database), (1..=latest).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_migration_waits_for_the_lock_another_host_holds() {
+    let database = gatehouse_pg_cluster::shared().create_database();
+    let mut holder = database.connect();
+    holder
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&super::super::postgres::MIGRATION_LOCK],
+        )
+        .expect("lock");
+    let options = postgres_options(&database);
+    let starting = std::thread::spawn(move || PostgresLedger::connect(&options).map(|_| ()));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !starting.is_finished(),
+        "the host migrated without the lock"
+    );
+    assert_eq!(
+        database
+            .connect()
+            .query_one("SELECT to_regclass('entries') IS NULL", &[])
+            .expect("query")
+            .get::<_, bool>(0),
+        true,
+        "no table may exist while another host holds the lock"
+    );
+    holder
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&super::super::postgres::MIGRATION_LOCK],
+        )
+        .expect("unlock");
+    starting
+        .join()
+        .expect("thread")
+        .expect("starts once the lock is free");
+    assert_eq!(schema_versions(&database), [1]);
+}
+
+#[test]
+fn a_database_with_a_newer_schema_is_refused_with_a_clear_message() {
+    let database = gatehouse_pg_cluster::shared().create_database();
+    drop(PostgresLedger::connect(&postgres_options(&database)).expect("first start"));
+    database
+        .connect()
+        .execute(
+            "INSERT INTO schema_version (version, applied_at_unix) VALUES (99, 0)",
+            &[],
+        )
+        .expect("pretend a newer host migrated it");
+    let error = PostgresLedger::connect(&postgres_options(&database)).expect_err("refused");
+    let message = error.to_string();
+    assert!(
+        message.contains("version 99") && message.contains("newer"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&database.name),
+        "names the database: {message}"
+    );
+}
+
+#[test]
+fn the_password_never_shows_in_errors_or_debug() {
+    let database = gatehouse_pg_cluster::shared().create_database();
+    let ledger = PostgresLedger::connect(&postgres_options(&database)).expect("connects");
+    let shown = format!("{ledger:?} {}", ledger.location());
+    assert!(!shown.contains(&database.password), "{shown}");
+    assert!(shown.contains(&database.name), "{shown}");
+
+    // A wrong password: the error names the database, never either password.
+    let mut wrong = postgres_options(&database);
+    wrong.password = Some(gatehouse_plugin_api::Secret::new("wrong-password-123"));
+    let message = PostgresLedger::connect(&wrong)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        message.contains("password authentication failed"),
+        "{message}"
+    );
+    assert!(message.contains(&database.name), "{message}");
+    assert!(!message.contains("wrong-password-123"), "{message}");
+    assert!(!message.contains(&database.password), "{message}");
+    assert!(!format!("{wrong:?}").contains("wrong-password-123"));
+
+    // A password written into the URL is refused, and the refusal does not repeat it.
+    let inline = PostgresOptions::new(format!(
+        "postgres://{}:{}@{}:{}/{}",
+        database.user, "inline-secret-456", database.host, database.port, database.name
+    ));
+    let message = PostgresLedger::connect(&inline)
+        .expect_err("refused")
+        .to_string();
+    assert!(message.contains("must not hold the password"), "{message}");
+    assert!(!message.contains("inline-secret-456"), "{message}");
+}
+
+#[test]
+fn an_unreachable_server_is_an_error_naming_it() {
+    // A port nobody listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let mut options = PostgresOptions::new(format!("postgres://gatehouse@127.0.0.1:{port}/ledger"));
+    options.connect_timeout = Duration::from_secs(2);
+    let message = PostgresLedger::connect(&options)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        message.contains(&format!("postgres://gatehouse@127.0.0.1:{port}/ledger")),
+        "{message}"
+    );
+    assert!(message.contains("cannot connect"), "{message}");
+    assert!(
+        PostgresLedger::connect(&PostgresOptions::new(
+            "postgres://gatehouse@127.0.0.1:not-a-port/ledger"
+        ))
+        .expect_err("invalid")
+        .to_string()
+        .contains("URL is invalid")
+    );
+}
+
+#[test]
+fn money_is_stored_as_bigint_minor_units() {
+    let database = gatehouse_pg_cluster::shared().create_database();
+    let ledger = PostgresLedger::connect(&postgres_options(&database)).expect("connects");
+    created(&ledger, "gh_1");
+    let entry = ledger.get("gh_1").expect("get").expect("exists");
+    assert_eq!(entry.amount.map(|money| money.minor_units), Some(500));
+    // The column types, from the catalog: integers, never a floating-point or numeric type.
+    let columns: std::collections::BTreeMap<String, String> = database
+        .connect()
+        .query(
+            "SELECT column_name::TEXT, data_type::TEXT FROM information_schema.columns \
+             WHERE table_name = 'entries'",
+            &[],
+        )
+        .expect("catalog")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    for column in [
+        "amount_minor_units",
+        "created_at_unix",
+        "updated_at_unix",
+        "seq",
+    ] {
+        assert_eq!(
+            columns.get(column).map(String::as_str),
+            Some("bigint"),
+            "{column}: {columns:?}"
+        );
+    }
+}
+
+#[test]
+fn a_broken_connection_is_replaced_by_the_pool() {
+    // A server-side kill of every ledger connection (a database restart, a failover): the next
+    // calls get fresh connections instead of failing for good.
+    let store = postgres_store();
+    created(store.ledger.as_ref(), "gh_1");
+    store.execute_sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.ledger.get("gh_1") {
+            Ok(Some(_)) => break,
+            other if std::time::Instant::now() > deadline => {
+                panic!("the ledger did not recover: {other:?}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    created(store.ledger.as_ref(), "gh_2");
+}
