@@ -17,8 +17,7 @@ use gatehouse_core::{
     Config, DirectCommand, DispatchError, Door, ErrorCode, Gateway, RecordedCommand, new_reference,
 };
 use gatehouse_ledger::{
-    Entry, EntryState, Ledger, LedgerError, Reservation, Reserved, SqliteLedger, request_hash,
-    reserve,
+    Entry, EntryState, Ledger, LedgerError, Reservation, Reserved, request_hash, reserve,
 };
 use gatehouse_plugin_api::{
     Command, Details, ErrorKind, Operation, Outcome, OutcomeStatus, ProviderError, WebhookReply,
@@ -199,15 +198,19 @@ impl Service {
         }
     }
 
-    /// The embedding entry point: opens the ledger `config` names, starts a gateway on it and
-    /// scans its plugins folder once.
+    /// The embedding entry point: opens the ledger `config` names (the SQLite file, or the
+    /// PostgreSQL database of `[ledger] url`), starts a gateway on it and scans its plugins
+    /// folder once.
     pub async fn open(config: Config) -> Result<Self, ServiceError> {
-        let path = config.host.ledger.clone();
-        let ledger = tokio::task::spawn_blocking(move || SqliteLedger::open(&path))
-            .await
-            .map_err(|error| ServiceError::Internal(format!("opening the ledger: {error}")))??;
+        let opening = config.clone();
+        let ledger =
+            tokio::task::spawn_blocking(move || crate::ledger_access::open_ledger(&opening))
+                .await
+                .map_err(|error| {
+                    ServiceError::Internal(format!("opening the ledger: {error}"))
+                })??;
         let gateway = Gateway::start(config).await;
-        Ok(Self::new(gateway, Arc::new(ledger)))
+        Ok(Self::new(gateway, ledger))
     }
 
     pub fn gateway(&self) -> &Gateway {
