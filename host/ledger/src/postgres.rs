@@ -144,9 +144,25 @@ impl PostgresOptions {
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
+/// The pool, dropped on a thread of its own: every pooled client owns a small tokio runtime (the
+/// synchronous driver's), tokio refuses to drop a runtime on an async worker, and the last handle
+/// on a ledger may well be dropped there (a service going away inside a runtime).
+struct OwnedPool(Option<Pool>);
+
+impl Drop for OwnedPool {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.take() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
+}
+
 /// The shared [`Ledger`]: a PostgreSQL database reached through a connection pool.
+///
+/// Blocking, like every [`Ledger`]: the driver runs its own runtime, so calls made on an async
+/// worker panic; the service makes every call on tokio's blocking pool (`AsyncLedger`).
 pub struct PostgresLedger {
-    pool: Pool,
+    pool: OwnedPool,
     /// `postgres://user@host:port/database`: never the password. For messages and Debug.
     location: String,
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
@@ -235,7 +251,7 @@ impl PostgresLedger {
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(manager);
         Ok(Self {
-            pool,
+            pool: OwnedPool(Some(pool)),
             location,
             clock: Box::new(unix_now),
         })
@@ -264,7 +280,12 @@ impl PostgresLedger {
         &self,
         action: &str,
     ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, LedgerError> {
-        self.pool.get().map_err(|error| {
+        let pool = self
+            .pool
+            .0
+            .as_ref()
+            .ok_or_else(|| self.storage_error(action, "the ledger is closing".to_string()))?;
+        pool.get().map_err(|error| {
             self.storage_error(&format!("{action}: no database connection"), error)
         })
     }

@@ -57,6 +57,19 @@ pub fn shared() -> &'static Cluster {
     SHARED.get_or_init(|| Cluster::start().unwrap_or_else(|error| panic!("{error}")))
 }
 
+/// Runs `work` on a thread of its own and waits for it. The synchronous driver runs a small
+/// tokio runtime per connection, which tokio refuses to start or drop on an async worker: the
+/// cluster's own driver calls go through here, so an async test may call [`shared`] and
+/// [`Cluster::create_database`] directly.
+fn off_async<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(work)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 /// Why a cluster could not start.
 #[derive(Debug)]
 pub struct StartError(String);
@@ -76,7 +89,8 @@ pub struct Cluster {
     password: String,
     server: Mutex<Option<Child>>,
     keeper: Mutex<Option<Child>>,
-    admin: Mutex<postgres::Client>,
+    /// `None` only while the cluster is being dropped.
+    admin: Mutex<Option<postgres::Client>>,
     databases: AtomicUsize,
 }
 
@@ -130,7 +144,9 @@ impl Database {
         config
     }
 
-    /// A direct connection, for a test that inspects or tampers with the database.
+    /// A direct connection, for a test that inspects or tampers with the database. The
+    /// synchronous driver blocks: use it from a plain thread or `spawn_blocking`, never on an
+    /// async worker.
     ///
     /// # Panics
     /// When the cluster does not answer.
@@ -144,6 +160,10 @@ impl Database {
 impl Cluster {
     /// Runs `initdb` in a new temporary folder and starts a server on a free loopback port.
     pub fn start() -> Result<Self, StartError> {
+        off_async(Self::start_here)
+    }
+
+    fn start_here() -> Result<Self, StartError> {
         let bin = bin_dir()?;
         let owner = server_user()?;
         let root = make_root(owner)?;
@@ -210,7 +230,7 @@ impl Cluster {
                         password,
                         server: Mutex::new(Some(server)),
                         keeper: Mutex::new(Some(keeper)),
-                        admin: Mutex::new(admin),
+                        admin: Mutex::new(Some(admin)),
                         databases: AtomicUsize::new(0),
                     });
                 }
@@ -240,11 +260,15 @@ impl Cluster {
     pub fn create_database(&self) -> Database {
         let number = self.databases.fetch_add(1, Ordering::SeqCst);
         let name = format!("gatehouse_test_{}_{number}", std::process::id());
-        self.admin
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap_or_else(|error| panic!("cannot create the test database {name}: {error}"));
+        off_async(|| {
+            self.admin
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_mut()
+                .map(|admin| admin.batch_execute(&format!("CREATE DATABASE {name}")))
+        })
+        .unwrap_or_else(|| panic!("the cluster is stopping"))
+        .unwrap_or_else(|error| panic!("cannot create the test database {name}: {error}"));
         Database {
             name,
             host: "127.0.0.1".into(),
@@ -257,6 +281,12 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        let admin = self
+            .admin
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        off_async(move || drop(admin));
         let lock = |slot: &mut Mutex<Option<Child>>| {
             slot.get_mut()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
