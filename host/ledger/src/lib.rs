@@ -144,6 +144,19 @@ pub trait Ledger: Send + Sync {
     /// committed like any other (for `/readyz`: a full disk or a read-only file must make the
     /// host unready before a charge finds out).
     fn probe_write(&self) -> Result<(), LedgerError>;
+
+    /// Whether entry `id` is being sent right now by another host instance that is alive (its
+    /// lease in the ledger is fresh). A ledger one process owns (SQLite) answers `false`: what
+    /// runs in this process the service knows itself, and nothing runs anywhere else. A shared
+    /// ledger records which instance began each entry and keeps a lease per instance.
+    ///
+    /// A retry that finds such an entry waits for the sender's outcome instead of calling the
+    /// first attempt interrupted, and reconciliation leaves the entry to its sender until the
+    /// sender's lease expires.
+    fn sent_by_a_live_peer(&self, id: &str) -> Result<bool, LedgerError> {
+        let _ = id;
+        Ok(false)
+    }
 }
 
 /// What [`Ledger::begin`] found.

@@ -101,6 +101,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
         at_unix  BIGINT NOT NULL
     );
     ",
+    // Version 2: host leases, and which instance began each entry. Lease times are the
+    // database's clock, so hosts with skewed clocks still agree on whose lease is fresh.
+    "
+    CREATE TABLE host_leases (
+        instance_id   TEXT PRIMARY KEY,
+        started_at    TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+        heartbeat_at  TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+        -- Each instance's own lease length: hosts need not agree on it.
+        expires_at    TIMESTAMPTZ NOT NULL
+    );
+    ALTER TABLE entries ADD COLUMN sender_instance TEXT;
+    ",
 ];
 
 /// The session advisory lock migrations run under (any fixed number works; this one is "gatehous"
@@ -109,6 +121,18 @@ pub(super) const MIGRATION_LOCK: i64 = 0x6761_7465_686f_7573;
 
 /// The transaction advisory lock webhook events are numbered under ("gh_event").
 const EVENTS_LOCK: i64 = 0x6768_5f65_7665_6e74;
+
+/// Takes or renews this instance's lease ($1 instance, $2 lease in seconds), on the database's
+/// clock.
+const RENEW_LEASE: &str = "INSERT INTO host_leases (instance_id, expires_at) \
+     VALUES ($1, clock_timestamp() + make_interval(secs => $2)) \
+     ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = clock_timestamp(), \
+     expires_at = EXCLUDED.expires_at";
+
+/// A lease length as `make_interval` takes it (fractional seconds; a duration, not money).
+fn seconds(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}
 
 /// How long a starting host waits for another host's migration before giving up.
 const MIGRATION_LOCK_TIMEOUT: &str = "60s";
@@ -129,6 +153,11 @@ pub struct PostgresOptions {
     pub max_connections: u32,
     /// How long opening a connection, or waiting for a free one in the pool, may take.
     pub connect_timeout: Duration,
+    /// This host instance's name in the ledger's lease table: unique per running process.
+    pub instance_id: String,
+    /// How long this instance's lease lasts without a heartbeat (renewed every third of it):
+    /// once it expired, the entries this instance was sending are others' to reconcile.
+    pub lease: Duration,
 }
 
 impl PostgresOptions {
@@ -138,8 +167,19 @@ impl PostgresOptions {
             password: None,
             max_connections: 8,
             connect_timeout: Duration::from_secs(5),
+            instance_id: default_instance_id(),
+            lease: Duration::from_secs(15),
         }
     }
+}
+
+/// `<pid>-<nanoseconds>`: unique enough among the processes of a fleet; the service passes a
+/// random UUID instead.
+fn default_instance_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    format!("{}-{nanos}", std::process::id())
 }
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -157,12 +197,36 @@ impl Drop for OwnedPool {
     }
 }
 
+/// The thread renewing this instance's lease; stopping it (on drop) gives the lease up.
+struct Heartbeat {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// The shared [`Ledger`]: a PostgreSQL database reached through a connection pool.
 ///
 /// Blocking, like every [`Ledger`]: the driver runs its own runtime, so calls made on an async
 /// worker panic; the service makes every call on tokio's blocking pool (`AsyncLedger`).
+///
+/// Each instance holds a lease (`host_leases`), renewed by a thread of its own, and stamps the
+/// entries it begins with its instance id: that is how another host tells an entry still being
+/// sent by a live peer from one a dead host left `sending`
+/// ([`Ledger::sent_by_a_live_peer`]).
 pub struct PostgresLedger {
+    /// Declared first so it stops (and gives the lease up) before the pool goes.
+    heartbeat: Option<Heartbeat>,
     pool: OwnedPool,
+    instance_id: String,
+    lease: Duration,
     /// `postgres://user@host:port/database`: never the password. For messages and Debug.
     location: String,
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
@@ -250,10 +314,68 @@ impl PostgresLedger {
             // r2d2 logs a connection error itself; ours carry the ledger's location instead.
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(manager);
-        Ok(Self {
+        let mut ledger = Self {
+            heartbeat: None,
             pool: OwnedPool(Some(pool)),
+            instance_id: options.instance_id.clone(),
+            lease: options.lease.max(Duration::from_secs(1)),
             location,
             clock: Box::new(unix_now),
+        };
+        // The lease exists before this instance begins its first entry.
+        ledger.renew_lease()?;
+        ledger.heartbeat = Some(ledger.start_heartbeat()?);
+        Ok(ledger)
+    }
+
+    /// This instance's name in the lease table.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    fn renew_lease(&self) -> Result<(), LedgerError> {
+        let action = "renew this host's lease";
+        let mut client = self.client(action)?;
+        client
+            .execute(RENEW_LEASE, &[&self.instance_id, &seconds(self.lease)])
+            .map_err(|error| self.storage_error(action, error))?;
+        Ok(())
+    }
+
+    fn start_heartbeat(&self) -> Result<Heartbeat, LedgerError> {
+        let pool = self.pool.0.clone().ok_or_else(|| {
+            self.storage_error("start the heartbeat", "the ledger is closing".to_string())
+        })?;
+        let (instance_id, location) = (self.instance_id.clone(), self.location.clone());
+        let every = self.lease / 3;
+        let lease_secs = seconds(self.lease);
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("gatehouse-ledger-heartbeat".into())
+            .spawn(move || {
+                let run = |sql: &str, params: &[&(dyn ToSql + Sync)]| -> Result<u64, String> {
+                    let mut client = pool.get().map_err(|error| error.explain())?;
+                    client.execute(sql, params).map_err(|error| error.explain())
+                };
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    if let Err(error) = run(RENEW_LEASE, &[&instance_id, &lease_secs]) {
+                        tracing::warn!(ledger = %location, %error, "lease not renewed; retried");
+                    }
+                }
+                // Leaving: the entries this instance still had `sending` are others' to settle.
+                let _ = run(
+                    "DELETE FROM host_leases WHERE instance_id = $1",
+                    &[&instance_id],
+                );
+                // The pool's clients own runtimes: dropped here, on this plain thread.
+                drop(pool);
+            })
+            .map_err(|error| self.storage_error("start the heartbeat thread", error.to_string()))?;
+        Ok(Heartbeat {
+            stop: Some(stop),
+            thread: Some(thread),
         })
     }
 
@@ -468,6 +590,23 @@ impl PostgresLedger {
 }
 
 impl Ledger for PostgresLedger {
+    fn sent_by_a_live_peer(&self, id: &str) -> Result<bool, LedgerError> {
+        let action = "check who sends an entry";
+        let mut client = self.client(action)?;
+        let row = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM entries JOIN host_leases \
+                     ON host_leases.instance_id = entries.sender_instance \
+                 WHERE entries.id = $1 AND entries.state = 'sending' \
+                   AND entries.sender_instance <> $2 \
+                   AND host_leases.expires_at > clock_timestamp())",
+                &[&id, &self.instance_id],
+            )
+            .map_err(|error| self.storage_error(action, error))?;
+        row.try_get(0)
+            .map_err(|error| self.storage_error(action, error))
+    }
+
     fn probe_write(&self) -> Result<(), LedgerError> {
         let action = "probe a write";
         self.write(action, |transaction, now| {
@@ -520,8 +659,8 @@ impl Ledger for PostgresLedger {
                 .execute(
                     "INSERT INTO entries (id, provider, account, operation, idempotency_key, \
                      request_hash, command_json, state, amount_minor_units, amount_currency, \
-                     created_at_unix, updated_at_unix) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'sending', $8, $9, $10, $10) \
+                     created_at_unix, updated_at_unix, sender_instance) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'sending', $8, $9, $10, $10, $11) \
                      ON CONFLICT ON CONSTRAINT entries_idempotency_key DO NOTHING",
                     &[
                         &new.id,
@@ -534,6 +673,7 @@ impl Ledger for PostgresLedger {
                         &amount.map(|money| money.minor_units),
                         &amount.map(|money| money.currency.code()),
                         &now,
+                        &self.instance_id,
                     ],
                 )
                 .map_err(|error| {

@@ -73,7 +73,8 @@ fn a_migration_waits_for_the_lock_another_host_holds() {
         .join()
         .expect("thread")
         .expect("starts once the lock is free");
-    assert_eq!(schema_versions(&database), [1]);
+    let latest = i64::try_from(super::super::postgres::MIGRATIONS.len()).expect("fits");
+    assert_eq!(schema_versions(&database), (1..=latest).collect::<Vec<_>>());
 }
 
 #[test]
@@ -215,4 +216,61 @@ fn a_broken_connection_is_replaced_by_the_pool() {
         }
     }
     created(store.ledger.as_ref(), "gh_2");
+}
+
+#[test]
+fn a_peer_sees_an_entry_sending_while_its_sender_holds_a_live_lease() {
+    let database = gatehouse_pg_cluster::shared().create_database();
+    let host = |name: &str| {
+        let mut options = postgres_options(&database);
+        options.instance_id = name.into();
+        options.lease = Duration::from_secs(3);
+        PostgresLedger::connect(&options).expect("connects")
+    };
+    let (a, b) = (host("host-a"), host("host-b"));
+    assert_eq!(a.instance_id(), "host-a");
+    created(&a, "gh_1");
+    assert!(
+        !a.sent_by_a_live_peer("gh_1").expect("ask"),
+        "its own entry"
+    );
+    assert!(
+        b.sent_by_a_live_peer("gh_1").expect("ask"),
+        "a live peer sends it"
+    );
+    a.record_outcome("gh_1", &gatehouse_plugin_api::Outcome::pending())
+        .expect("record");
+    assert!(
+        !b.sent_by_a_live_peer("gh_1").expect("ask"),
+        "no longer sending"
+    );
+    assert!(!b.sent_by_a_live_peer("gh_missing").expect("ask"));
+
+    // A lease that expired (a host that stopped renewing it): the entry is nobody's.
+    created(&a, "gh_2");
+    assert!(b.sent_by_a_live_peer("gh_2").expect("ask"));
+    database
+        .connect()
+        .execute(
+            "UPDATE host_leases SET expires_at = clock_timestamp() - interval '1 second' \
+             WHERE instance_id = 'host-a'",
+            &[],
+        )
+        .expect("expire the lease");
+    assert!(
+        !b.sent_by_a_live_peer("gh_2").expect("ask"),
+        "the lease expired"
+    );
+    // The heartbeat (every third of the lease) renews it while host A lives.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !b.sent_by_a_live_peer("gh_2").expect("ask") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the heartbeat did not renew the lease"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A host that leaves gives its lease up at once.
+    drop(a);
+    assert!(!b.sent_by_a_live_peer("gh_2").expect("ask"), "host A left");
 }

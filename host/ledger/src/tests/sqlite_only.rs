@@ -133,3 +133,14 @@ fn checkpoints_run_in_the_background_not_in_a_write() {
         50
     );
 }
+
+#[test]
+fn a_file_ledger_has_no_peers() {
+    // One process owns a SQLite ledger: an entry `sending` is this process's, or a crash's.
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let path = folder.path().join("ledger.sqlite");
+    let first = SqliteLedger::open(&path).expect("open");
+    created(&first, "gh_1");
+    let second = SqliteLedger::open(&path).expect("open again");
+    assert!(!second.sent_by_a_live_peer("gh_1").expect("ask"));
+}
