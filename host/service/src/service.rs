@@ -59,6 +59,9 @@ impl Drop for LeaveFlight<'_> {
 /// How long a retry waits for the first attempt with its key, running in this process.
 const RETRY_WAIT: Duration = Duration::from_secs(300);
 
+/// How often a retry polls the shared ledger for the outcome of an entry another host sends.
+const PEER_POLL: Duration = Duration::from_millis(50);
+
 /// The answer to a command, as the API returns it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CommandAnswer {
@@ -404,6 +407,8 @@ impl Service {
                 self.ledger.get(&entry.id).await?.ok_or_else(|| {
                     ServiceError::Internal(format!("entry {} vanished", entry.id))
                 })?;
+        } else if entry.state == EntryState::Sending {
+            entry = self.wait_for_peer(entry).await?;
         }
         if let (None, Some(refusal)) = (&entry.outcome, &entry.refusal) {
             return Err(ServiceError::RecordedRefusal {
@@ -432,6 +437,35 @@ impl Service {
             replayed: true,
             provider_requests: 0,
         })
+    }
+
+    /// An entry `sending` that no dispatch of this process runs: on a shared ledger, another live
+    /// host may be sending it right now. Its outcome lands in the ledger; polled for here (every
+    /// [`PEER_POLL`], for at most [`RETRY_WAIT`]) rather than calling the first attempt
+    /// interrupted. Returns at once when no live peer sends it (a crash's leftover).
+    async fn wait_for_peer(&self, mut entry: Entry) -> Result<Entry, ServiceError> {
+        let deadline = tokio::time::Instant::now() + RETRY_WAIT;
+        loop {
+            let id = entry.id.clone();
+            if !self
+                .ledger
+                .call(move |ledger| ledger.sent_by_a_live_peer(&id))
+                .await?
+            {
+                return Ok(entry);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ServiceError::InProgress);
+            }
+            tokio::time::sleep(PEER_POLL).await;
+            entry =
+                self.ledger.get(&entry.id).await?.ok_or_else(|| {
+                    ServiceError::Internal(format!("entry {} vanished", entry.id))
+                })?;
+            if entry.state != EntryState::Sending {
+                return Ok(entry);
+            }
+        }
     }
 
     /// Settles `unknown`, `pending` and crash-interrupted entries through the provider's status
@@ -488,6 +522,26 @@ impl Service {
             {
                 report.still_open += 1;
                 continue;
+            }
+            // Another live host's dispatch (a shared ledger): its sender records the outcome;
+            // the entry is reconciled only once that host's lease has expired.
+            if entry.state == EntryState::Sending {
+                let id = entry.id.clone();
+                match self
+                    .ledger
+                    .call(move |ledger| ledger.sent_by_a_live_peer(&id))
+                    .await
+                {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        report.still_open += 1;
+                        continue;
+                    }
+                    Err(error) => {
+                        report.errors.push(error.to_string());
+                        continue;
+                    }
+                }
             }
             report.examined += 1;
             self.reconcile_entry(entry, &mut report).await;

@@ -1,6 +1,8 @@
-//! The PostgreSQL ledger through the real `gatehouse serve`: two host processes on one database
-//! of the test cluster share their ledger (a key sent to one is answered by the other), and a
-//! database migrated by a newer Gatehouse is refused at start with a clear message.
+//! The PostgreSQL ledger through the real host: two `gatehouse serve` processes on one database
+//! of the test cluster share their ledger (a key sent to one is answered by the other); a
+//! database migrated by a newer Gatehouse is refused at start; and several services on one
+//! database send a key concurrently sent to all of them exactly once, leaving a live peer's
+//! `sending` entry alone until its lease expires.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -10,6 +12,10 @@ use gatehouse_e2e::{
     API_KEY, free_port, gatehouse_binary, install, library, open_postgres_ledger, plugin_file_name,
     postgres_ledger_toml,
 };
+use gatehouse_ledger::EntryState;
+use gatehouse_plugin_api::{Command as PluginCommand, OutcomeStatus};
+use gatehouse_service::Service;
+use gatehouse_sim_common::Fault;
 use gatehouse_sim_paygateglobal::PayGateSimulator;
 use serde_json::{Value, json};
 
@@ -32,7 +38,7 @@ fn host_folder(dir: &Path, ledger_toml: &str, provider_url: &str) -> (std::path:
         format!(
             "[host]\nplugins_dir = \"plugins\"\nlisten = \"127.0.0.1:{port}\"\nledger = \"ledger.sqlite\"\n\n\
              [api]\nkeys = [\"{API_KEY}\"]\n\n{ledger_toml}\n\
-             [providers.paygateglobal.accounts.main]\nbase_url = \"{provider_url}\"\nsecrets = {{ auth_token = \"{TOKEN}\" }}\n"
+             [providers.paygateglobal.accounts.main]\nbase_url = \"{provider_url}\"\ntimeout_ms = 20000\nsecrets = {{ auth_token = \"{TOKEN}\" }}\n"
         ),
     )
     .expect("config");
@@ -197,4 +203,171 @@ async fn a_host_refuses_a_database_migrated_by_a_newer_gatehouse() {
         "{stderr}"
     );
     assert!(!stderr.contains(&password), "the password leaked: {stderr}");
+}
+
+/// `count` services (each its own folder, gateway and ledger handle, as separate hosts would
+/// have) on one PostgreSQL database.
+async fn services_on_one_database(
+    dir: &Path,
+    ledger_toml: &str,
+    provider_url: &str,
+    count: usize,
+) -> Vec<Service> {
+    let mut services = Vec::new();
+    for index in 0..count {
+        let (config, _) = host_folder(
+            &dir.join(format!("host-{index}")),
+            ledger_toml,
+            provider_url,
+        );
+        let config = gatehouse_core::Config::load(&config).expect("valid configuration");
+        services.push(Service::open(config).await.expect("the service opens"));
+    }
+    services
+}
+
+fn charge_command() -> PluginCommand {
+    serde_json::from_value(json!({
+        "operation": "charge",
+        "amount": {"minor_units": 2500, "currency": "XOF"},
+        "customer": {"phone": "90123456"},
+        "payment_method": "FLOOZ"
+    }))
+    .expect("a charge")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_sent_to_three_hosts_at_once_reaches_the_provider_once() {
+    let (simulator, running) = PayGateSimulator::start(TOKEN).await.expect("simulator");
+    let dir = tempfile::tempdir().expect("folder");
+    let (ledger_toml, _database) = postgres_ledger_toml(dir.path());
+    let services = services_on_one_database(dir.path(), &ledger_toml, &running.base_url(), 3).await;
+    for round in 0..3 {
+        // The provider takes its time answering: the other hosts find the entry `sending`
+        // while its sender (alive, on another host) waits for the answer.
+        running
+            .faults
+            .push(Fault::DelayAfter(Duration::from_millis(700)));
+        let key = format!("fleet-order-{round}");
+        let calls: Vec<_> = services
+            .iter()
+            .map(|service| {
+                let (service, key) = (service.clone(), key.clone());
+                tokio::spawn(async move {
+                    service
+                        .execute("paygateglobal", "main", charge_command(), Some(key))
+                        .await
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for call in calls {
+            answers.push(call.await.expect("task").expect("every host answers"));
+        }
+        running.faults.clear();
+        assert_eq!(
+            simulator.transactions().len(),
+            round + 1,
+            "round {round}: one key, one provider call, whichever host got it"
+        );
+        let sent: Vec<_> = answers.iter().filter(|answer| !answer.replayed).collect();
+        assert_eq!(sent.len(), 1, "round {round}: exactly one host sent it");
+        for answer in &answers {
+            assert_eq!(answer.reference, sent[0].reference, "round {round}");
+            assert_eq!(
+                answer.outcome.status, sent[0].outcome.status,
+                "round {round}"
+            );
+            assert_ne!(
+                answer.outcome.status,
+                OutcomeStatus::Unknown,
+                "round {round}: a live sender's entry is never answered as interrupted: {:?}",
+                answer.outcome
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_sending_entry_is_reconciled_only_after_its_lease_expires() {
+    let (simulator, running) = PayGateSimulator::start(TOKEN).await.expect("simulator");
+    let dir = tempfile::tempdir().expect("folder");
+    let (ledger_toml, database) = postgres_ledger_toml(dir.path());
+    let services = services_on_one_database(dir.path(), &ledger_toml, &running.base_url(), 2).await;
+    let (sender, other) = (services[0].clone(), services[1].clone());
+    // The provider registers the charge and holds its answer: host A is mid-dispatch.
+    running
+        .faults
+        .push(Fault::DelayAfter(Duration::from_secs(10)));
+    let dispatch = tokio::spawn(async move {
+        sender
+            .execute(
+                "paygateglobal",
+                "main",
+                charge_command(),
+                Some("lease-order".into()),
+            )
+            .await
+    });
+    for _ in 0..200 {
+        if simulator.transactions().len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        simulator.transactions().len(),
+        1,
+        "the charge reached the provider"
+    );
+    let sending = other
+        .ledger()
+        .find_by_key("paygateglobal", "main", "lease-order")
+        .await
+        .expect("read")
+        .expect("the entry exists");
+    assert_eq!(sending.state, EntryState::Sending);
+
+    // Host B's reconciliation leaves a live peer's entry alone.
+    let report = other.reconcile(10).await;
+    assert_eq!(report.examined, 0, "{report:?}");
+    assert_eq!(report.still_open, 1, "{report:?}");
+    assert_eq!(
+        other
+            .ledger()
+            .get(&sending.id)
+            .await
+            .expect("read")
+            .map(|entry| entry.state),
+        Some(EntryState::Sending)
+    );
+
+    // Host A's lease expires (a host that died stops renewing it): now B reconciles it.
+    tokio::task::spawn_blocking(move || {
+        database
+            .connect()
+            .execute(
+                "UPDATE host_leases SET expires_at = clock_timestamp() - interval '1 second'",
+                &[],
+            )
+            .expect("expire the leases");
+    })
+    .await
+    .expect("expire");
+    // Host A's heartbeat renews its lease every 5 s; B reconciles before that.
+    let report = other.reconcile(10).await;
+    assert_eq!(report.examined, 1, "{report:?}");
+    let settled = other
+        .ledger()
+        .get(&sending.id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_ne!(settled.state, EntryState::Sending, "{settled:?}");
+    assert_eq!(
+        simulator.transactions().len(),
+        1,
+        "reconciliation sent no second charge"
+    );
+    dispatch.abort();
 }
