@@ -211,7 +211,7 @@ pub(super) fn record_refusal_fails_only_an_entry_never_sent(store: &Store) {
 pub(super) fn history_is_kept_in_order(store: &Store) {
     let (ledger, clock) = (store.ledger.as_ref(), &*store.clock);
     created(ledger, "gh_1");
-    tick(&clock);
+    tick(clock);
     ledger
         .record_outcome(
             "gh_1",
@@ -221,15 +221,15 @@ pub(super) fn history_is_kept_in_order(store: &Store) {
             )),
         )
         .expect("record");
-    tick(&clock);
+    tick(clock);
     ledger
         .record_outcome("gh_1", &Outcome::pending())
         .expect("record");
-    tick(&clock);
+    tick(clock);
     ledger
         .flag_for_operator("gh_1", "no status operation")
         .expect("flag");
-    tick(&clock);
+    tick(clock);
     ledger
         .record_outcome("gh_1", &Outcome::succeeded())
         .expect("record");
@@ -337,7 +337,7 @@ pub(super) fn list_filters_newest_first(store: &Store) {
         entry.provider = provider.into();
         entry.account = account.into();
         ledger.begin(entry).expect("begin");
-        tick(&clock);
+        tick(clock);
     }
     ledger
         .record_outcome("gh_4", &Outcome::succeeded())
@@ -427,7 +427,7 @@ pub(super) fn unresolved_returns_sending_unknown_and_pending_only(store: &Store)
                 .record_outcome(id, &Outcome::new(status))
                 .expect("record");
         }
-        tick(&clock);
+        tick(clock);
     }
     ledger
         .flag_for_operator("gh_operator", "gave up")
@@ -488,7 +488,7 @@ pub(super) fn events_feed_is_ordered_and_resumable(store: &Store) {
         ledger
             .record_event("xsolla", "main", &event)
             .expect("record");
-        tick(&clock);
+        tick(clock);
     }
     let first_page = ledger.events(0, 3).expect("events");
     let ids: Vec<&str> = first_page
