@@ -443,26 +443,29 @@ impl Service {
     /// host may be sending it right now. Its outcome lands in the ledger; polled for here (every
     /// [`PEER_POLL`], for at most [`RETRY_WAIT`]) rather than calling the first attempt
     /// interrupted. Returns at once when no live peer sends it (a crash's leftover).
-    async fn wait_for_peer(&self, mut entry: Entry) -> Result<Entry, ServiceError> {
+    async fn wait_for_peer(&self, entry: Entry) -> Result<Entry, ServiceError> {
         let deadline = tokio::time::Instant::now() + RETRY_WAIT;
+        let id = entry.id;
         loop {
-            let id = entry.id.clone();
-            if !self
+            let asked = id.clone();
+            let peer_sends = self
                 .ledger
-                .call(move |ledger| ledger.sent_by_a_live_peer(&id))
-                .await?
-            {
-                return Ok(entry);
-            }
-            if tokio::time::Instant::now() >= deadline {
+                .call(move |ledger| ledger.sent_by_a_live_peer(&asked))
+                .await?;
+            if peer_sends && tokio::time::Instant::now() >= deadline {
                 return Err(ServiceError::InProgress);
             }
-            tokio::time::sleep(PEER_POLL).await;
-            entry =
-                self.ledger.get(&entry.id).await?.ok_or_else(|| {
-                    ServiceError::Internal(format!("entry {} vanished", entry.id))
-                })?;
-            if entry.state != EntryState::Sending {
+            if peer_sends {
+                tokio::time::sleep(PEER_POLL).await;
+            }
+            // Read after asking: "no live peer sends it" is also what the answer is once the
+            // peer has just recorded its outcome, which the entry read before did not hold.
+            let entry = self
+                .ledger
+                .get(&id)
+                .await?
+                .ok_or_else(|| ServiceError::Internal(format!("entry {id} vanished")))?;
+            if !peer_sends || entry.state != EntryState::Sending {
                 return Ok(entry);
             }
         }
