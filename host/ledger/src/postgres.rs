@@ -339,6 +339,14 @@ impl PostgresLedger {
         client
             .execute(RENEW_LEASE, &[&self.instance_id, &seconds(self.lease)])
             .map_err(|error| self.storage_error(action, error))?;
+        // Leases of processes that ended without giving theirs up (a SIGKILL, a crash) would
+        // pile up: a day after expiry they tell nobody anything.
+        client
+            .execute(
+                "DELETE FROM host_leases WHERE expires_at < clock_timestamp() - interval '1 day'",
+                &[],
+            )
+            .map_err(|error| self.storage_error(action, error))?;
         Ok(())
     }
 
