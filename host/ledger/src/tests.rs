@@ -106,6 +106,9 @@ pub(super) fn postgres_options(database: &gatehouse_pg_cluster::Database) -> Pos
     let mut options = PostgresOptions::new(database.url());
     options.password = Some(gatehouse_plugin_api::Secret::new(database.password.clone()));
     options.max_connections = 4;
+    // SCRAM's 4096 HMAC rounds cost about 100 ms of CPU per connection in a debug build: on a
+    // busy machine a new connection can take seconds.
+    options.connect_timeout = std::time::Duration::from_secs(30);
     options
 }
 

@@ -198,7 +198,7 @@ pub fn postgres_ledger_toml(dir: &Path) -> (String, gatehouse_pg_cluster::Databa
     let password_file = dir.join("ledger-password");
     std::fs::write(&password_file, &database.password).expect("write the password file");
     let toml = format!(
-        "[ledger]\nurl = \"{}\"\npassword = {{ file = \"{}\" }}\nmax_connections = 4\n",
+        "[ledger]\nurl = \"{}\"\npassword = {{ file = \"{}\" }}\nmax_connections = 4\nconnect_timeout_ms = 30000\n",
         database.url(),
         password_file.display()
     );
@@ -213,6 +213,7 @@ pub fn open_postgres_ledger(
     let mut options = gatehouse_ledger::PostgresOptions::new(database.url());
     options.password = Some(gatehouse_plugin_api::Secret::new(database.password.clone()));
     options.max_connections = 2;
+    options.connect_timeout = std::time::Duration::from_secs(30);
     std::sync::Arc::new(
         gatehouse_ledger::PostgresLedger::connect(&options).expect("the ledger connects"),
     )
