@@ -40,7 +40,8 @@ use r2d2_postgres::PostgresConnectionManager;
 use super::rules::{self, EntryRow};
 use super::sqlite::unix_now;
 use super::{
-    Begin, Entry, EntryState, HistoryEvent, Ledger, LedgerError, ListFilter, NewEntry, StoredEvent,
+    Begin, Entry, EntryState, HistoryEvent, Ledger, LedgerError, ListFilter, NewEntry, Settlement,
+    StoredEvent,
 };
 
 /// The schema, one migration per version: `MIGRATIONS[n]` takes a database from version `n` to
@@ -113,6 +114,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE entries ADD COLUMN sender_instance TEXT;
     ",
+    // Version 3: who asked for each entry (an API key's name, `cli`, an embedder's name) and who
+    // took each step a person took (an operator's settlement); SQLite's version 2. Never a key.
+    "
+    ALTER TABLE entries ADD COLUMN actor TEXT;
+    ALTER TABLE entry_history ADD COLUMN actor TEXT;
+    ",
 ];
 
 /// The session advisory lock migrations run under (any fixed number works; this one is "gatehous"
@@ -140,7 +147,7 @@ const MIGRATION_LOCK_TIMEOUT: &str = "60s";
 /// The columns [`entry_row`] expects, in its order.
 const ENTRY_COLUMNS: &str = "id, provider, account, operation, idempotency_key, request_hash, \
     command_json, state, amount_minor_units, amount_currency, provider_reference, outcome_json, \
-    refusal_code, refusal_message, operator_flag, created_at_unix, updated_at_unix";
+    refusal_code, refusal_message, operator_flag, created_at_unix, updated_at_unix, actor";
 
 /// Where a PostgreSQL ledger lives and how to reach it.
 #[derive(Clone, Debug)]
@@ -504,7 +511,7 @@ impl PostgresLedger {
     }
 
     /// Writes the mutable part of `entry` back, stamps it `now`, and appends `detail` to its
-    /// history with the entry's (new) state.
+    /// history with the entry's (new) state; the host's own steps name no actor.
     fn save(
         &self,
         transaction: &mut postgres::Transaction<'_>,
@@ -512,6 +519,26 @@ impl PostgresLedger {
         entry: &mut Entry,
         now: i64,
         detail: &str,
+    ) -> Result<(), LedgerError> {
+        self.save_entry(transaction, action, entry, now)?;
+        self.append_history(
+            transaction,
+            action,
+            &entry.id,
+            now,
+            entry.state,
+            detail,
+            None,
+        )
+    }
+
+    /// Writes the mutable part of `entry` back and stamps it `now`, without history.
+    fn save_entry(
+        &self,
+        transaction: &mut postgres::Transaction<'_>,
+        action: &str,
+        entry: &mut Entry,
+        now: i64,
     ) -> Result<(), LedgerError> {
         entry.updated_at_unix = now;
         let outcome_json = entry
@@ -542,9 +569,10 @@ impl PostgresLedger {
                 ],
             )
             .map_err(|error| self.storage_error(action, error))?;
-        self.append_history(transaction, action, &entry.id, now, entry.state, detail)
+        Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn append_history(
         &self,
         transaction: &mut postgres::Transaction<'_>,
@@ -553,12 +581,13 @@ impl PostgresLedger {
         now: i64,
         state: EntryState,
         detail: &str,
+        actor: Option<&str>,
     ) -> Result<(), LedgerError> {
         transaction
             .execute(
-                "INSERT INTO entry_history (entry_id, at_unix, state, detail) \
-                 VALUES ($1, $2, $3, $4)",
-                &[&id, &now, &state.as_str(), &detail],
+                "INSERT INTO entry_history (entry_id, at_unix, state, detail, actor) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&id, &now, &state.as_str(), &detail, &actor],
             )
             .map_err(|error| self.storage_error(action, error))?;
         Ok(())
@@ -667,8 +696,8 @@ impl Ledger for PostgresLedger {
                 .execute(
                     "INSERT INTO entries (id, provider, account, operation, idempotency_key, \
                      request_hash, command_json, state, amount_minor_units, amount_currency, \
-                     created_at_unix, updated_at_unix, sender_instance) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'sending', $8, $9, $10, $10, $11) \
+                     created_at_unix, updated_at_unix, sender_instance, actor) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'sending', $8, $9, $10, $10, $11, $12) \
                      ON CONFLICT ON CONSTRAINT entries_idempotency_key DO NOTHING",
                     &[
                         &new.id,
@@ -682,6 +711,7 @@ impl Ledger for PostgresLedger {
                         &amount.map(|money| money.currency.code()),
                         &now,
                         &self.instance_id,
+                        &new.actor,
                     ],
                 )
                 .map_err(|error| {
@@ -710,6 +740,7 @@ impl Ledger for PostgresLedger {
                 now,
                 EntryState::Sending,
                 "created",
+                None,
             )?;
             self.entry_by_id(transaction, action, &new.id, false)?
                 .ok_or_else(|| LedgerError::NotFound { id: new.id.clone() })
@@ -743,6 +774,35 @@ impl Ledger for PostgresLedger {
             let mut entry = self.locked_entry(transaction, action, id)?;
             let detail = rules::apply_flag(&mut entry, reason);
             self.save(transaction, action, &mut entry, now, &detail)?;
+            Ok(entry)
+        })
+    }
+
+    fn settle(&self, id: &str, settlement: &Settlement) -> Result<Entry, LedgerError> {
+        let action = "settle an entry by hand";
+        settlement.check(id)?;
+        // The entry is locked for the transaction: a webhook or an outcome arriving meanwhile on
+        // another host waits, then sees the settled (final) entry and applies its rules to it.
+        self.write(action, |transaction, now| {
+            let mut entry = self.locked_entry(transaction, action, id)?;
+            if !entry.state.is_settleable() {
+                return Err(LedgerError::NotSettleable {
+                    id: id.to_string(),
+                    state: entry.state,
+                });
+            }
+            let detail = settlement.describe(entry.state);
+            settlement.apply(&mut entry);
+            self.save_entry(transaction, action, &mut entry, now)?;
+            self.append_history(
+                transaction,
+                action,
+                id,
+                now,
+                entry.state,
+                &detail,
+                Some(&settlement.actor),
+            )?;
             Ok(entry)
         })
     }
@@ -787,6 +847,8 @@ impl Ledger for PostgresLedger {
                AND ($3::TEXT IS NULL OR state = $3 \
                     OR ($3 = 'needs_operator' AND operator_flag IS NOT NULL)) \
                AND ($5::BIGINT IS NULL OR seq < $5) \
+               AND ($6::BIGINT IS NULL OR created_at_unix >= $6) \
+               AND ($7::BIGINT IS NULL OR created_at_unix < $7) \
              ORDER BY seq DESC LIMIT $4"
         );
         self.entries(
@@ -799,6 +861,8 @@ impl Ledger for PostgresLedger {
                 &filter.state.map(EntryState::as_str),
                 &sql_limit(filter.limit),
                 &before_seq,
+                &filter.created_after_unix,
+                &filter.created_before_unix,
             ],
         )
     }
@@ -831,7 +895,7 @@ impl Ledger for PostgresLedger {
         let mut client = self.client(action)?;
         let rows = client
             .query(
-                "SELECT at_unix, state, detail FROM entry_history WHERE entry_id = $1 \
+                "SELECT at_unix, state, detail, actor FROM entry_history WHERE entry_id = $1 \
                  ORDER BY seq",
                 &[&id],
             )
@@ -842,6 +906,7 @@ impl Ledger for PostgresLedger {
                 let at_unix: i64 = row.try_get(0).map_err(read)?;
                 let state: String = row.try_get(1).map_err(read)?;
                 let detail: String = row.try_get(2).map_err(read)?;
+                let actor: Option<String> = row.try_get(3).map_err(read)?;
                 let state = EntryState::parse(&state).ok_or_else(|| LedgerError::Corrupt {
                     id: id.to_string(),
                     problem: format!("a history event has the unknown state `{state}`"),
@@ -850,6 +915,7 @@ impl Ledger for PostgresLedger {
                     at_unix,
                     state,
                     detail,
+                    actor,
                 })
             })
             .collect()
@@ -1114,6 +1180,7 @@ fn entry_row(row: &Row) -> Result<EntryRow, postgres::Error> {
         operator_flag: row.try_get(14)?,
         created_at_unix: row.try_get(15)?,
         updated_at_unix: row.try_get(16)?,
+        actor: row.try_get(17)?,
     })
 }
 

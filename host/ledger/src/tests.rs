@@ -156,6 +156,10 @@ contract_tests!(
     concurrent_writers_share_commits_and_keep_every_write_durable,
     a_feed_reader_never_misses_an_event_committed_behind_it,
     concurrent_reports_on_one_entry_keep_every_history_line,
+    an_operator_settles_an_entry_that_needs_one_and_history_names_who_and_why,
+    settling_refuses_final_and_sending_entries_and_bad_settlements_and_changes_nothing,
+    an_entry_without_an_actor_reads_back_without_one,
+    list_filters_by_creation_time,
 );
 
 #[test]

@@ -1022,3 +1022,219 @@ pub(super) fn concurrent_reports_on_one_entry_keep_every_history_line(store: &St
     );
     assert_eq!(entry.operator_flag, None);
 }
+
+fn settlement(state: EntryState, reason: &str) -> Settlement {
+    Settlement {
+        state,
+        provider_reference: Some("tx-77".into()),
+        reason: reason.into(),
+        actor: "ops-settle".into(),
+    }
+}
+
+pub(super) fn an_operator_settles_an_entry_that_needs_one_and_history_names_who_and_why(
+    store: &Store,
+) {
+    let ledger = store.ledger.as_ref();
+    let entry = created(ledger, "gh_1");
+    assert_eq!(entry.actor.as_deref(), Some("test-key"));
+    ledger
+        .record_outcome(
+            "gh_1",
+            &Outcome::unknown(ProviderError::new(ErrorKind::ProviderUnavailable, "reset")),
+        )
+        .expect("record");
+    ledger
+        .flag_for_operator("gh_1", "no status operation")
+        .expect("flag");
+    tick(&store.clock);
+    let settled = ledger
+        .settle(
+            "gh_1",
+            &settlement(EntryState::Succeeded, "paid, seen in the back office"),
+        )
+        .expect("settle");
+    assert_eq!(settled.state, EntryState::Succeeded);
+    assert_eq!(settled.operator_flag, None);
+    assert_eq!(settled.provider_reference.as_deref(), Some("tx-77"));
+    assert_eq!(settled.updated_at_unix, START + 1);
+    assert_eq!(
+        settled.actor.as_deref(),
+        Some("test-key"),
+        "who asked stays"
+    );
+    let outcome = settled.outcome.as_ref().expect("an outcome for retries");
+    assert_eq!(
+        (outcome.status, outcome.error.as_ref()),
+        (OutcomeStatus::Succeeded, None)
+    );
+    assert_eq!(ledger.get("gh_1").expect("get"), Some(settled.clone()));
+    // Another handle (another host, or a restart) reads the same decision.
+    assert_eq!(store.reopen().get("gh_1").expect("get"), Some(settled));
+    let history = ledger.history("gh_1").expect("history");
+    let last = history.last().expect("a settlement event");
+    assert_eq!(
+        (last.state, last.at_unix, last.actor.as_deref()),
+        (EntryState::Succeeded, START + 1, Some("ops-settle"))
+    );
+    assert!(
+        last.detail.contains("paid, seen in the back office")
+            && last.detail.contains("was needs_operator")
+            && last.detail.contains("tx-77"),
+        "{last:?}"
+    );
+    // The host's own steps name nobody.
+    assert!(
+        history[..history.len() - 1]
+            .iter()
+            .all(|event| event.actor.is_none())
+    );
+    // No longer listed for an operator.
+    let flagged = ledger
+        .list(&ListFilter {
+            state: Some(EntryState::NeedsOperator),
+            ..ListFilter::default()
+        })
+        .expect("list");
+    assert_eq!(flagged, []);
+}
+
+pub(super) fn settling_refuses_final_and_sending_entries_and_bad_settlements_and_changes_nothing(
+    store: &Store,
+) {
+    let ledger = store.ledger.as_ref();
+    created(ledger, "gh_sending");
+    created(ledger, "gh_final");
+    ledger
+        .record_outcome(
+            "gh_final",
+            &Outcome::failed(ProviderError::new(ErrorKind::Declined, "no")),
+        )
+        .expect("record");
+    created(ledger, "gh_unknown");
+    ledger
+        .record_outcome(
+            "gh_unknown",
+            &Outcome::unknown(ProviderError::new(ErrorKind::ProviderUnavailable, "reset")),
+        )
+        .expect("record");
+    for (id, state) in [
+        ("gh_final", EntryState::Failed),
+        ("gh_sending", EntryState::Sending),
+    ] {
+        let before = (
+            ledger.get(id).expect("get"),
+            ledger.history(id).expect("history"),
+        );
+        assert_eq!(
+            ledger.settle(id, &settlement(EntryState::Succeeded, "sure")),
+            Err(LedgerError::NotSettleable {
+                id: id.into(),
+                state
+            })
+        );
+        assert_eq!(
+            (
+                ledger.get(id).expect("get"),
+                ledger.history(id).expect("history")
+            ),
+            before
+        );
+    }
+    for (bad, problem) in [
+        (
+            settlement(EntryState::Pending, "later"),
+            "succeeded or failed",
+        ),
+        (settlement(EntryState::Failed, "  "), "reason"),
+        (
+            Settlement {
+                actor: String::new(),
+                ..settlement(EntryState::Failed, "declined")
+            },
+            "actor",
+        ),
+    ] {
+        match ledger.settle("gh_unknown", &bad) {
+            Err(LedgerError::InvalidSettlement { problem: found, .. }) => {
+                assert!(found.contains(problem), "{found}")
+            }
+            other => panic!("{bad:?} answered {other:?}"),
+        }
+    }
+    assert_eq!(
+        ledger.settle("gh_missing", &settlement(EntryState::Failed, "x")),
+        Err(LedgerError::NotFound {
+            id: "gh_missing".into()
+        })
+    );
+    let failed = ledger
+        .settle(
+            "gh_unknown",
+            &settlement(EntryState::Failed, "never arrived"),
+        )
+        .expect("an unknown entry settles");
+    assert_eq!(failed.state, EntryState::Failed);
+    assert_eq!(
+        failed.outcome.map(|outcome| outcome.status),
+        Some(OutcomeStatus::Failed)
+    );
+}
+
+pub(super) fn an_entry_without_an_actor_reads_back_without_one(store: &Store) {
+    let ledger = store.ledger.as_ref();
+    let mut anonymous = new_entry("gh_1", None, charge(500));
+    anonymous.actor = None;
+    let Begin::Created(entry) = ledger.begin(anonymous).expect("begin") else {
+        panic!("a new entry");
+    };
+    assert_eq!(entry.actor, None);
+    assert_eq!(ledger.get("gh_1").expect("get").expect("kept").actor, None);
+    assert_eq!(
+        created(ledger, "gh_2").actor.as_deref(),
+        Some("test-key"),
+        "and one with an actor keeps it"
+    );
+}
+
+pub(super) fn list_filters_by_creation_time(store: &Store) {
+    let ledger = store.ledger.as_ref();
+    for id in ["gh_1", "gh_2", "gh_3"] {
+        created(ledger, id);
+        tick(&store.clock);
+    }
+    let ids = |after: Option<i64>, before: Option<i64>| -> Vec<String> {
+        ledger
+            .list(&ListFilter {
+                created_after_unix: after,
+                created_before_unix: before,
+                ..ListFilter::default()
+            })
+            .expect("list")
+            .into_iter()
+            .map(|entry| entry.id)
+            .collect()
+    };
+    assert_eq!(ids(Some(START + 1), None), ["gh_3", "gh_2"], "at or after");
+    assert_eq!(ids(None, Some(START + 1)), ["gh_1"], "strictly before");
+    assert_eq!(ids(Some(START + 1), Some(START + 2)), ["gh_2"]);
+    assert_eq!(ids(Some(START + 9), None), Vec::<String>::new());
+    // The time filter combines with the others (all of them must hold).
+    ledger
+        .record_outcome("gh_1", &Outcome::succeeded())
+        .expect("record");
+    ledger
+        .record_outcome("gh_3", &Outcome::succeeded())
+        .expect("record");
+    let succeeded_later: Vec<String> = ledger
+        .list(&ListFilter {
+            created_after_unix: Some(START + 1),
+            state: Some(EntryState::Succeeded),
+            ..ListFilter::default()
+        })
+        .expect("list")
+        .into_iter()
+        .map(|entry| entry.id)
+        .collect();
+    assert_eq!(succeeded_later, ["gh_3"]);
+}

@@ -273,3 +273,65 @@ fn a_peer_sees_an_entry_sending_while_its_sender_holds_a_live_lease() {
     drop(a);
     assert!(!b.sent_by_a_live_peer("gh_2").expect("ask"), "host A left");
 }
+
+#[test]
+fn a_version_2_database_migrates_and_keeps_its_entries_without_an_actor() {
+    let database = gatehouse_pg_cluster::shared().create_database();
+    let mut client = database.connect();
+    client
+        .batch_execute(
+            "CREATE TABLE schema_version (version BIGINT PRIMARY KEY, \
+             applied_at_unix BIGINT NOT NULL)",
+        )
+        .expect("version table");
+    for migration in &super::super::postgres::MIGRATIONS[..2] {
+        client.batch_execute(migration).expect("versions 1 and 2");
+    }
+    client
+        .batch_execute("INSERT INTO schema_version VALUES (1, 0), (2, 0)")
+        .expect("record versions 1 and 2");
+    let command = charge(500);
+    client
+        .execute(
+            "INSERT INTO entries (id, provider, account, operation, request_hash, \
+             command_json, state, created_at_unix, updated_at_unix) \
+             VALUES ('gh_old', 'paygateglobal', 'main', 'charge', $1, $2, 'unknown', 5, 5)",
+            &[
+                &request_hash("paygateglobal", "main", &command),
+                &serde_json::to_string(&command).expect("json"),
+            ],
+        )
+        .expect("old entry");
+    client
+        .batch_execute(
+            "INSERT INTO entry_history (entry_id, at_unix, state, detail) \
+             VALUES ('gh_old', 5, 'unknown', 'created')",
+        )
+        .expect("old history");
+    drop(client);
+
+    let ledger = PostgresLedger::connect(&postgres_options(&database)).expect("migrates");
+    let latest = i64::try_from(super::super::postgres::MIGRATIONS.len()).expect("fits");
+    assert_eq!(latest, 3);
+    assert_eq!(schema_versions(&database), [1, 2, 3]);
+    let old = ledger.get("gh_old").expect("get").expect("kept");
+    assert_eq!((old.state, old.actor), (EntryState::Unknown, None));
+    assert_eq!(ledger.history("gh_old").expect("history")[0].actor, None);
+    let settled = ledger
+        .settle(
+            "gh_old",
+            &Settlement {
+                state: EntryState::Failed,
+                provider_reference: None,
+                reason: "never reached the provider".into(),
+                actor: "ops-settle".into(),
+            },
+        )
+        .expect("an old entry settles");
+    assert_eq!(settled.state, EntryState::Failed);
+    let history = ledger.history("gh_old").expect("history");
+    assert_eq!(
+        history.last().and_then(|event| event.actor.as_deref()),
+        Some("ops-settle")
+    );
+}

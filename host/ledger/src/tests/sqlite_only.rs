@@ -39,7 +39,7 @@ fn the_file_records_its_schema_version() {
             row.get(0)
         })
         .expect("schema version");
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
 }
 
 #[test]
@@ -143,4 +143,60 @@ fn a_file_ledger_has_no_peers() {
     created(&first, "gh_1");
     let second = SqliteLedger::open(&path).expect("open again");
     assert!(!second.sent_by_a_live_peer("gh_1").expect("ask"));
+}
+
+#[test]
+fn a_version_1_ledger_file_migrates_and_keeps_its_entries_without_an_actor() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let path = folder.path().join("ledger.sqlite");
+    {
+        let connection = rusqlite::Connection::open(&path).expect("create");
+        connection
+            .execute_batch(
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, \
+                 applied_at_unix INTEGER NOT NULL) STRICT;",
+            )
+            .expect("version table");
+        connection
+            .execute_batch(super::super::sqlite::MIGRATIONS[0])
+            .expect("version 1");
+        connection
+            .execute("INSERT INTO schema_version VALUES (1, 0)", [])
+            .expect("record version 1");
+        let command = charge(500);
+        connection
+            .execute(
+                "INSERT INTO entries (id, provider, account, operation, request_hash, \
+                 command_json, state, created_at_unix, updated_at_unix) \
+                 VALUES ('gh_old', 'paygateglobal', 'main', 'charge', ?1, ?2, 'unknown', 5, 5)",
+                rusqlite::params![
+                    request_hash("paygateglobal", "main", &command),
+                    serde_json::to_string(&command).expect("json")
+                ],
+            )
+            .expect("old entry");
+        connection
+            .execute(
+                "INSERT INTO entry_history (entry_id, at_unix, state, detail) \
+                 VALUES ('gh_old', 5, 'unknown', 'created')",
+                [],
+            )
+            .expect("old history");
+    }
+    let ledger = SqliteLedger::open(&path).expect("migrates");
+    let old = ledger.get("gh_old").expect("get").expect("kept");
+    assert_eq!((old.state, old.actor), (EntryState::Unknown, None));
+    assert_eq!(ledger.history("gh_old").expect("history")[0].actor, None);
+    let settled = ledger
+        .settle(
+            "gh_old",
+            &Settlement {
+                state: EntryState::Failed,
+                provider_reference: None,
+                reason: "never reached the provider".into(),
+                actor: "ops-settle".into(),
+            },
+        )
+        .expect("an old entry settles");
+    assert_eq!(settled.state, EntryState::Failed);
 }
