@@ -2,7 +2,8 @@
 //! of the test cluster share their ledger (a key sent to one is answered by the other); a
 //! database migrated by a newer Gatehouse is refused at start; and several services on one
 //! database send a key concurrently sent to all of them exactly once, leaving a live peer's
-//! `sending` entry alone until its lease expires.
+//! `sending` entry alone until its lease expires; an operator on one host settles an entry
+//! another began.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -370,4 +371,74 @@ async fn a_peers_sending_entry_is_reconciled_only_after_its_lease_expires() {
         "reconciliation sent no second charge"
     );
     dispatch.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_on_one_host_settles_an_entry_another_host_began() {
+    let (_simulator, running) = PayGateSimulator::start(TOKEN).await.expect("simulator");
+    let dir = tempfile::tempdir().expect("folder");
+    let (ledger_toml, _database) = postgres_ledger_toml(dir.path());
+    let services = services_on_one_database(dir.path(), &ledger_toml, &running.base_url(), 2).await;
+    let shop = services[0].acting_as("shop");
+    let operator = services[1].acting_as("ops-desk");
+    // A PayGateGlobal charge stays `pending` until the customer confirms: settleable.
+    let answer = shop
+        .execute(
+            "paygateglobal",
+            "main",
+            charge_command(),
+            Some("settle-order".into()),
+        )
+        .await
+        .expect("charged");
+    assert_eq!(answer.outcome.status, OutcomeStatus::Pending, "{answer:?}");
+    let id = answer
+        .reference
+        .clone()
+        .expect("a recorded charge has a reference");
+
+    let settled = operator
+        .settle(
+            &id,
+            EntryState::Failed,
+            None,
+            "the customer never confirmed; closed in the back office",
+        )
+        .await
+        .expect("settled on the other host");
+    assert_eq!(settled.state, EntryState::Failed);
+
+    // The host that began it reads the decision, who asked for the charge, and who settled it.
+    let (entry, history) = shop
+        .ledger()
+        .entry_with_history(&id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(entry.state, EntryState::Failed);
+    assert_eq!(entry.actor.as_deref(), Some("shop"));
+    let last = history.last().expect("history");
+    assert_eq!(
+        (last.state, last.actor.as_deref()),
+        (EntryState::Failed, Some("ops-desk"))
+    );
+    assert!(last.detail.contains("never confirmed"), "{last:?}");
+    // A retry of the key on the first host is answered with the operator's decision.
+    let retry = shop
+        .execute(
+            "paygateglobal",
+            "main",
+            charge_command(),
+            Some("settle-order".into()),
+        )
+        .await
+        .expect("replayed");
+    assert!(retry.replayed, "{retry:?}");
+    assert_eq!(retry.outcome.status, OutcomeStatus::Failed);
+    // Settling it again, from either host, is refused: it is final now.
+    assert!(
+        shop.settle(&id, EntryState::Succeeded, None, "sure")
+            .await
+            .is_err()
+    );
 }
