@@ -56,6 +56,9 @@ pub struct Config {
     /// `[plugins]`: the versions kept side by side, and installs through the API.
     #[serde(default)]
     pub plugins: PluginsSettings,
+    /// A shared PostgreSQL ledger instead of the SQLite file `host.ledger`.
+    #[serde(default)]
+    pub ledger: LedgerSettings,
     /// Where the file was read from; relative paths in it are relative to its folder.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -68,7 +71,8 @@ pub struct HostSettings {
     pub plugins_dir: PathBuf,
     /// The address `gatehouse serve` listens on.
     pub listen: String,
-    /// The ledger's SQLite file.
+    /// The ledger's SQLite file (unless `[ledger] url` names a PostgreSQL database; the webhook
+    /// forwarder's position is kept beside this path either way).
     pub ledger: PathBuf,
     /// How long one plugin call (one build or parse step) may take before its request fails.
     pub plugin_call_budget_ms: u64,
@@ -93,6 +97,76 @@ pub struct HostSettings {
     /// (`plugin_unavailable`) until a new version of it is loaded or the host restarts, so a hung
     /// plugin cannot grow the thread count without end.
     pub max_abandoned_plugin_threads: u64,
+}
+
+/// `[ledger]`: a PostgreSQL ledger that several hosts can share. Without `url`, the ledger is the
+/// embedded SQLite file `host.ledger`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSettings {
+    /// `postgres://user@host:port/database`. Never the password: that is `password`.
+    pub url: Option<String>,
+    /// The database user's password, as a secret reference like every secret in this file.
+    pub password: Option<SecretValue>,
+    /// Most connections this host keeps open to the database.
+    pub max_connections: u32,
+    /// How long connecting, or waiting for a free pooled connection, may take.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            password: None,
+            max_connections: 8,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl LedgerSettings {
+    fn check(
+        &self,
+        text: &str,
+        invalid: &dyn Fn(usize, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        if let Some(url) = &self.url {
+            // The URL itself is never echoed: written by mistake, it may hold a password.
+            let parsed = url::Url::parse(url)
+                .map_err(|error| invalid(0, format!("ledger.url is not a URL: {error}")))?;
+            if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+                return Err(invalid(
+                    0,
+                    "ledger.url must be a postgres:// URL (the SQLite ledger is host.ledger)"
+                        .into(),
+                ));
+            }
+            if parsed.password().is_some() {
+                return Err(invalid(
+                    0,
+                    "ledger.url must not hold the password: use ledger.password with a secret reference".into(),
+                ));
+            }
+        } else if self.password.is_some() {
+            return Err(invalid(
+                0,
+                "ledger.password is set but ledger.url is not".into(),
+            ));
+        }
+        if self.max_connections == 0 || self.connect_timeout_ms == 0 {
+            return Err(invalid(
+                0,
+                "ledger: max_connections and connect_timeout_ms must be positive".into(),
+            ));
+        }
+        if let Some(password) = &self.password {
+            password.resolve().map_err(|message| {
+                invalid(password.line(text), format!("ledger.password: {message}"))
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// `[signatures]`: which keys may sign plugin libraries, and whether a signature is required.
@@ -718,6 +792,7 @@ impl Config {
             }
         }
         self.egress.check("egress", text, &invalid)?;
+        self.ledger.check(text, &invalid)?;
         let server = &self.server;
         if server.header_read_timeout_ms == 0
             || server.idle_timeout_ms == 0
@@ -785,6 +860,14 @@ impl Config {
         {
             found.push("webhooks.forward_key".into());
         }
+        if self
+            .ledger
+            .password
+            .as_ref()
+            .is_some_and(SecretValue::is_inline)
+        {
+            found.push("ledger.password".into());
+        }
         found
     }
 
@@ -817,6 +900,7 @@ impl Config {
             server: ServerSettings::default(),
             egress: EgressSettings::default(),
             plugins: PluginsSettings::default(),
+            ledger: LedgerSettings::default(),
             source: None,
         }
     }
@@ -1319,5 +1403,50 @@ secrets = { auth_token = "${GATEHOUSE_TEST_TOKEN_A}" }
             error.contains("api.keys[0]: the secret is empty"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_postgres_ledger_takes_its_password_as_a_secret_reference() {
+        let parse = |text: &str| Config::parse(text, Path::new("/etc/gatehouse/plugins.toml"));
+        let config = parse("").expect("valid");
+        assert_eq!(config.ledger.url, None, "SQLite stays the default");
+
+        // SAFETY: set once, read by this test only (its name is unique to it).
+        unsafe { std::env::set_var("GATEHOUSE_TEST_LEDGER_PASSWORD", "pg-secret-1") };
+        let config = parse(
+            "[ledger]\nurl = \"postgres://gatehouse@db.internal:5432/ledger\"\npassword = \"${GATEHOUSE_TEST_LEDGER_PASSWORD}\"\nmax_connections = 4\n",
+        )
+        .expect("valid");
+        assert_eq!(config.ledger.max_connections, 4);
+        let password = config.ledger.password.as_ref().expect("set");
+        assert_eq!(
+            password.resolve().expect("resolves").value.expose(),
+            "pg-secret-1"
+        );
+        assert!(!format!("{config:?}").contains("pg-secret-1"));
+        assert!(config.inline_secrets().is_empty());
+
+        for (text, expected) in [
+            (
+                "[ledger]\nurl = \"postgres://gatehouse:pg-secret-2@db/ledger\"\n",
+                "must not hold the password",
+            ),
+            ("[ledger]\nurl = \"mysql://db/ledger\"\n", "postgres:// URL"),
+            (
+                "[ledger]\npassword = \"${GATEHOUSE_TEST_LEDGER_PASSWORD}\"\n",
+                "ledger.url is not",
+            ),
+            (
+                "[ledger]\nurl = \"postgres://g@db/l\"\npassword = \"${GATEHOUSE_TEST_UNSET_LEDGER}\"\n",
+                "ledger.password: environment variable `GATEHOUSE_TEST_UNSET_LEDGER` is not set",
+            ),
+        ] {
+            let message = parse(text).expect_err("refused").to_string();
+            assert!(message.contains(expected), "{text}: {message}");
+            assert!(!message.contains("pg-secret-2"), "{message}");
+        }
+        let inline = parse("[ledger]\nurl = \"postgres://g@db/l\"\npassword = \"hunter2\"\n")
+            .expect("allowed, warned about");
+        assert_eq!(inline.inline_secrets(), ["ledger.password"]);
     }
 }

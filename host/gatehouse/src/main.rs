@@ -594,10 +594,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         eprintln!("{warning}");
     }
     let listen = config.host.listen.clone();
-    let ledger = config.host.ledger.clone();
+    let ledger = gatehouse_service::ledger_access::ledger_location(&config);
     let service = Service::open(config)
         .await
-        .with_context(|| format!("cannot open the ledger {}", ledger.display()))?;
+        .with_context(|| format!("cannot open the ledger {ledger}"))?;
     // An install through the API passes the same conformance check as `plugin install`.
     service
         .gateway()

@@ -13,14 +13,19 @@
 //! kept in the entry's history and flagged for an operator, because only a person can tell which
 //! side is right once money may have moved.
 //!
-//! [`Ledger`] is the interface; [`SqliteLedger`] is the embedded implementation (one file, WAL).
-//! Several host instances sharing one ledger need a PostgreSQL implementation of the same trait.
+//! [`Ledger`] is the interface; [`SqliteLedger`] is the embedded implementation (one file, WAL),
+//! and `PostgresLedger` (feature `postgres`, on by default) the one several host instances share.
+//! Both take their decisions (what an outcome or an event does to an entry) from `rules`, and
+//! one test suite runs against both.
 //!
 //! Architecture Invariant: [`reserve`] is the only maker of a [`Reservation`], and it makes one
 //! only for an entry [`Ledger::begin`] has just created, durably, in state `sending`. The core's
 //! gateway sends a command the ledger records only with a reservation for that very command
 //! (`gatehouse_core::prepared`), so no caller can send money the ledger does not know about.
 
+#[cfg(feature = "postgres")]
+mod postgres;
+mod rules;
 mod sqlite;
 
 use std::fmt;
@@ -29,6 +34,8 @@ use gatehouse_plugin_api::{Command, Money, Operation, Outcome, OutcomeStatus, We
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresLedger, PostgresOptions};
 pub use sqlite::SqliteLedger;
 
 /// The host's durable record of commands, their outcomes and the webhook events received.
@@ -137,6 +144,19 @@ pub trait Ledger: Send + Sync {
     /// committed like any other (for `/readyz`: a full disk or a read-only file must make the
     /// host unready before a charge finds out).
     fn probe_write(&self) -> Result<(), LedgerError>;
+
+    /// Whether entry `id` is being sent right now by another host instance that is alive (its
+    /// lease in the ledger is fresh). A ledger one process owns (SQLite) answers `false`: what
+    /// runs in this process the service knows itself, and nothing runs anywhere else. A shared
+    /// ledger records which instance began each entry and keeps a lease per instance.
+    ///
+    /// A retry that finds such an entry waits for the sender's outcome instead of calling the
+    /// first attempt interrupted, and reconciliation leaves the entry to its sender until the
+    /// sender's lease expires.
+    fn sent_by_a_live_peer(&self, id: &str) -> Result<bool, LedgerError> {
+        let _ = id;
+        Ok(false)
+    }
 }
 
 /// What [`Ledger::begin`] found.

@@ -26,13 +26,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gatehouse_plugin_api::{Command, Currency, Money, Operation, Outcome, WebhookEvent};
+use gatehouse_plugin_api::{Outcome, WebhookEvent};
 use rusqlite::{Connection, OptionalExtension, Params, Row, TransactionBehavior};
 
+use super::rules::{self, EntryRow};
 use super::{
-    Begin, Entry, EntryState, HistoryEvent, Ledger, LedgerError, ListFilter, NewEntry, Refusal,
-    Settlement, StoredEvent, Transition, describe_event, describe_outcome, event_concerns,
-    transition,
+    Begin, Entry, EntryState, HistoryEvent, Ledger, LedgerError, ListFilter, NewEntry, Settlement,
+    StoredEvent,
 };
 
 /// How long a statement waits for another process's write lock before failing: long enough to
@@ -102,7 +102,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ",
 ];
 
-/// The columns [`EntryRow::read`] expects, in its order.
+/// The columns [`read_entry_row`] expects, in its order.
 const ENTRY_COLUMNS: &str = "id, provider, account, operation, idempotency_key, request_hash, \
     command_json, state, amount_minor_units, amount_currency, provider_reference, outcome_json, \
     refusal_code, refusal_message, operator_flag, created_at_unix, updated_at_unix, actor";
@@ -421,7 +421,7 @@ impl SqliteLedger {
         sql: &str,
         params: impl Params,
     ) -> Result<Vec<Entry>, LedgerError> {
-        let rows = query_rows(connection, sql, params, EntryRow::read)
+        let rows = query_rows(connection, sql, params, read_entry_row)
             .map_err(|error| self.storage_error(action, error))?;
         rows.into_iter().map(EntryRow::into_entry).collect()
     }
@@ -655,39 +655,7 @@ impl Ledger for SqliteLedger {
         let action = "record an outcome";
         self.write(action, |transaction, now| {
             let mut entry = self.required_entry(transaction, action, id)?;
-            let mut detail = describe_outcome(outcome);
-            match transition(entry.state, outcome.status) {
-                Transition::Move(state) => {
-                    if entry.state == EntryState::NeedsOperator {
-                        detail.push_str("; settles what the operator was asked to look at");
-                        entry.operator_flag = None;
-                    }
-                    entry.state = state;
-                    entry.outcome = Some(outcome.clone());
-                    if outcome.provider_reference.is_some() {
-                        entry
-                            .provider_reference
-                            .clone_from(&outcome.provider_reference);
-                    }
-                }
-                Transition::Stay => {
-                    detail.push_str(&format!("; the entry stays {}", entry.state));
-                    keep_first_outcome(&mut entry, outcome);
-                }
-                Transition::Contradiction => {
-                    let reason = format!(
-                        "an outcome reports {} for an entry already {}",
-                        outcome.status.as_str(),
-                        entry.state
-                    );
-                    detail.push_str(&format!(
-                        "; contradicts the final state {}, flagged for an operator",
-                        entry.state
-                    ));
-                    entry.operator_flag = Some(reason);
-                    keep_first_outcome(&mut entry, outcome);
-                }
-            }
+            let detail = rules::apply_outcome(&mut entry, outcome);
             self.save(transaction, action, &mut entry, now, &detail)?;
             Ok(entry)
         })
@@ -697,19 +665,7 @@ impl Ledger for SqliteLedger {
         let action = "record a refusal";
         self.write(action, |transaction, now| {
             let mut entry = self.required_entry(transaction, action, id)?;
-            if entry.state != EntryState::Sending {
-                return Err(LedgerError::NotSending {
-                    id: id.to_string(),
-                    state: entry.state,
-                    action: "recording a refusal",
-                });
-            }
-            entry.state = EntryState::Failed;
-            entry.refusal = Some(Refusal {
-                code: code.to_string(),
-                message: message.to_string(),
-            });
-            let detail = format!("refused before sending: {code}: {message}");
+            let detail = rules::apply_refusal(&mut entry, code, message)?;
             self.save(transaction, action, &mut entry, now, &detail)?;
             Ok(entry)
         })
@@ -719,19 +675,8 @@ impl Ledger for SqliteLedger {
         let action = "flag an entry for an operator";
         self.write(action, |transaction, now| {
             let mut entry = self.required_entry(transaction, action, id)?;
-            // A final state is what the provider said happened; the flag asks a person to look,
-            // it does not unsay it.
-            if !entry.state.is_final() {
-                entry.state = EntryState::NeedsOperator;
-            }
-            entry.operator_flag = Some(reason.to_string());
-            self.save(
-                transaction,
-                action,
-                &mut entry,
-                now,
-                &format!("flagged for an operator: {reason}"),
-            )?;
+            let detail = rules::apply_flag(&mut entry, reason);
+            self.save(transaction, action, &mut entry, now, &detail)?;
             Ok(entry)
         })
     }
@@ -942,52 +887,10 @@ impl Ledger for SqliteLedger {
                 &sql,
                 rusqlite::params![provider, event.reference, event.provider_reference],
             )?;
-            let Some((mut entry, concerned)) = choose_entry(candidates, event) else {
+            let Some((mut entry, concerned)) = rules::choose_entry(candidates, event) else {
                 return Ok(None);
             };
-            let mut detail = describe_event(event);
-            if !concerned {
-                // A refund event carrying the reference of the charge it refunds says nothing
-                // about whether the charge itself succeeded.
-                detail.push_str(&format!(
-                    "; it concerns another transaction than this {}, the entry stays {}",
-                    entry.operation, entry.state
-                ));
-                self.save(transaction, action, &mut entry, now, &detail)?;
-                return Ok(Some(entry));
-            }
-            match transition(entry.state, event.status) {
-                Transition::Move(state) => {
-                    if entry.state == EntryState::NeedsOperator {
-                        detail.push_str("; settles what the operator was asked to look at");
-                        entry.operator_flag = None;
-                    }
-                    entry.state = state;
-                    if let Some(difference) = amount_difference(&entry, event) {
-                        detail.push_str(&format!("; {difference}, flagged for an operator"));
-                        entry.operator_flag = Some(difference);
-                    }
-                }
-                Transition::Stay => detail.push_str(&format!("; the entry stays {}", entry.state)),
-                Transition::Contradiction => {
-                    let reason = format!(
-                        "event {} reports {} for an entry already {}",
-                        event.event_id,
-                        event.status.as_str(),
-                        entry.state
-                    );
-                    detail.push_str(&format!(
-                        "; contradicts the final state {}, flagged for an operator",
-                        entry.state
-                    ));
-                    entry.operator_flag = Some(reason);
-                }
-            }
-            if entry.provider_reference.is_none() {
-                entry
-                    .provider_reference
-                    .clone_from(&event.provider_reference);
-            }
+            let detail = rules::apply_event(&mut entry, event, concerned);
             self.save(transaction, action, &mut entry, now, &detail)?;
             Ok(Some(entry))
         })
@@ -1090,169 +993,28 @@ fn migrate(connection: &mut Connection, location: &str, now: i64) -> Result<(), 
     Ok(())
 }
 
-/// One entry row as stored, before its JSON and codes are checked.
-struct EntryRow {
-    id: String,
-    provider: String,
-    account: String,
-    operation: String,
-    idempotency_key: Option<String>,
-    request_hash: String,
-    command_json: String,
-    state: String,
-    amount_minor_units: Option<i64>,
-    amount_currency: Option<String>,
-    provider_reference: Option<String>,
-    outcome_json: Option<String>,
-    refusal_code: Option<String>,
-    refusal_message: Option<String>,
-    operator_flag: Option<String>,
-    created_at_unix: i64,
-    updated_at_unix: i64,
-    actor: Option<String>,
-}
-
-impl EntryRow {
-    /// Reads the columns of [`ENTRY_COLUMNS`], in that order.
-    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: row.get(0)?,
-            provider: row.get(1)?,
-            account: row.get(2)?,
-            operation: row.get(3)?,
-            idempotency_key: row.get(4)?,
-            request_hash: row.get(5)?,
-            command_json: row.get(6)?,
-            state: row.get(7)?,
-            amount_minor_units: row.get(8)?,
-            amount_currency: row.get(9)?,
-            provider_reference: row.get(10)?,
-            outcome_json: row.get(11)?,
-            refusal_code: row.get(12)?,
-            refusal_message: row.get(13)?,
-            operator_flag: row.get(14)?,
-            created_at_unix: row.get(15)?,
-            updated_at_unix: row.get(16)?,
-            actor: row.get(17)?,
-        })
-    }
-
-    /// Checks and parses the row. A row that cannot be read back is an error naming the entry,
-    /// never a panic and never a silently altered entry.
-    fn into_entry(self) -> Result<Entry, LedgerError> {
-        let id = self.id;
-        let corrupt = |problem: String| LedgerError::Corrupt {
-            id: id.clone(),
-            problem,
-        };
-        let operation = Operation::parse(&self.operation)
-            .ok_or_else(|| corrupt(format!("unknown operation `{}`", self.operation)))?;
-        let command: Command = serde_json::from_str(&self.command_json)
-            .map_err(|error| corrupt(format!("the command JSON is unreadable: {error}")))?;
-        if command.operation() != operation {
-            return Err(corrupt(format!(
-                "the entry says `{operation}` but its command is `{}`",
-                command.operation()
-            )));
-        }
-        let state = EntryState::parse(&self.state)
-            .ok_or_else(|| corrupt(format!("unknown state `{}`", self.state)))?;
-        let amount = match (self.amount_minor_units, self.amount_currency) {
-            (Some(minor_units), Some(code)) => {
-                let currency = Currency::from_code(&code).map_err(|error| {
-                    corrupt(format!("the amount's currency is unusable: {error}"))
-                })?;
-                Some(Money::new(minor_units, currency))
-            }
-            (None, None) => None,
-            _ => {
-                return Err(corrupt(
-                    "the amount has minor units or a currency, not both".into(),
-                ));
-            }
-        };
-        let outcome: Option<Outcome> = self
-            .outcome_json
-            .map(|json| serde_json::from_str(&json))
-            .transpose()
-            .map_err(|error| corrupt(format!("the outcome JSON is unreadable: {error}")))?;
-        let refusal = self.refusal_code.map(|code| Refusal {
-            code,
-            message: self.refusal_message.unwrap_or_default(),
-        });
-        Ok(Entry {
-            id,
-            provider: self.provider,
-            account: self.account,
-            operation,
-            idempotency_key: self.idempotency_key,
-            request_hash: self.request_hash,
-            command,
-            state,
-            amount,
-            provider_reference: self.provider_reference,
-            outcome,
-            refusal,
-            operator_flag: self.operator_flag,
-            actor: self.actor,
-            created_at_unix: self.created_at_unix,
-            updated_at_unix: self.updated_at_unix,
-        })
-    }
-}
-
-/// Picks the entry an event is about among those whose reference or provider reference it names,
-/// and says whether the event concerns that entry's kind of transaction.
-///
-/// Entries of the kind the event reports on win; among them, the one whose id the event names,
-/// then one whose amount equals the event's (several partial refunds of one transaction share its
-/// provider reference), then an unsettled one, then the newest. With none of the right kind, the
-/// event is only noted on the entry it names.
-fn choose_entry(candidates: Vec<Entry>, event: &WebhookEvent) -> Option<(Entry, bool)> {
-    let names = |entry: &Entry| event.reference.as_deref() == Some(entry.id.as_str());
-    let rank = |entry: &Entry| {
-        (
-            names(entry),
-            event.amount.is_some() && entry.amount == event.amount,
-            !entry.state.is_final(),
-        )
-    };
-    let (concerned, unconcerned): (Vec<Entry>, Vec<Entry>) = candidates
-        .into_iter()
-        .partition(|entry| event_concerns(&event.event_type, entry.operation));
-    // `max_by_key` keeps the last of equal maxima, and candidates come oldest first.
-    if let Some(best) = concerned.into_iter().max_by_key(|entry| rank(entry)) {
-        return Some((best, true));
-    }
-    unconcerned
-        .into_iter()
-        .max_by_key(|entry| rank(entry))
-        .map(|entry| (entry, false))
-}
-
-/// Describes how a successful event's amount differs from the command's, if it does. Partial
-/// refunds are meant to differ from what they refund.
-fn amount_difference(entry: &Entry, event: &WebhookEvent) -> Option<String> {
-    let (Some(expected), Some(reported)) = (entry.amount, event.amount) else {
-        return None;
-    };
-    let settled_differently = entry.state == EntryState::Succeeded
-        && event.event_type != "partial_refund"
-        && expected != reported;
-    settled_differently.then(|| {
-        format!(
-            "event {} reports {reported} where the command named {expected}",
-            event.event_id
-        )
+/// Reads the columns of [`ENTRY_COLUMNS`], in that order.
+fn read_entry_row(row: &Row<'_>) -> rusqlite::Result<EntryRow> {
+    Ok(EntryRow {
+        id: row.get(0)?,
+        provider: row.get(1)?,
+        account: row.get(2)?,
+        operation: row.get(3)?,
+        idempotency_key: row.get(4)?,
+        request_hash: row.get(5)?,
+        command_json: row.get(6)?,
+        state: row.get(7)?,
+        amount_minor_units: row.get(8)?,
+        amount_currency: row.get(9)?,
+        provider_reference: row.get(10)?,
+        outcome_json: row.get(11)?,
+        refusal_code: row.get(12)?,
+        refusal_message: row.get(13)?,
+        operator_flag: row.get(14)?,
+        created_at_unix: row.get(15)?,
+        updated_at_unix: row.get(16)?,
+        actor: row.get(17)?,
     })
-}
-
-/// Keeps the first outcome recorded: when a webhook settled the entry before the flow ended,
-/// the flow's outcome is still what a retrying caller should be answered with.
-fn keep_first_outcome(entry: &mut Entry, outcome: &Outcome) {
-    if entry.outcome.is_none() {
-        entry.outcome = Some(outcome.clone());
-    }
 }
 
 fn query_rows<T>(
@@ -1281,7 +1043,7 @@ fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-fn unix_now() -> i64 {
+pub(super) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| {

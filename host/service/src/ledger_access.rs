@@ -6,10 +6,44 @@
 //! worker by mistake.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use gatehouse_core::config::Config;
 use gatehouse_ledger::{
-    Entry, EntryState, HistoryEvent, Ledger, LedgerError, ListFilter, StoredEvent,
+    Entry, EntryState, HistoryEvent, Ledger, LedgerError, ListFilter, PostgresLedger,
+    PostgresOptions, SqliteLedger, StoredEvent,
 };
+
+/// Opens the ledger `config` names: the PostgreSQL database of `[ledger] url` when there is one
+/// (several hosts may share it), the SQLite file `host.ledger` otherwise. Blocking: call it off
+/// the async workers.
+pub fn open_ledger(config: &Config) -> Result<Arc<dyn Ledger>, LedgerError> {
+    let settings = &config.ledger;
+    let Some(url) = &settings.url else {
+        return Ok(Arc::new(SqliteLedger::open(&config.host.ledger)?));
+    };
+    let mut options = PostgresOptions::new(url.clone());
+    options.password = settings
+        .password
+        .as_ref()
+        .map(|password| password.resolve())
+        .transpose()
+        .map_err(|message| LedgerError::Storage(format!("ledger.password: {message}")))?
+        .map(|resolved| resolved.value);
+    options.max_connections = settings.max_connections;
+    options.connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
+    // This process's name in the ledger's lease table: a fresh one per start.
+    options.instance_id = uuid::Uuid::new_v4().to_string();
+    Ok(Arc::new(PostgresLedger::connect(&options)?))
+}
+
+/// Where the ledger `config` names lives, for messages (never a password: the URL holds none).
+pub fn ledger_location(config: &Config) -> String {
+    match &config.ledger.url {
+        Some(url) => url.clone(),
+        None => config.host.ledger.display().to_string(),
+    }
+}
 
 /// A ledger whose every call runs off the async workers.
 #[derive(Clone)]

@@ -17,8 +17,7 @@ use gatehouse_core::{
     Config, DirectCommand, DispatchError, Door, ErrorCode, Gateway, RecordedCommand, new_reference,
 };
 use gatehouse_ledger::{
-    Entry, EntryState, Ledger, LedgerError, Reservation, Reserved, SqliteLedger, request_hash,
-    reserve,
+    Entry, EntryState, Ledger, LedgerError, Reservation, Reserved, request_hash, reserve,
 };
 use gatehouse_plugin_api::{
     Command, Details, ErrorKind, Operation, Outcome, OutcomeStatus, ProviderError, WebhookReply,
@@ -59,6 +58,9 @@ impl Drop for LeaveFlight<'_> {
 
 /// How long a retry waits for the first attempt with its key, running in this process.
 const RETRY_WAIT: Duration = Duration::from_secs(300);
+
+/// How often a retry polls the shared ledger for the outcome of an entry another host sends.
+const PEER_POLL: Duration = Duration::from_millis(50);
 
 /// The answer to a command, as the API returns it.
 #[derive(Debug, Clone, Serialize)]
@@ -199,15 +201,19 @@ impl Service {
         }
     }
 
-    /// The embedding entry point: opens the ledger `config` names, starts a gateway on it and
-    /// scans its plugins folder once.
+    /// The embedding entry point: opens the ledger `config` names (the SQLite file, or the
+    /// PostgreSQL database of `[ledger] url`), starts a gateway on it and scans its plugins
+    /// folder once.
     pub async fn open(config: Config) -> Result<Self, ServiceError> {
-        let path = config.host.ledger.clone();
-        let ledger = tokio::task::spawn_blocking(move || SqliteLedger::open(&path))
-            .await
-            .map_err(|error| ServiceError::Internal(format!("opening the ledger: {error}")))??;
+        let opening = config.clone();
+        let ledger =
+            tokio::task::spawn_blocking(move || crate::ledger_access::open_ledger(&opening))
+                .await
+                .map_err(|error| {
+                    ServiceError::Internal(format!("opening the ledger: {error}"))
+                })??;
         let gateway = Gateway::start(config).await;
-        Ok(Self::new(gateway, Arc::new(ledger)))
+        Ok(Self::new(gateway, ledger))
     }
 
     pub fn gateway(&self) -> &Gateway {
@@ -401,6 +407,8 @@ impl Service {
                 self.ledger.get(&entry.id).await?.ok_or_else(|| {
                     ServiceError::Internal(format!("entry {} vanished", entry.id))
                 })?;
+        } else if entry.state == EntryState::Sending {
+            entry = self.wait_for_peer(entry).await?;
         }
         if let (None, Some(refusal)) = (&entry.outcome, &entry.refusal) {
             return Err(ServiceError::RecordedRefusal {
@@ -429,6 +437,38 @@ impl Service {
             replayed: true,
             provider_requests: 0,
         })
+    }
+
+    /// An entry `sending` that no dispatch of this process runs: on a shared ledger, another live
+    /// host may be sending it right now. Its outcome lands in the ledger; polled for here (every
+    /// [`PEER_POLL`], for at most [`RETRY_WAIT`]) rather than calling the first attempt
+    /// interrupted. Returns at once when no live peer sends it (a crash's leftover).
+    async fn wait_for_peer(&self, entry: Entry) -> Result<Entry, ServiceError> {
+        let deadline = tokio::time::Instant::now() + RETRY_WAIT;
+        let id = entry.id;
+        loop {
+            let asked = id.clone();
+            let peer_sends = self
+                .ledger
+                .call(move |ledger| ledger.sent_by_a_live_peer(&asked))
+                .await?;
+            if peer_sends && tokio::time::Instant::now() >= deadline {
+                return Err(ServiceError::InProgress);
+            }
+            if peer_sends {
+                tokio::time::sleep(PEER_POLL).await;
+            }
+            // Read after asking: "no live peer sends it" is also what the answer is once the
+            // peer has just recorded its outcome, which the entry read before did not hold.
+            let entry = self
+                .ledger
+                .get(&id)
+                .await?
+                .ok_or_else(|| ServiceError::Internal(format!("entry {id} vanished")))?;
+            if !peer_sends || entry.state != EntryState::Sending {
+                return Ok(entry);
+            }
+        }
     }
 
     /// Settles `unknown`, `pending` and crash-interrupted entries through the provider's status
@@ -485,6 +525,26 @@ impl Service {
             {
                 report.still_open += 1;
                 continue;
+            }
+            // Another live host's dispatch (a shared ledger): its sender records the outcome;
+            // the entry is reconciled only once that host's lease has expired.
+            if entry.state == EntryState::Sending {
+                let id = entry.id.clone();
+                match self
+                    .ledger
+                    .call(move |ledger| ledger.sent_by_a_live_peer(&id))
+                    .await
+                {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        report.still_open += 1;
+                        continue;
+                    }
+                    Err(error) => {
+                        report.errors.push(error.to_string());
+                        continue;
+                    }
+                }
             }
             report.examined += 1;
             self.reconcile_entry(entry, &mut report).await;

@@ -189,6 +189,36 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A fresh database in the test process's PostgreSQL cluster (started on first use; a machine
+/// without Debian's `postgresql-15` fails here, naming the package), and the `[ledger]` table
+/// that points a host at it. The password goes through a secret file in `dir`, the way an
+/// operator would write it, never into the URL.
+pub fn postgres_ledger_toml(dir: &Path) -> (String, gatehouse_pg_cluster::Database) {
+    let database = gatehouse_pg_cluster::shared().create_database();
+    let password_file = dir.join("ledger-password");
+    std::fs::write(&password_file, &database.password).expect("write the password file");
+    let toml = format!(
+        "[ledger]\nurl = \"{}\"\npassword = {{ file = \"{}\" }}\nmax_connections = 4\nconnect_timeout_ms = 30000\n",
+        database.url(),
+        password_file.display()
+    );
+    (toml, database)
+}
+
+/// A ledger handle on `database`, opened apart for a test's own reads. Blocking (the driver
+/// runs its own runtime): call it from `spawn_blocking` or a plain thread.
+pub fn open_postgres_ledger(
+    database: &gatehouse_pg_cluster::Database,
+) -> std::sync::Arc<dyn gatehouse_ledger::Ledger> {
+    let mut options = gatehouse_ledger::PostgresOptions::new(database.url());
+    options.password = Some(gatehouse_plugin_api::Secret::new(database.password.clone()));
+    options.max_connections = 2;
+    options.connect_timeout = std::time::Duration::from_secs(30);
+    std::sync::Arc::new(
+        gatehouse_ledger::PostgresLedger::connect(&options).expect("the ledger connects"),
+    )
+}
+
 /// The bearer key test hosts accept.
 pub const API_KEY: &str = "test-api-key-0123456789";
 /// The test hosts' scrape key: it opens `/metrics` and nothing else.

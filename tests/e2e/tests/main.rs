@@ -24,6 +24,7 @@ mod observability;
 mod operator;
 mod paygateglobal;
 mod paysitecash;
+mod postgres_ledger;
 mod reconcile_refunds;
 mod routes;
 mod sandbox;
