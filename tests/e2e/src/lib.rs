@@ -524,3 +524,14 @@ impl ApiHost {
         }
     }
 }
+
+/// A child process (a `gatehouse serve`) that is killed and reaped when the guard is dropped,
+/// so a failing assertion does not leave a server running after the test.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -420,12 +420,14 @@ async fn plugins_asks_the_running_server_and_says_when_it_reads_the_disk() {
         "{text}"
     );
 
-    let mut server = std::process::Command::new(gatehouse_binary())
-        .args(["--config", config.to_str().expect("utf-8"), "serve"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("gatehouse serve starts");
+    let server = gatehouse_e2e::KillOnDrop(
+        std::process::Command::new(gatehouse_binary())
+            .args(["--config", config.to_str().expect("utf-8"), "serve"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("gatehouse serve starts"),
+    );
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let mut ready = false;
@@ -522,8 +524,7 @@ async fn plugins_asks_the_running_server_and_says_when_it_reads_the_disk() {
         "{text}"
     );
 
-    server.kill().expect("kill");
-    server.wait().expect("wait");
+    drop(server);
 }
 
 /// The first run with a plugins folder that does not exist explains it in plain words and
