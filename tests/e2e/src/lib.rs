@@ -535,3 +535,17 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Waits until `GET {base}/readyz` answers 200: up to a minute, since five debug plugins load
+/// slowly on a loaded 2-core machine. Panics naming the address otherwise.
+pub async fn wait_ready(base: &str) {
+    for _ in 0..1200 {
+        if let Ok(answer) = reqwest::get(format!("{base}/readyz")).await
+            && answer.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the host did not become ready at {base}");
+}

@@ -430,18 +430,7 @@ async fn plugins_asks_the_running_server_and_says_when_it_reads_the_disk() {
     );
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let mut ready = false;
-    // Up to a minute: five debug plugins load slowly on a loaded 2-core machine.
-    for _ in 0..1200 {
-        if let Ok(answer) = client.get(format!("{base}/readyz")).send().await
-            && answer.status() == 200
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(ready, "the server did not become ready");
+    gatehouse_e2e::wait_ready(&base).await;
     // The wrong token: the provider refuses it and the server pauses the account (in memory).
     let answer = client
         .post(format!("{base}/v1/paygateglobal/main/charges"))
@@ -581,20 +570,10 @@ async fn serving_without_an_api_key_is_warned() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("gatehouse serve starts");
-    let mut ready = false;
-    for _ in 0..1200 {
-        if let Ok(answer) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await
-            && answer.status() == 200
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    gatehouse_e2e::wait_ready(&format!("http://127.0.0.1:{port}")).await;
     server.kill().expect("kill");
     let output = server.wait_with_output().expect("output");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(ready, "{stderr}");
     assert!(
         stderr.contains("no API key is configured") && stderr.contains("401"),
         "{stderr}"
