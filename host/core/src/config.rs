@@ -112,6 +112,11 @@ pub struct LedgerSettings {
     pub max_connections: u32,
     /// How long connecting, or waiting for a free pooled connection, may take.
     pub connect_timeout_ms: u64,
+    /// How long this host's lease in the database lasts without a heartbeat (renewed every
+    /// third of it). Once it lapsed, the other hosts treat this one as gone: they reconcile the
+    /// entries it was sending. Shorter: a dead host's work is taken over sooner; too short, a
+    /// host stalled that long (a pause of the machine) is taken for dead while it still sends.
+    pub lease_ms: u64,
 }
 
 impl Default for LedgerSettings {
@@ -121,6 +126,7 @@ impl Default for LedgerSettings {
             password: None,
             max_connections: 8,
             connect_timeout_ms: 5_000,
+            lease_ms: 15_000,
         }
     }
 }
@@ -158,6 +164,15 @@ impl LedgerSettings {
             return Err(invalid(
                 0,
                 "ledger: max_connections and connect_timeout_ms must be positive".into(),
+            ));
+        }
+        if !(1_000..=3_600_000).contains(&self.lease_ms) {
+            return Err(invalid(
+                0,
+                format!(
+                    "ledger.lease_ms is {}: it must be between 1000 (1 s) and 3600000 (1 h)",
+                    self.lease_ms
+                ),
             ));
         }
         if let Some(password) = &self.password {
@@ -1418,6 +1433,7 @@ secrets = { auth_token = "${GATEHOUSE_TEST_TOKEN_A}" }
         )
         .expect("valid");
         assert_eq!(config.ledger.max_connections, 4);
+        assert_eq!(config.ledger.lease_ms, 15_000, "the lease's default");
         let password = config.ledger.password.as_ref().expect("set");
         assert_eq!(
             password.resolve().expect("resolves").value.expose(),
@@ -1439,6 +1455,10 @@ secrets = { auth_token = "${GATEHOUSE_TEST_TOKEN_A}" }
             (
                 "[ledger]\nurl = \"postgres://g@db/l\"\npassword = \"${GATEHOUSE_TEST_UNSET_LEDGER}\"\n",
                 "ledger.password: environment variable `GATEHOUSE_TEST_UNSET_LEDGER` is not set",
+            ),
+            (
+                "[ledger]\nurl = \"postgres://g@db/l\"\nlease_ms = 200\n",
+                "ledger.lease_ms is 200: it must be between 1000 (1 s) and 3600000 (1 h)",
             ),
         ] {
             let message = parse(text).expect_err("refused").to_string();

@@ -32,6 +32,7 @@ pub fn open_ledger(config: &Config) -> Result<Arc<dyn Ledger>, LedgerError> {
         .map(|resolved| resolved.value);
     options.max_connections = settings.max_connections;
     options.connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
+    options.lease = Duration::from_millis(settings.lease_ms);
     // This process's name in the ledger's lease table: a fresh one per start.
     options.instance_id = uuid::Uuid::new_v4().to_string();
     Ok(Arc::new(PostgresLedger::connect(&options)?))
