@@ -21,7 +21,7 @@ use serde_json::Value;
 const ROUNDS: usize = 3;
 const CLIENTS: usize = 6;
 
-fn start_host(config: &Path) -> Child {
+pub(crate) fn start_host(config: &Path) -> Child {
     Command::new(gatehouse_binary())
         .args(["--config", config.to_str().expect("utf-8 path"), "serve"])
         .stdout(Stdio::null())
@@ -43,32 +43,36 @@ async fn wait_ready(base: &str) {
 }
 
 /// A small deterministic generator (xorshift), seeded and printed so a run can be replayed.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
 
-    fn below(&mut self, bound: u64) -> u64 {
+    pub(crate) fn below(&mut self, bound: u64) -> u64 {
         self.next() % bound
     }
 }
 
 #[derive(Clone, Debug)]
-struct Sent {
-    path: String,
-    body: Value,
-    key: String,
-    kind: &'static str,
+pub(crate) struct Sent {
+    pub(crate) path: String,
+    pub(crate) body: Value,
+    pub(crate) key: String,
+    pub(crate) kind: &'static str,
     /// `Some((reference, status))` once a caller saw it accepted.
-    accepted: Option<(String, String)>,
+    pub(crate) accepted: Option<(String, String)>,
 }
 
-async fn post(client: &reqwest::Client, base: &str, sent: &Sent) -> Option<(u16, Value)> {
+pub(crate) async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    sent: &Sent,
+) -> Option<(u16, Value)> {
     let response = client
         .post(format!("{base}{}", sent.path))
         .bearer_auth(API_KEY)
@@ -83,7 +87,7 @@ async fn post(client: &reqwest::Client, base: &str, sent: &Sent) -> Option<(u16,
     Some((status, body))
 }
 
-fn accepted(answer: &Option<(u16, Value)>) -> Option<(String, String)> {
+pub(crate) fn accepted(answer: &Option<(u16, Value)>) -> Option<(String, String)> {
     match answer {
         Some((200, body)) => Some((
             body["reference"].as_str()?.to_string(),
@@ -276,6 +280,20 @@ async fn sigkill_under_load_loses_nothing_and_doubles_nothing() {
         .json()
         .await
         .expect("json");
+    let books = check_books(&sims, &sent_all, &listed);
+    figure(
+        "kills.books",
+        format!("kills={kills} no_answer_then_retried={died} {books}"),
+    );
+    let _ = host.kill();
+    let _ = host.wait();
+}
+
+/// The books of a crash test, checked against the simulators: every command a caller saw accepted
+/// is in the ledger listing (`GET /v1/ledger`) once per key, nothing is left `sending` or
+/// `unknown`, nothing reached Xsolla or CCBill twice, and every charge and payout holds its true
+/// outcome. Returns the counts, for the test's figure line.
+pub(crate) fn check_books(sims: &Simulators, sent_all: &[Sent], listed: &Value) -> String {
     let entries: BTreeMap<String, Value> = listed["entries"]
         .as_array()
         .expect("entries")
@@ -285,7 +303,7 @@ async fn sigkill_under_load_loses_nothing_and_doubles_nothing() {
 
     // Nothing lost: every accepted command is in the ledger, once per key.
     let mut references = BTreeSet::new();
-    for sent in &sent_all {
+    for sent in sent_all {
         let (reference, _) = sent
             .accepted
             .as_ref()
@@ -344,7 +362,7 @@ async fn sigkill_under_load_loses_nothing_and_doubles_nothing() {
         "an affiliate was paid twice"
     );
     let (mut charges, mut refunds, mut payouts_sent, mut flagged) = (0, 0, 0, 0);
-    for sent in &sent_all {
+    for sent in sent_all {
         let (reference, _) = sent.accepted.as_ref().expect("answered");
         let state = entries[reference]["state"].as_str().unwrap_or_default();
         match sent.kind {
@@ -381,18 +399,13 @@ async fn sigkill_under_load_loses_nothing_and_doubles_nothing() {
             }
         }
     }
-    figure(
-        "kills.books",
-        format!(
-            "kills={kills} commands={} (charges={charges} refunds={refunds} payouts={payouts_sent}) \
-             no_answer_then_retried={died} ledger_entries={} xsolla_transactions={} ccbill_payouts={} \
-             payouts_needs_operator={flagged} duplicates=0 lost=0",
-            sent_all.len(),
-            entries.len(),
-            transactions.len(),
-            payouts.len()
-        ),
-    );
-    let _ = host.kill();
-    let _ = host.wait();
+    format!(
+        "commands={} (charges={charges} refunds={refunds} payouts={payouts_sent}) \
+         ledger_entries={} xsolla_transactions={} ccbill_payouts={} \
+         payouts_needs_operator={flagged} duplicates=0 lost=0",
+        sent_all.len(),
+        entries.len(),
+        transactions.len(),
+        payouts.len()
+    )
 }

@@ -14,6 +14,7 @@ mod crash;
 mod deploy;
 mod edge;
 mod faults;
+mod fleet_kills;
 mod kills;
 mod kolmisoft;
 mod listener;
