@@ -224,19 +224,38 @@ pub const API_KEY: &str = "test-api-key-0123456789";
 /// The test hosts' scrape key: it opens `/metrics` and nothing else.
 pub const METRICS_KEY: &str = "test-metrics-key-9876543210";
 
+/// The ledger a test host runs on. The service suites run on both (`on_both_backends!` in the
+/// e2e tests): what a platform sees through the service must not depend on the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `ledger.sqlite` in the host's temporary folder (the embedded default).
+    Sqlite,
+    /// A fresh database of the test process's PostgreSQL cluster (`[ledger] url`).
+    Postgres,
+}
+
 /// A running host over a temporary folder holding `plugins/`, `plugins.toml` and the ledger
-/// (`ledger.sqlite`): every command goes through the service, the one door a platform uses.
+/// (`ledger.sqlite`, or a database of the test cluster): every command goes through the service,
+/// the one door a platform uses.
 pub struct TestHost {
     pub gateway: Gateway,
     pub service: Service,
     pub dir: TempDir,
+    pub backend: Backend,
+    /// The PostgreSQL database of a [`Backend::Postgres`] host.
+    pub database: Option<gatehouse_pg_cluster::Database>,
     watch: Option<WatchHandle>,
 }
 
 impl TestHost {
     /// Starts a host with the given plugin packages installed and `accounts_toml` appended to
-    /// its configuration (the `[providers.*]` tables).
+    /// its configuration (the `[providers.*]` tables), on the SQLite ledger.
     pub async fn start(packages: &[&str], accounts_toml: &str) -> Self {
+        Self::start_on(Backend::Sqlite, packages, accounts_toml).await
+    }
+
+    /// Like [`TestHost::start`], on the ledger `backend` names.
+    pub async fn start_on(backend: Backend, packages: &[&str], accounts_toml: &str) -> Self {
         init_logging();
         let dir = tempfile::tempdir().expect("temporary folder");
         let plugins_dir = dir.path().join("plugins");
@@ -248,11 +267,22 @@ impl TestHost {
                 .unwrap_or(package);
             install(&library(package), &plugins_dir, &plugin_file_name(provider));
         }
+        let (ledger_toml, database) = match backend {
+            Backend::Sqlite => (String::new(), None),
+            Backend::Postgres => {
+                let dir = dir.path().to_path_buf();
+                let (toml, database) =
+                    tokio::task::spawn_blocking(move || postgres_ledger_toml(&dir))
+                        .await
+                        .expect("the test database is created");
+                (toml, Some(database))
+            }
+        };
         let config_path = dir.path().join("plugins.toml");
         std::fs::write(
             &config_path,
             format!(
-                "[host]\nplugins_dir = \"plugins\"\nledger = \"ledger.sqlite\"\nreload_debounce_ms = 50\nplugin_call_budget_ms = 1000\n\n[api]\nkeys = [\"{API_KEY}\"]\nmetrics_keys = [\"{METRICS_KEY}\"]\n\n{accounts_toml}"
+                "[host]\nplugins_dir = \"plugins\"\nledger = \"ledger.sqlite\"\nreload_debounce_ms = 50\nplugin_call_budget_ms = 1000\n\n[api]\nkeys = [\"{API_KEY}\"]\nmetrics_keys = [\"{METRICS_KEY}\"]\n\n{ledger_toml}\n{accounts_toml}"
             ),
         )
         .expect("write plugins.toml");
@@ -262,7 +292,26 @@ impl TestHost {
             gateway: service.gateway().clone(),
             service,
             dir,
+            backend,
+            database,
             watch: None,
+        }
+    }
+
+    /// Another handle on this host's ledger, for a test's own reads and writes (the same SQLite
+    /// file, or the same database).
+    pub async fn open_ledger(&self) -> std::sync::Arc<dyn gatehouse_ledger::Ledger> {
+        match &self.database {
+            None => std::sync::Arc::new(
+                gatehouse_ledger::SqliteLedger::open(&self.dir.path().join("ledger.sqlite"))
+                    .expect("ledger"),
+            ),
+            Some(database) => {
+                let database = database.clone();
+                tokio::task::spawn_blocking(move || open_postgres_ledger(&database))
+                    .await
+                    .expect("the ledger opens")
+            }
         }
     }
 
@@ -447,12 +496,15 @@ pub struct ApiHost {
 }
 
 impl ApiHost {
+    /// A host on the SQLite ledger serving its API.
     pub async fn start(packages: &[&str], accounts_toml: &str) -> Self {
-        let host = TestHost::start(packages, accounts_toml).await;
-        let ledger: std::sync::Arc<dyn gatehouse_ledger::Ledger> = std::sync::Arc::new(
-            gatehouse_ledger::SqliteLedger::open(&host.dir.path().join("ledger.sqlite"))
-                .expect("ledger"),
-        );
+        Self::start_on(Backend::Sqlite, packages, accounts_toml).await
+    }
+
+    /// Like [`ApiHost::start`], on the ledger `backend` names.
+    pub async fn start_on(backend: Backend, packages: &[&str], accounts_toml: &str) -> Self {
+        let host = TestHost::start_on(backend, packages, accounts_toml).await;
+        let ledger = host.open_ledger().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use gatehouse_e2e::{API_KEY, ApiHost};
+use gatehouse_e2e::{API_KEY, ApiHost, Backend};
 use gatehouse_sim_common::{Fault, RunningSimulator};
 use gatehouse_sim_paygateglobal::{PAID, PayGateSimulator};
 use reqwest::Method;
@@ -11,9 +11,10 @@ use serde_json::{Value, json};
 
 const TOKEN: &str = "api-test-paygate-token-42";
 
-async fn setup() -> (ApiHost, PayGateSimulator, RunningSimulator) {
+async fn setup(backend: Backend) -> (ApiHost, PayGateSimulator, RunningSimulator) {
     let (simulator, running) = PayGateSimulator::start(TOKEN).await.expect("simulator");
-    let api = ApiHost::start(
+    let api = ApiHost::start_on(
+        backend,
         &["gatehouse-plugin-paygateglobal"],
         &format!(
             "[providers.paygateglobal.accounts.main]\nbase_url = \"{}\"\ntimeout_ms = 1500\nsecrets = {{ auth_token = \"{TOKEN}\" }}\n",
@@ -31,9 +32,8 @@ fn charge_body() -> Value {
 
 const CHARGES: &str = "/v1/paygateglobal/main/charges";
 
-#[tokio::test]
-async fn every_non_webhook_route_needs_an_api_key() {
-    let (api, _simulator, _running) = setup().await;
+async fn every_non_webhook_route_needs_an_api_key(backend: Backend) {
+    let (api, _simulator, _running) = setup(backend).await;
     let client = reqwest::Client::new();
     let health = client
         .get(format!("{}/healthz", api.base_url))
@@ -65,9 +65,8 @@ async fn every_non_webhook_route_needs_an_api_key() {
     }
 }
 
-#[tokio::test]
-async fn charge_status_balance_and_the_ledger() {
-    let (api, simulator, _running) = setup().await;
+async fn charge_status_balance_and_the_ledger(backend: Backend) {
+    let (api, simulator, _running) = setup(backend).await;
     let (status, charge) = api.post(CHARGES, charge_body()).await;
     assert_eq!(status, 200, "{charge}");
     assert_eq!(charge["status"], "pending");
@@ -112,9 +111,8 @@ async fn charge_status_balance_and_the_ledger() {
     );
 }
 
-#[tokio::test]
-async fn a_retry_with_the_same_key_never_reaches_the_provider_twice() {
-    let (api, _simulator, running) = setup().await;
+async fn a_retry_with_the_same_key_never_reaches_the_provider_twice(backend: Backend) {
+    let (api, _simulator, running) = setup(backend).await;
     let key = [("Idempotency-Key", "order-1-attempt")];
     let (status, headers, first) = api
         .request(Method::POST, CHARGES, Some(charge_body()), &key)
@@ -142,9 +140,8 @@ async fn a_retry_with_the_same_key_never_reaches_the_provider_twice() {
     assert_eq!(running.calls.count("/api/v1/pay"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn twenty_concurrent_requests_with_one_key_make_one_provider_call() {
-    let (api, simulator, running) = setup().await;
+async fn twenty_concurrent_requests_with_one_key_make_one_provider_call(backend: Backend) {
+    let (api, simulator, running) = setup(backend).await;
     // Slow the provider down so all twenty arrive while the first is in flight.
     running
         .faults
@@ -183,11 +180,10 @@ async fn twenty_concurrent_requests_with_one_key_make_one_provider_call() {
 /// first attempt's entry and key are claimed in this process before the ledger sees them, so no
 /// client is told "interrupted" while the first attempt runs: every answer equals the first
 /// attempt's outcome, and the provider sees one call per key.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_clients_with_one_key_all_get_the_first_attempts_answer() {
+async fn fifty_clients_with_one_key_all_get_the_first_attempts_answer(backend: Backend) {
     const CLIENTS: usize = 50;
     const ROUNDS: usize = 20;
-    let (api, simulator, running) = setup().await;
+    let (api, simulator, running) = setup(backend).await;
     let api = Arc::new(api);
     for round in 0..ROUNDS {
         let key = format!("race-{round}");
@@ -240,9 +236,8 @@ async fn fifty_clients_with_one_key_all_get_the_first_attempts_answer() {
     assert_eq!(simulator.transactions().len(), ROUNDS);
 }
 
-#[tokio::test]
-async fn hostile_requests_are_refused_with_clear_errors() {
-    let (api, _simulator, running) = setup().await;
+async fn hostile_requests_are_refused_with_clear_errors(backend: Backend) {
+    let (api, _simulator, running) = setup(backend).await;
     let cases: Vec<(&str, Value, u16, &str)> = vec![
         (
             CHARGES,
@@ -343,9 +338,8 @@ async fn hostile_requests_are_refused_with_clear_errors() {
     assert!(running.calls.count("/api/v1/pay") <= 1);
 }
 
-#[tokio::test]
-async fn forged_and_replayed_callbacks_do_not_change_the_ledger() {
-    let (api, simulator, _running) = setup().await;
+async fn forged_and_replayed_callbacks_do_not_change_the_ledger(backend: Backend) {
+    let (api, simulator, _running) = setup(backend).await;
     let (_, charge) = api.post(CHARGES, charge_body()).await;
     let reference = charge["reference"].as_str().expect("reference").to_string();
     let webhook = format!("{}/webhooks/paygateglobal/main", api.base_url);
@@ -421,9 +415,8 @@ async fn forged_and_replayed_callbacks_do_not_change_the_ledger() {
     assert_eq!(response.status(), 400);
 }
 
-#[tokio::test]
-async fn unknown_outcomes_are_reconciled_with_the_provider() {
-    let (api, simulator, running) = setup().await;
+async fn unknown_outcomes_are_reconciled_with_the_provider(backend: Backend) {
+    let (api, simulator, running) = setup(backend).await;
     // Every attempt answers 503 before the provider handles it: the charge is unknown...
     for _ in 0..3 {
         running.faults.push(Fault::Status(503, "down".into()));
@@ -452,9 +445,8 @@ async fn unknown_outcomes_are_reconciled_with_the_provider() {
     assert_eq!(entry["entry"]["state"], "succeeded", "{entry}");
 }
 
-#[tokio::test]
-async fn plugins_metrics_and_the_openapi_document() {
-    let (api, _simulator, _running) = setup().await;
+async fn plugins_metrics_and_the_openapi_document(backend: Backend) {
+    let (api, _simulator, _running) = setup(backend).await;
     let (status, plugins) = api.get("/v1/plugins").await;
     assert_eq!(status, 200);
     assert_eq!(plugins["plugins"][0]["provider"], "paygateglobal");
@@ -607,9 +599,8 @@ async fn the_embedding_example_compiles_and_runs() {
 /// Every error answer of the API is the documented JSON envelope with a stable code, axum's own
 /// rejections included: a bad query, a bad path segment, a body over the limit or not JSON, an
 /// unknown route, a method the route does not take, two idempotency keys.
-#[tokio::test]
-async fn every_error_answer_is_the_json_envelope() {
-    let (api, _simulator, running) = setup().await;
+async fn every_error_answer_is_the_json_envelope(backend: Backend) {
+    let (api, _simulator, running) = setup(backend).await;
     let raw = |method: reqwest::Method, path: &str| {
         api.client
             .request(method, format!("{}{path}", api.base_url))
@@ -752,8 +743,7 @@ async fn every_error_answer_is_the_json_envelope() {
     );
 }
 
-#[tokio::test]
-async fn verified_events_are_forwarded_with_retries() {
+async fn verified_events_are_forwarded_with_retries(backend: Backend) {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     // The platform's receiver: refuses the first two deliveries, then accepts.
@@ -784,7 +774,8 @@ async fn verified_events_are_forwarded_with_retries() {
         .expect("receiver");
 
     let (simulator, running) = PayGateSimulator::start(TOKEN).await.expect("simulator");
-    let api = ApiHost::start(
+    let api = ApiHost::start_on(
+        backend,
         &["gatehouse-plugin-paygateglobal"],
         &format!(
             "[webhooks]\nforward_url = \"{}/events\"\nforward_key = \"forward-key-77\"\n\n[providers.paygateglobal.accounts.main]\nbase_url = \"{}\"\nsecrets = {{ auth_token = \"{TOKEN}\" }}\n",
@@ -835,11 +826,11 @@ async fn verified_events_are_forwarded_with_retries() {
     );
 }
 
-#[tokio::test]
-async fn a_refusal_before_sending_does_not_bind_the_idempotency_key() {
+async fn a_refusal_before_sending_does_not_bind_the_idempotency_key(backend: Backend) {
     let (simulator, running) = PayGateSimulator::start(TOKEN).await.expect("simulator");
     drop(simulator);
-    let api = ApiHost::start(
+    let api = ApiHost::start_on(
+        backend,
         &["gatehouse-plugin-paygateglobal"],
         &format!(
             "[providers.paygateglobal.accounts.main]\nbase_url = \"{}\"\nsecrets = {{ auth_token = \"wrong-token\" }}\n",
@@ -901,3 +892,30 @@ async fn a_refusal_before_sending_does_not_bind_the_idempotency_key() {
     assert_eq!(retried["replayed"], false);
     assert_eq!(running.calls.count("/api/v1/pay"), 2);
 }
+
+on_both_backends!(
+    #[tokio::test]
+    every_non_webhook_route_needs_an_api_key,
+    #[tokio::test]
+    charge_status_balance_and_the_ledger,
+    #[tokio::test]
+    a_retry_with_the_same_key_never_reaches_the_provider_twice,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    twenty_concurrent_requests_with_one_key_make_one_provider_call,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    fifty_clients_with_one_key_all_get_the_first_attempts_answer,
+    #[tokio::test]
+    hostile_requests_are_refused_with_clear_errors,
+    #[tokio::test]
+    forged_and_replayed_callbacks_do_not_change_the_ledger,
+    #[tokio::test]
+    unknown_outcomes_are_reconciled_with_the_provider,
+    #[tokio::test]
+    plugins_metrics_and_the_openapi_document,
+    #[tokio::test]
+    every_error_answer_is_the_json_envelope,
+    #[tokio::test]
+    verified_events_are_forwarded_with_retries,
+    #[tokio::test]
+    a_refusal_before_sending_does_not_bind_the_idempotency_key,
+);

@@ -12,7 +12,7 @@ use crate::reliability;
 
 use std::time::Duration;
 
-use gatehouse_e2e::ApiHost;
+use gatehouse_e2e::{ApiHost, Backend};
 use gatehouse_sim_common::Fault;
 use reliability::{
     Simulators, ccbill_payout, figure, ledger, pgg_charge, xsolla_charge, xsolla_refund,
@@ -188,10 +188,10 @@ fn check_nothing_lost(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn paygateglobal_charges_survive_every_provider_fault() {
+async fn paygateglobal_charges_survive_every_provider_fault(backend: Backend) {
     let sims = Simulators::start().await;
-    let api = ApiHost::start(
+    let api = ApiHost::start_on(
+        backend,
         &["gatehouse-plugin-paygateglobal"],
         &sims.accounts_toml(TIMEOUT_MS),
     )
@@ -308,10 +308,10 @@ async fn paygateglobal_charges_survive_every_provider_fault() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn xsolla_charges_survive_every_provider_fault() {
+async fn xsolla_charges_survive_every_provider_fault(backend: Backend) {
     let sims = Simulators::start().await;
-    let api = ApiHost::start(
+    let api = ApiHost::start_on(
+        backend,
         &["gatehouse-plugin-xsolla"],
         &sims.accounts_toml(TIMEOUT_MS),
     )
@@ -422,10 +422,10 @@ async fn xsolla_charges_survive_every_provider_fault() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn xsolla_refunds_survive_every_provider_fault() {
+async fn xsolla_refunds_survive_every_provider_fault(backend: Backend) {
     let sims = Simulators::start().await;
-    let api = ApiHost::start(
+    let api = ApiHost::start_on(
+        backend,
         &["gatehouse-plugin-xsolla"],
         &sims.accounts_toml(TIMEOUT_MS),
     )
@@ -604,10 +604,10 @@ async fn xsolla_refunds_survive_every_provider_fault() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ccbill_payouts_survive_every_provider_fault() {
+async fn ccbill_payouts_survive_every_provider_fault(backend: Backend) {
     let sims = Simulators::start().await;
-    let api = ApiHost::start(
+    let api = ApiHost::start_on(
+        backend,
         &["gatehouse-plugin-ccbill"],
         &sims.accounts_toml(TIMEOUT_MS),
     )
@@ -707,10 +707,10 @@ async fn ccbill_payouts_survive_every_provider_fault() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_are_retried_only_when_safe_and_never_reach_the_ledger() {
+async fn reads_are_retried_only_when_safe_and_never_reach_the_ledger(backend: Backend) {
     let sims = Simulators::start().await;
-    let api = ApiHost::start(
+    let api = ApiHost::start_on(
+        backend,
         &["gatehouse-plugin-paygateglobal"],
         &sims.accounts_toml(TIMEOUT_MS),
     )
@@ -789,3 +789,16 @@ async fn reads_are_retried_only_when_safe_and_never_reach_the_ledger() {
         "reads are not recorded in the ledger"
     );
 }
+
+on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    paygateglobal_charges_survive_every_provider_fault,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    xsolla_charges_survive_every_provider_fault,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    xsolla_refunds_survive_every_provider_fault,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    ccbill_payouts_survive_every_provider_fault,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    reads_are_retried_only_when_safe_and_never_reach_the_ledger,
+);

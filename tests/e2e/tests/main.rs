@@ -2,6 +2,10 @@
 //! libraries built as cdylibs, loaded by the real host, over real HTTP on loopback to the provider
 //! simulators (see `gatehouse_e2e` for the shared harness).
 
+/// `on_both_backends!`: the service suites on SQLite and on PostgreSQL.
+#[macro_use]
+mod backends;
+
 /// Support shared by the reliability areas (faults, kills, load, storms, security, properties).
 mod reliability;
 

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use gatehouse_e2e::{ApiHost, gatehouse_binary};
+use gatehouse_e2e::{ApiHost, Backend, gatehouse_binary};
 use gatehouse_sim_common::Fault;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -52,10 +52,10 @@ async fn needs_operator(api: &ApiHost, sims: &Simulators, affiliate: &str, key: 
     id
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_settles_an_entry_and_its_history_says_who_when_and_why() {
+async fn an_operator_settles_an_entry_and_its_history_says_who_when_and_why(backend: Backend) {
     let sims = Simulators::start().await;
-    let api = ApiHost::start(
+    let api = ApiHost::start_on(
+        backend,
         &ALL_PLUGINS,
         &format!("{}{}", keys_toml(), sims.accounts_toml(600)),
     )
@@ -252,10 +252,10 @@ fn gatehouse(config: &std::path::Path, args: &[&str]) -> (i32, Value, String) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_settles_and_reconciles_beside_a_running_server() {
+async fn the_cli_settles_and_reconciles_beside_a_running_server(backend: Backend) {
     let sims = Simulators::start().await;
-    let api = ApiHost::start(
+    let api = ApiHost::start_on(
+        backend,
         &ALL_PLUGINS,
         &format!("{}{}", keys_toml(), sims.accounts_toml(600)),
     )
@@ -347,3 +347,10 @@ async fn the_cli_settles_and_reconciles_beside_a_running_server() {
     assert_eq!(entry["entry"]["actor"], "cli", "{entry}");
     api.stop().await;
 }
+
+on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    an_operator_settles_an_entry_and_its_history_says_who_when_and_why,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    the_cli_settles_and_reconciles_beside_a_running_server,
+);

@@ -10,16 +10,15 @@
 
 use crate::reliability;
 
-use gatehouse_e2e::ApiHost;
+use gatehouse_e2e::{ApiHost, Backend};
 use gatehouse_sim_common::Fault;
 use reliability::{ALL_PLUGINS, Simulators, ledger, xsolla_charge, xsolla_refund};
 use reqwest::Method;
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reconciled_refunds_hold_the_providers_truth() {
+async fn reconciled_refunds_hold_the_providers_truth(backend: Backend) {
     let sims = Simulators::start().await;
-    let api = ApiHost::start(&ALL_PLUGINS, &sims.accounts_toml(600)).await;
+    let api = ApiHost::start_on(backend, &ALL_PLUGINS, &sims.accounts_toml(600)).await;
     let mut wrong = Vec::new();
     for (index, (label, fault)) in [
         ("reset mid-body (Xsolla refunded)", Fault::ResetMidBody),
@@ -107,3 +106,8 @@ async fn reconciled_refunds_hold_the_providers_truth() {
         "{entry}"
     );
 }
+
+on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    reconciled_refunds_hold_the_providers_truth,
+);
