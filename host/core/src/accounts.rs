@@ -1,17 +1,24 @@
 //! Per-account runtime state: the rate limiter, the concurrency limit, and the pause that keeps
 //! the host from walking into a provider's lockout.
+//!
+//! On a shared ledger this is the host's copy of what the fleet agreed (`fleet.rs` keeps it
+//! current); the rate limit and concurrency are this host's share of the account's
+//! (`fleet_share.rs`).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
+use gatehouse_ledger::coordination::SharedPause;
 use tokio::sync::Semaphore;
 
 use crate::config::AccountPolicy;
+use crate::fleet_share::{ConcurrencyShare, ConcurrencySlot, RateShare};
 
 /// Why and until when an account is paused.
 #[derive(Debug, Clone, Serialize)]
@@ -20,6 +27,9 @@ pub struct Pause {
     pub until_unix: u64,
     #[serde(skip)]
     until: Instant,
+    /// When this host learnt of it: a refresh read before then cannot lift it.
+    #[serde(skip)]
+    set_at: Instant,
 }
 
 pub struct AccountRuntime {
@@ -27,8 +37,8 @@ pub struct AccountRuntime {
     /// which also lifts a pause (an operator who fixed the credentials expects traffic to resume).
     fingerprint: String,
     pub policy: AccountPolicy,
-    limiter: DefaultDirectRateLimiter,
-    pub concurrency: Semaphore,
+    limiter: RateShare,
+    concurrency: ConcurrencyShare,
     /// The budget of requests confirming unsigned callbacks, apart from the commands' (anyone
     /// can POST a callback; the merchant's rate limit must not be theirs to spend).
     confirmation_limiter: DefaultDirectRateLimiter,
@@ -43,7 +53,7 @@ pub struct AccountRuntime {
 }
 
 impl AccountRuntime {
-    fn new(fingerprint: String, policy: AccountPolicy) -> Self {
+    fn new(fingerprint: String, policy: AccountPolicy, live_hosts: u32) -> Self {
         let per_minute = NonZeroU32::new(policy.rate_limit_per_minute).unwrap_or(NonZeroU32::MIN);
         let confirmations_per_minute =
             NonZeroU32::new(policy.webhook_confirmations_per_minute).unwrap_or(NonZeroU32::MIN);
@@ -56,8 +66,8 @@ impl AccountRuntime {
         .unwrap_or(NonZeroU32::MIN);
         Self {
             fingerprint,
-            limiter: RateLimiter::direct(Quota::per_minute(per_minute)),
-            concurrency: Semaphore::new(policy.max_concurrency.max(1)),
+            limiter: RateShare::new(per_minute.get(), live_hosts),
+            concurrency: ConcurrencyShare::new(policy.max_concurrency, live_hosts),
             confirmation_limiter: RateLimiter::direct(
                 Quota::per_minute(confirmations_per_minute).allow_burst(confirmation_burst),
             ),
@@ -67,6 +77,22 @@ impl AccountRuntime {
             credentials_proven: std::sync::atomic::AtomicBool::new(false),
             probe: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The credentials fingerprint this runtime was made for.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Waits for a slot of this host's share of the account's concurrency.
+    pub async fn concurrency_slot(&self) -> Option<ConcurrencySlot<'_>> {
+        self.concurrency.acquire().await
+    }
+
+    /// Resizes the rate limit and concurrency to this host's share among `live_hosts`.
+    pub fn set_live_hosts(&self, live_hosts: u32) {
+        self.limiter.set_hosts(live_hosts);
+        self.concurrency.set_hosts(live_hosts);
     }
 
     pub fn credentials_proven(&self) -> bool {
@@ -115,7 +141,36 @@ impl AccountRuntime {
             reason,
             until_unix,
             until: Instant::now() + duration,
+            set_at: Instant::now(),
         });
+    }
+
+    /// Takes on a pause another host set (as the database tells it).
+    pub fn apply_shared_pause(&self, shared: &SharedPause) {
+        let now = Instant::now();
+        *self
+            .pause
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Pause {
+            reason: shared.reason.clone(),
+            until_unix: shared.until_unix,
+            until: now + Duration::from_millis(shared.remaining_ms),
+            set_at: now,
+        });
+    }
+
+    /// Lifts a pause this host learnt of before `read_at` (the fleet's state, read then, has
+    /// none); a pause set since stays, as the read cannot have seen it.
+    pub fn lift_pause_learnt_before(&self, read_at: Instant) -> bool {
+        let mut pause = self
+            .pause
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if pause.as_ref().is_some_and(|pause| pause.set_at < read_at) {
+            *pause = None;
+            return true;
+        }
+        false
     }
 
     pub fn resume(&self) -> bool {
@@ -135,7 +190,13 @@ impl AccountRuntime {
     /// Takes a slot of the rate limit, waiting at most `max_wait`; otherwise says how long the
     /// wait would be.
     pub async fn take_rate_slot(&self, max_wait: Duration) -> Result<(), Duration> {
-        take_slot(&self.limiter, max_wait).await
+        loop {
+            match self.limiter.check() {
+                Ok(()) => return Ok(()),
+                Err(wait) if wait > max_wait => return Err(wait),
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        }
     }
 }
 
@@ -156,9 +217,19 @@ async fn take_slot(limiter: &DefaultDirectRateLimiter, max_wait: Duration) -> Re
 }
 
 /// The runtimes of every account, created on first use.
-#[derive(Default)]
 pub struct AccountRuntimes {
     runtimes: Mutex<HashMap<(String, String), Arc<AccountRuntime>>>,
+    /// Hosts sharing the accounts' limits: 1 unless a shared ledger says more.
+    live_hosts: AtomicU32,
+}
+
+impl Default for AccountRuntimes {
+    fn default() -> Self {
+        Self {
+            runtimes: Mutex::default(),
+            live_hosts: AtomicU32::new(1),
+        }
+    }
 }
 
 impl AccountRuntimes {
@@ -179,8 +250,11 @@ impl AccountRuntimes {
         match runtimes.get(&key) {
             Some(runtime) if runtime.fingerprint == fingerprint => runtime.clone(),
             _ => {
-                let runtime =
-                    Arc::new(AccountRuntime::new(fingerprint.to_string(), policy.clone()));
+                let runtime = Arc::new(AccountRuntime::new(
+                    fingerprint.to_string(),
+                    policy.clone(),
+                    self.live_hosts.load(Ordering::Acquire),
+                ));
                 runtimes.insert(key, runtime.clone());
                 runtime
             }
@@ -194,6 +268,42 @@ impl AccountRuntimes {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(&(provider.to_string(), account.to_string()))
             .cloned()
+    }
+
+    /// The hosts sharing the accounts' limits.
+    pub fn live_hosts(&self) -> u32 {
+        self.live_hosts.load(Ordering::Acquire)
+    }
+
+    /// Resizes every account's limits to this host's share among `live_hosts`.
+    pub fn set_live_hosts(&self, live_hosts: u32) {
+        let live_hosts = live_hosts.max(1);
+        if self.live_hosts.swap(live_hosts, Ordering::AcqRel) == live_hosts {
+            return;
+        }
+        for runtime in self.all() {
+            runtime.set_live_hosts(live_hosts);
+        }
+    }
+
+    /// Every runtime in use, with its provider and account.
+    pub fn all(&self) -> Vec<Arc<AccountRuntime>> {
+        self.runtimes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Every runtime in use, keyed by provider and account.
+    pub fn all_keyed(&self) -> Vec<((String, String), Arc<AccountRuntime>)> {
+        self.runtimes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|(key, runtime)| (key.clone(), runtime.clone()))
+            .collect()
     }
 
     /// Every paused account.

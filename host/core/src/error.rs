@@ -51,6 +51,10 @@ pub enum DispatchError {
     ReservationMismatch { reservation: String },
     #[error("the host is shutting down")]
     ShuttingDown,
+    /// The hosts sharing the ledger could not be asked whether the account may send (the
+    /// database is unreachable): refused, as sending could cost a login the fleet would not see.
+    #[error("the fleet's account state is unavailable: {message}")]
+    Coordination { message: String },
     /// The provider's plugin overran its budget so often that `stuck` threads are still inside
     /// it: new requests are refused until some return, so threads cannot grow without end.
     #[error(
@@ -77,6 +81,7 @@ impl DispatchError {
             Self::Provider(error) => ErrorCode::from(error.kind),
             Self::ReservationMismatch { .. } => ErrorCode::InternalError,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
+            Self::Coordination { .. } => ErrorCode::LedgerError,
             Self::PluginUnavailable { .. } => ErrorCode::PluginUnavailable,
         }
     }

@@ -12,6 +12,7 @@ use gatehouse_plugin_api::{
 
 use crate::accounts::AccountRuntime;
 use crate::error::DispatchError;
+use crate::fleet_share::ConcurrencySlot;
 use crate::loader::LoadedPlugin;
 use crate::metrics::Metrics;
 use crate::plugin_pool::{CallFailure, PluginPool};
@@ -47,6 +48,15 @@ pub(crate) struct Flow<'a> {
     pub(crate) expected_currency: Option<Currency>,
     pub(crate) max_response_bytes: usize,
     pub(crate) provider_requests: u32,
+    /// The host's own refusal of the flow's first request (its share of the account's rate
+    /// limit spent): the command ends with it instead of a transport failure, as nothing was sent.
+    pub(crate) host_refusal: Option<DispatchError>,
+}
+
+/// What a request holds while it is sent: a callback-confirmation slot or a command slot.
+enum Slot<'a> {
+    Confirmation(#[allow(dead_code)] tokio::sync::SemaphorePermit<'a>),
+    Command(#[allow(dead_code)] ConcurrencySlot<'a>),
 }
 
 impl Flow<'_> {
@@ -91,7 +101,12 @@ impl Flow<'_> {
                 HostStep::Send { request, state } => {
                     let response = match self.perform(&request).await {
                         Ok(response) => response,
-                        Err(failure) => return self.finish_after_transport_failure(failure),
+                        Err(failure) => {
+                            return match self.host_refusal.take() {
+                                Some(refusal) => Err(refusal),
+                                None => self.finish_after_transport_failure(failure),
+                            };
+                        }
                     };
                     let plugin = self.plugin.clone();
                     let invocation = self.invocation_json.clone();
@@ -245,19 +260,27 @@ impl Flow<'_> {
                     wait.as_millis()
                 )));
             }
-            permit
+            Slot::Confirmation(permit)
         } else {
             if let Err(wait) = self.runtime.take_rate_slot(timeout).await {
+                if self.provider_requests == 0 {
+                    self.host_refusal = Some(DispatchError::RateLimited {
+                        provider: self.provider.to_string(),
+                        account: self.account.to_string(),
+                        per_minute: policy.rate_limit_per_minute,
+                        wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    });
+                }
                 return Err(TransportFailure::NotSent(format!(
                     "the account's rate limit ({} a minute) has no slot for {} ms",
                     policy.rate_limit_per_minute,
                     wait.as_millis()
                 )));
             }
-            let Ok(permit) = self.runtime.concurrency.acquire().await else {
+            let Some(slot) = self.runtime.concurrency_slot().await else {
                 return Err(TransportFailure::NotSent("the account is closed".into()));
             };
-            permit
+            Slot::Command(slot)
         };
         let mut attempt = 0;
         loop {

@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use gatehouse_ledger::Reservation;
+use gatehouse_ledger::{AccountCoordination, Reservation};
 use gatehouse_plugin_api::{Command, ErrorKind, Operation, Outcome};
 
 use crate::accounts::{AccountRuntimes, Pause};
 use crate::config::{AccountSection, Config, PluginCalls};
 use crate::error::DispatchError;
+use crate::fleet::{Fleet, FleetProbe};
 use crate::flow::Flow;
 use crate::loader::LoadedPlugin;
 use crate::metrics::Metrics;
@@ -60,7 +61,10 @@ struct GatewayInner {
     client: reqwest::Client,
     /// Clients for accounts that leave through a proxy, one per distinct proxy setting.
     proxy_clients: ClientCache,
-    accounts: AccountRuntimes,
+    accounts: Arc<AccountRuntimes>,
+    /// Set when the ledger is shared by several hosts: pauses, the credentials probe and the
+    /// limits' shares then go through it (`fleet.rs`); unset, they live in this process alone.
+    fleet: std::sync::OnceLock<Fleet>,
     metrics: Metrics,
     plugin_pool: PluginPool,
     shutting_down: AtomicBool,
@@ -113,7 +117,8 @@ impl Gateway {
                 registry,
                 client: build_client(),
                 proxy_clients: ClientCache::default(),
-                accounts: AccountRuntimes::default(),
+                accounts: Arc::default(),
+                fleet: std::sync::OnceLock::new(),
                 metrics,
                 plugin_pool: PluginPool::new(
                     std::thread::available_parallelism()
@@ -199,6 +204,11 @@ impl Gateway {
             "gatehouse_accounts_paused",
             &[],
             count(self.inner.accounts.pauses().len()),
+        );
+        metrics.set_gauge(
+            "gatehouse_fleet_live_hosts",
+            &[],
+            i64::from(self.inner.accounts.live_hosts()),
         );
     }
 
@@ -341,6 +351,44 @@ impl Gateway {
             .accounts
             .existing(provider, account)
             .is_some_and(|runtime| runtime.resume())
+    }
+
+    /// Lifts an account's pause on this host and, on a shared ledger, on every host (they see
+    /// it within [`crate::fleet::REFRESH_EVERY`]). Returns whether it was paused here or there.
+    pub async fn resume_account_everywhere(
+        &self,
+        provider: &str,
+        account: &str,
+    ) -> Result<bool, DispatchError> {
+        let here = self.resume_account(provider, account);
+        let there = match self.inner.fleet.get() {
+            Some(fleet) => fleet.lift_pause(provider, account).await?,
+            None => false,
+        };
+        Ok(here || there)
+    }
+
+    /// Shares the accounts' protection and limits with the other hosts of `coordination` (a
+    /// shared ledger): reads the fleet's state once before returning, then every
+    /// [`crate::fleet::REFRESH_EVERY`] on a task of its own. Called once, before serving; a
+    /// second call is ignored.
+    pub async fn coordinate_accounts(&self, coordination: Arc<dyn AccountCoordination>) {
+        let fleet = Fleet::new(coordination);
+        if self.inner.fleet.set(fleet.clone()).is_err() {
+            return;
+        }
+        if let Err(error) = fleet.refresh(&self.inner.accounts).await {
+            tracing::warn!(%error, "the fleet's account state was not read at start; retried");
+        }
+        tokio::spawn(crate::fleet::keep_refreshed(
+            fleet,
+            Arc::downgrade(&self.inner.accounts),
+        ));
+    }
+
+    /// Hosts sharing the accounts' rate limits and concurrency (1 without a shared ledger).
+    pub fn live_hosts(&self) -> u32 {
+        self.inner.accounts.live_hosts()
     }
 
     /// Stops accepting new dispatches.
@@ -541,6 +589,13 @@ impl Gateway {
         } else {
             runtime.probe_slot().await
         };
+        // On a shared ledger the probe is the fleet's too: this host's one probing flow waits
+        // for it, and reads the pause another host may have set before it sends.
+        let fleet = self.inner.fleet.get();
+        let fleet_probe: Option<FleetProbe> = match (&probe, fleet) {
+            (Some(_), Some(fleet)) => fleet.admit(&runtime, &provider, &account).await?,
+            _ => None,
+        };
         if let Some(pause) = runtime.paused() {
             return Err(paused(&provider, &account, pause));
         }
@@ -575,6 +630,7 @@ impl Gateway {
             expected_currency,
             max_response_bytes: config.host.max_response_bytes,
             provider_requests: 0,
+            host_refusal: None,
         };
         // The flow's lines (plugin steps, provider requests) carry the command's names, inside
         // the caller's span (an API request's id).
@@ -589,29 +645,52 @@ impl Gateway {
             Err(_) => None,
         };
         let policy = &runtime.policy;
-        match error_kind {
+        let (pause, proven) = match error_kind {
             Some(ErrorKind::Authentication) if operation != Operation::Webhook => {
-                runtime.pause_for(
-                    Duration::from_secs(policy.auth_failure_pause_secs),
-                    "the provider refused the credentials; fix them in plugins.toml (which lifts the pause) or resume the account".into(),
-                );
                 tracing::warn!(%provider, %account, "account paused after an authentication failure");
+                (
+                    Some((
+                        "the provider refused the credentials; fix them in plugins.toml (which lifts the pause) or resume the account".to_string(),
+                        Duration::from_secs(policy.auth_failure_pause_secs),
+                    )),
+                    false,
+                )
             }
             Some(ErrorKind::RateLimited) if operation != Operation::Webhook => {
-                runtime.pause_for(
-                    Duration::from_secs(policy.auth_failure_pause_secs.min(300)),
-                    "the provider answered with a rate-limit or lockout error".into(),
-                );
                 tracing::warn!(%provider, %account, "account paused after a rate-limit answer");
+                (
+                    Some((
+                        "the provider answered with a rate-limit or lockout error".to_string(),
+                        Duration::from_secs(policy.auth_failure_pause_secs.min(300)),
+                    )),
+                    false,
+                )
             }
-            _ => {
-                // The provider answered without refusing the credentials.
-                if provider_requests > 0
-                    && !matches!(result, Err(DispatchError::Provider(ref error)) if error.kind == ErrorKind::ProviderUnavailable)
-                {
-                    runtime.mark_credentials_proven();
-                }
+            // The provider answered without refusing the credentials.
+            _ => (
+                None,
+                provider_requests > 0
+                    && !matches!(result, Err(DispatchError::Provider(ref error)) if error.kind == ErrorKind::ProviderUnavailable),
+            ),
+        };
+        // The fleet hears of a pause or a proof before this host's next flow may go (the probe
+        // is released only after): a failure to tell it is logged, and the local pause holds.
+        let told = match (fleet_probe, fleet, &pause) {
+            (Some(fleet_probe), _, _) => fleet_probe.finish(pause.clone(), proven).await,
+            (None, Some(fleet), Some((reason, duration))) => {
+                fleet
+                    .report_pause(&runtime, &provider, &account, reason.clone(), *duration)
+                    .await
             }
+            _ => Ok(()),
+        };
+        if let Err(error) = told {
+            tracing::error!(%provider, %account, %error, "the fleet was not told of this account's pause or proof");
+        }
+        if let Some((reason, duration)) = pause {
+            runtime.pause_for(duration, reason);
+        } else if proven {
+            runtime.mark_credentials_proven();
         }
         drop(probe);
         result.map(|outcome| Dispatched {

@@ -13,6 +13,8 @@ pub mod access;
 pub mod accounts;
 pub mod config;
 pub mod error;
+mod fleet;
+pub mod fleet_share;
 mod flow;
 pub mod gateway;
 pub mod loader;

@@ -165,6 +165,11 @@ const GAUGES: &[FamilySpec] = &[
         &[&[]],
     ),
     (
+        "gatehouse_fleet_live_hosts",
+        "Hosts sharing the ledger whose lease is fresh, this one included (1 on SQLite): each host's share of an account's rate limit and concurrency is the account's figure divided by it",
+        &[&[]],
+    ),
+    (
         "gatehouse_webhook_forward_lag_seconds",
         "Age of the oldest stored webhook event not yet forwarded to the platform (0 when none waits)",
         &[&[]],

@@ -23,6 +23,7 @@
 //! gateway sends a command the ledger records only with a reservation for that very command
 //! (`gatehouse_core::prepared`), so no caller can send money the ledger does not know about.
 
+pub mod coordination;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod rules;
@@ -36,6 +37,7 @@ use sha2::{Digest, Sha256};
 
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresLedger, PostgresOptions};
+pub use coordination::AccountCoordination;
 pub use sqlite::SqliteLedger;
 
 /// The host's durable record of commands, their outcomes and the webhook events received.

@@ -37,6 +37,8 @@ use postgres::types::ToSql;
 use postgres::{GenericClient, NoTls, Row};
 use r2d2_postgres::PostgresConnectionManager;
 
+mod accounts;
+
 use super::rules::{self, EntryRow};
 use super::sqlite::unix_now;
 use super::{
@@ -120,6 +122,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE entries ADD COLUMN actor TEXT;
     ALTER TABLE entry_history ADD COLUMN actor TEXT;
     ",
+    // Version 4: account protection shared by the hosts (pause, proof, credentials probe).
+    accounts::MIGRATION,
 ];
 
 /// The session advisory lock migrations run under (any fixed number works; this one is "gatehous"

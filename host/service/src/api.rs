@@ -563,7 +563,15 @@ async fn resume_account(
         )
         .into_response();
     }
-    let was_paused = service.gateway().resume_account(&provider, &account);
+    // On a shared ledger the pause is lifted on every host (within a second on the others).
+    let was_paused = match service
+        .gateway()
+        .resume_account_everywhere(&provider, &account)
+        .await
+    {
+        Ok(was_paused) => was_paused,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
     tracing::info!(%provider, %account, was_paused, actor = %caller.name, "account resumed by an operator");
     axum::Json(json!({"provider": provider, "account": account, "was_paused": was_paused}))
         .into_response()

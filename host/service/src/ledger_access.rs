@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use gatehouse_core::config::Config;
 use gatehouse_ledger::{
-    Entry, EntryState, HistoryEvent, Ledger, LedgerError, ListFilter, PostgresLedger,
+    AccountCoordination, Entry, EntryState, HistoryEvent, Ledger, LedgerError, ListFilter, PostgresLedger,
     PostgresOptions, SqliteLedger, StoredEvent,
 };
 
@@ -18,9 +18,17 @@ use gatehouse_ledger::{
 /// (several hosts may share it), the SQLite file `host.ledger` otherwise. Blocking: call it off
 /// the async workers.
 pub fn open_ledger(config: &Config) -> Result<Arc<dyn Ledger>, LedgerError> {
+    open_ledger_and_coordination(config).map(|(ledger, _)| ledger)
+}
+
+/// [`open_ledger`], and on a shared ledger the coordination the hosts share account protection
+/// and limits through (`None` for SQLite: one process owns the file).
+pub fn open_ledger_and_coordination(
+    config: &Config,
+) -> Result<(Arc<dyn Ledger>, Option<Arc<dyn AccountCoordination>>), LedgerError> {
     let settings = &config.ledger;
     let Some(url) = &settings.url else {
-        return Ok(Arc::new(SqliteLedger::open(&config.host.ledger)?));
+        return Ok((Arc::new(SqliteLedger::open(&config.host.ledger)?), None));
     };
     let mut options = PostgresOptions::new(url.clone());
     options.password = settings
@@ -35,7 +43,8 @@ pub fn open_ledger(config: &Config) -> Result<Arc<dyn Ledger>, LedgerError> {
     options.lease = Duration::from_millis(settings.lease_ms);
     // This process's name in the ledger's lease table: a fresh one per start.
     options.instance_id = uuid::Uuid::new_v4().to_string();
-    Ok(Arc::new(PostgresLedger::connect(&options)?))
+    let ledger = Arc::new(PostgresLedger::connect(&options)?);
+    Ok((ledger.clone(), Some(ledger)))
 }
 
 /// Where the ledger `config` names lives, for messages (never a password: the URL holds none).

@@ -206,13 +206,15 @@ impl Service {
     /// folder once.
     pub async fn open(config: Config) -> Result<Self, ServiceError> {
         let opening = config.clone();
-        let ledger =
-            tokio::task::spawn_blocking(move || crate::ledger_access::open_ledger(&opening))
-                .await
-                .map_err(|error| {
-                    ServiceError::Internal(format!("opening the ledger: {error}"))
-                })??;
+        let (ledger, coordination) = tokio::task::spawn_blocking(move || {
+            crate::ledger_access::open_ledger_and_coordination(&opening)
+        })
+        .await
+        .map_err(|error| ServiceError::Internal(format!("opening the ledger: {error}")))??;
         let gateway = Gateway::start(config).await;
+        if let Some(coordination) = coordination {
+            gateway.coordinate_accounts(coordination).await;
+        }
         Ok(Self::new(gateway, ledger))
     }
 

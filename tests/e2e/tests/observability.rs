@@ -255,6 +255,7 @@ const FAMILIES: &[(&str, OpenMetricsType)] = &[
     ("gatehouse_plugin_libraries_loaded", OpenMetricsType::Gauge),
     ("gatehouse_plugins_active", OpenMetricsType::Gauge),
     ("gatehouse_accounts_paused", OpenMetricsType::Gauge),
+    ("gatehouse_fleet_live_hosts", OpenMetricsType::Gauge),
     ("gatehouse_config_reloads", OpenMetricsType::Counter),
     ("gatehouse_webhook_events", OpenMetricsType::Counter),
     ("gatehouse_webhook_forwarded", OpenMetricsType::Counter),

@@ -312,8 +312,8 @@ fn a_version_2_database_migrates_and_keeps_its_entries_without_an_actor() {
 
     let ledger = PostgresLedger::connect(&postgres_options(&database)).expect("migrates");
     let latest = i64::try_from(super::super::postgres::MIGRATIONS.len()).expect("fits");
-    assert_eq!(latest, 3);
-    assert_eq!(schema_versions(&database), [1, 2, 3]);
+    assert!(latest >= 3, "version 3 added the actor columns");
+    assert_eq!(schema_versions(&database), (1..=latest).collect::<Vec<_>>());
     let old = ledger.get("gh_old").expect("get").expect("kept");
     assert_eq!((old.state, old.actor), (EntryState::Unknown, None));
     assert_eq!(ledger.history("gh_old").expect("history")[0].actor, None);
