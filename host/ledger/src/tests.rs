@@ -13,6 +13,8 @@ use super::*;
 
 mod contract;
 #[cfg(feature = "postgres")]
+mod fleet_accounts;
+#[cfg(feature = "postgres")]
 mod postgres_only;
 mod sqlite_only;
 
