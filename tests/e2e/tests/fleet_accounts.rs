@@ -406,6 +406,10 @@ async fn an_accounts_rate_limit_and_concurrency_hold_for_the_fleet() {
     // Evenly spread load uses the fleet's whole budget: each host its share.
     assert!(sent >= PER_MINUTE, "{sent} sent: the fleet's budget went unused");
     let most = most_in_flight.load(Ordering::SeqCst);
+    println!(
+        "FIGURE fleet_rate: {sent} of {CHARGES} charges sent in {elapsed:?}, {} refused rate_limited, at most {most} at once at the provider",
+        limited.len()
+    );
     assert!(
         most <= MAX_CONCURRENCY,
         "{most} requests in flight at the provider at once; the fleet allows {MAX_CONCURRENCY}"
