@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use gatehouse_ledger::coordination::SharedPause;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
-use gatehouse_ledger::coordination::SharedPause;
 use tokio::sync::Semaphore;
 
 use crate::config::AccountPolicy;

@@ -197,7 +197,10 @@ fn apply(accounts: &AccountRuntimes, snapshot: &FleetSnapshot, read_at: Instant)
         });
         match shared.and_then(|shared| shared.pause.as_ref()) {
             Some(pause) => {
-                if runtime.paused().is_none_or(|local| local.until_unix != pause.until_unix) {
+                if runtime
+                    .paused()
+                    .is_none_or(|local| local.until_unix != pause.until_unix)
+                {
                     runtime.apply_shared_pause(pause);
                 }
             }

@@ -53,10 +53,15 @@ pub(crate) struct Flow<'a> {
     pub(crate) host_refusal: Option<DispatchError>,
 }
 
-/// What a request holds while it is sent: a callback-confirmation slot or a command slot.
+/// What a request holds while it is sent (given back when dropped): a callback-confirmation
+/// slot or a command slot.
 enum Slot<'a> {
-    Confirmation(#[allow(dead_code)] tokio::sync::SemaphorePermit<'a>),
-    Command(#[allow(dead_code)] ConcurrencySlot<'a>),
+    Confirmation {
+        _held: tokio::sync::SemaphorePermit<'a>,
+    },
+    Command {
+        _held: ConcurrencySlot<'a>,
+    },
 }
 
 impl Flow<'_> {
@@ -260,7 +265,7 @@ impl Flow<'_> {
                     wait.as_millis()
                 )));
             }
-            Slot::Confirmation(permit)
+            Slot::Confirmation { _held: permit }
         } else {
             if let Err(wait) = self.runtime.take_rate_slot(timeout).await {
                 if self.provider_requests == 0 {
@@ -280,7 +285,7 @@ impl Flow<'_> {
             let Some(slot) = self.runtime.concurrency_slot().await else {
                 return Err(TransportFailure::NotSent("the account is closed".into()));
             };
-            Slot::Command(slot)
+            Slot::Command { _held: slot }
         };
         let mut attempt = 0;
         loop {

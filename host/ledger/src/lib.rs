@@ -35,9 +35,9 @@ use gatehouse_plugin_api::{Command, Money, Operation, Outcome, OutcomeStatus, We
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use coordination::AccountCoordination;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresLedger, PostgresOptions};
-pub use coordination::AccountCoordination;
 pub use sqlite::SqliteLedger;
 
 /// The host's durable record of commands, their outcomes and the webhook events received.

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use gatehouse_core::config::Config;
 use gatehouse_ledger::{
-    AccountCoordination, Entry, EntryState, HistoryEvent, Ledger, LedgerError, ListFilter, PostgresLedger,
-    PostgresOptions, SqliteLedger, StoredEvent,
+    AccountCoordination, Entry, EntryState, HistoryEvent, Ledger, LedgerError, ListFilter,
+    PostgresLedger, PostgresOptions, SqliteLedger, StoredEvent,
 };
 
 /// Opens the ledger `config` names: the PostgreSQL database of `[ledger] url` when there is one
@@ -21,11 +21,12 @@ pub fn open_ledger(config: &Config) -> Result<Arc<dyn Ledger>, LedgerError> {
     open_ledger_and_coordination(config).map(|(ledger, _)| ledger)
 }
 
-/// [`open_ledger`], and on a shared ledger the coordination the hosts share account protection
-/// and limits through (`None` for SQLite: one process owns the file).
-pub fn open_ledger_and_coordination(
-    config: &Config,
-) -> Result<(Arc<dyn Ledger>, Option<Arc<dyn AccountCoordination>>), LedgerError> {
+/// A ledger, and on a shared ledger the coordination its hosts share account protection and
+/// limits through (`None` for SQLite: one process owns the file).
+pub type LedgerAndCoordination = (Arc<dyn Ledger>, Option<Arc<dyn AccountCoordination>>);
+
+/// [`open_ledger`], with the coordination of a shared ledger.
+pub fn open_ledger_and_coordination(config: &Config) -> Result<LedgerAndCoordination, LedgerError> {
     let settings = &config.ledger;
     let Some(url) = &settings.url else {
         return Ok((Arc::new(SqliteLedger::open(&config.host.ledger)?), None));

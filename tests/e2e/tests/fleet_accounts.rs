@@ -179,7 +179,9 @@ where
     Fut: std::future::Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    let tasks: Vec<_> = (0..count).map(|index| tokio::spawn(request(index))).collect();
+    let tasks: Vec<_> = (0..count)
+        .map(|index| tokio::spawn(request(index)))
+        .collect();
     let mut answers = Vec::with_capacity(count);
     for task in tasks {
         answers.push(task.await.expect("request task"));
@@ -222,14 +224,14 @@ async fn report(client: &reqwest::Client, host: &Host) -> (u16, Option<String>) 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_wrong_password_costs_one_login_across_three_hosts_and_a_resume_on_one_lifts_it_on_all()
-{
+async fn a_wrong_password_costs_one_login_across_three_hosts_and_a_resume_on_one_lifts_it_on_all() {
     let (simulator, running) = PaysiteCashSimulator::start(USER, PASSWORD)
         .await
         .expect("simulator");
     let stats = PaysiteCashSimulator::stats_base_url(&running);
     let dir = tempfile::tempdir().expect("temporary folder");
     let client = reqwest::Client::new();
+    let started = Instant::now();
     let hosts = Arc::new(
         three_hosts(
             dir.path(),
@@ -240,6 +242,10 @@ async fn a_wrong_password_costs_one_login_across_three_hosts_and_a_resume_on_one
         .await,
     );
 
+    println!(
+        "FIGURE fleet_wrong_password: three hosts ready in {:?}",
+        started.elapsed()
+    );
     // 20 requests at once, spread over the three hosts.
     let answers = all_at_once(20, |index| {
         let (client, hosts) = (client.clone(), hosts.clone());
@@ -251,12 +257,18 @@ async fn a_wrong_password_costs_one_login_across_three_hosts_and_a_resume_on_one
         .map(|(_, code)| code.as_deref().unwrap_or("none"))
         .collect();
     assert_eq!(
-        codes.iter().filter(|code| **code == "authentication").count(),
+        codes
+            .iter()
+            .filter(|code| **code == "authentication")
+            .count(),
         1,
         "{answers:?}"
     );
     assert_eq!(
-        codes.iter().filter(|code| **code == "account_paused").count(),
+        codes
+            .iter()
+            .filter(|code| **code == "account_paused")
+            .count(),
         19,
         "{answers:?}"
     );
@@ -286,17 +298,30 @@ async fn a_wrong_password_costs_one_login_across_three_hosts_and_a_resume_on_one
         .await;
     }
     assert_eq!(simulator.call_count(), 1, "resuming sends nothing");
+    println!(
+        "FIGURE fleet_wrong_password: resumed everywhere at {:?}",
+        started.elapsed()
+    );
 
     // The operator fixes the password on every host: traffic flows everywhere, and the new
     // password is proven once for the fleet.
+    let mut reloads_before = Vec::new();
     for host in hosts.iter() {
-        let before = host.reloads_applied(&client).await;
+        reloads_before.push(host.reloads_applied(&client).await);
+    }
+    for host in hosts.iter() {
         host.rewrite_accounts(&paysitecash_account(&stats, PASSWORD));
+    }
+    for (host, before) in hosts.iter().zip(reloads_before) {
         poll_until("the host reloads its configuration", || async {
             host.reloads_applied(&client).await > before
         })
         .await;
     }
+    println!(
+        "FIGURE fleet_wrong_password: phases {:?}",
+        started.elapsed()
+    );
     let answers = all_at_once(9, |index| {
         let (client, hosts) = (client.clone(), hosts.clone());
         async move { report(&client, &hosts[index % 3]).await }
@@ -320,22 +345,20 @@ async fn counting_paygate() -> (
 ) {
     let simulator = PayGateSimulator::new(TOKEN);
     let (in_flight, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let router = simulator
-        .router()
-        .layer(axum::middleware::from_fn({
+    let router = simulator.router().layer(axum::middleware::from_fn({
+        let (in_flight, most) = (in_flight.clone(), most.clone());
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
             let (in_flight, most) = (in_flight.clone(), most.clone());
-            move |request: axum::extract::Request, next: axum::middleware::Next| {
-                let (in_flight, most) = (in_flight.clone(), most.clone());
-                async move {
-                    let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                    most.fetch_max(now, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(150)).await;
-                    let response = next.run(request).await;
-                    in_flight.fetch_sub(1, Ordering::SeqCst);
-                    response
-                }
+            async move {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                let response = next.run(request).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                response
             }
-        }));
+        }
+    }));
     let running = gatehouse_sim_common::serve(router)
         .await
         .expect("simulator");
@@ -365,7 +388,10 @@ async fn an_accounts_rate_limit_and_concurrency_hold_for_the_fleet() {
         let (client, hosts) = (client.clone(), hosts.clone());
         async move {
             let response = client
-                .post(format!("{}/v1/paygateglobal/main/charges", hosts[index % 3].base))
+                .post(format!(
+                    "{}/v1/paygateglobal/main/charges",
+                    hosts[index % 3].base
+                ))
                 .bearer_auth(API_KEY)
                 .header("Idempotency-Key", format!("fleet-rate-{index}"))
                 .json(&json!({"amount": {"minor_units": 1500, "currency": "XOF"},
@@ -404,7 +430,10 @@ async fn an_accounts_rate_limit_and_concurrency_hold_for_the_fleet() {
     );
     assert_eq!(accepted, sent, "every charge answered 200 was sent once");
     // Evenly spread load uses the fleet's whole budget: each host its share.
-    assert!(sent >= PER_MINUTE, "{sent} sent: the fleet's budget went unused");
+    assert!(
+        sent >= PER_MINUTE,
+        "{sent} sent: the fleet's budget went unused"
+    );
     let most = most_in_flight.load(Ordering::SeqCst);
     println!(
         "FIGURE fleet_rate: {sent} of {CHARGES} charges sent in {elapsed:?}, {} refused rate_limited, at most {most} at once at the provider",

@@ -97,9 +97,7 @@ impl AccountCoordination for PostgresLedger {
             Some((reason, duration)) => (Some(reason.as_str()), Some(duration.as_secs_f64())),
             None => (None, None),
         };
-        let release_for = report
-            .release_probe
-            .then_some(self.instance_id.as_str());
+        let release_for = report.release_probe.then_some(self.instance_id.as_str());
         let mut client = self.client(action)?;
         client
             .execute(
@@ -186,7 +184,10 @@ impl AccountCoordination for PostgresLedger {
 
 /// The pause in force in a row holding [`PAUSE_COLUMNS`], if one is.
 fn shared_pause(row: &Row) -> Result<Option<SharedPause>, postgres::Error> {
-    if !row.try_get::<_, Option<bool>>("paused_now")?.unwrap_or(false) {
+    if !row
+        .try_get::<_, Option<bool>>("paused_now")?
+        .unwrap_or(false)
+    {
         return Ok(None);
     }
     let until_unix: i64 = row.try_get("until_unix")?;

@@ -9,7 +9,11 @@ use super::*;
 use crate::coordination::{AccountCoordination, AccountKey, AccountReport, ProbeClaim};
 
 /// Two hosts (two ledgers, two instance ids) on one fresh database, and the database.
-fn two_hosts() -> (PostgresLedger, PostgresLedger, gatehouse_pg_cluster::Database) {
+fn two_hosts() -> (
+    PostgresLedger,
+    PostgresLedger,
+    gatehouse_pg_cluster::Database,
+) {
     let database = gatehouse_pg_cluster::shared().create_database();
     let host = |name: &str| {
         let mut options = postgres_options(&database);
@@ -36,7 +40,10 @@ fn paused_for(duration: Duration) -> AccountReport {
 #[test]
 fn one_host_holds_the_probe_and_the_next_holder_sees_the_pause_it_set() {
     let (host_a, host_b, _database) = two_hosts();
-    assert_eq!(host_a.claim_probe(&ACCOUNT).expect("claim"), ProbeClaim::Claimed);
+    assert_eq!(
+        host_a.claim_probe(&ACCOUNT).expect("claim"),
+        ProbeClaim::Claimed
+    );
     assert_eq!(
         host_b.claim_probe(&ACCOUNT).expect("claim"),
         ProbeClaim::HeldElsewhere
@@ -62,7 +69,10 @@ fn one_host_holds_the_probe_and_the_next_holder_sees_the_pause_it_set() {
 #[test]
 fn proven_credentials_need_no_probe_and_new_credentials_start_unproven() {
     let (host_a, host_b, _database) = two_hosts();
-    assert_eq!(host_a.claim_probe(&ACCOUNT).expect("claim"), ProbeClaim::Claimed);
+    assert_eq!(
+        host_a.claim_probe(&ACCOUNT).expect("claim"),
+        ProbeClaim::Claimed
+    );
     host_a
         .report(
             &ACCOUNT,
@@ -73,7 +83,10 @@ fn proven_credentials_need_no_probe_and_new_credentials_start_unproven() {
             },
         )
         .expect("report");
-    assert_eq!(host_b.claim_probe(&ACCOUNT).expect("claim"), ProbeClaim::Proven);
+    assert_eq!(
+        host_b.claim_probe(&ACCOUNT).expect("claim"),
+        ProbeClaim::Proven
+    );
     let snapshot = host_b.snapshot().expect("snapshot");
     assert_eq!(snapshot.live_hosts, 2);
     assert!(
@@ -87,13 +100,19 @@ fn proven_credentials_need_no_probe_and_new_credentials_start_unproven() {
         fingerprint: "fingerprint-of-the-new-password",
         ..ACCOUNT
     };
-    assert_eq!(host_b.claim_probe(&rotated).expect("claim"), ProbeClaim::Claimed);
+    assert_eq!(
+        host_b.claim_probe(&rotated).expect("claim"),
+        ProbeClaim::Claimed
+    );
 }
 
 #[test]
 fn a_dead_holders_probe_is_free_once_its_lease_expired_not_before() {
     let (host_a, host_b, database) = two_hosts();
-    assert_eq!(host_a.claim_probe(&ACCOUNT).expect("claim"), ProbeClaim::Claimed);
+    assert_eq!(
+        host_a.claim_probe(&ACCOUNT).expect("claim"),
+        ProbeClaim::Claimed
+    );
     assert_eq!(
         host_b.claim_probe(&ACCOUNT).expect("claim"),
         ProbeClaim::HeldElsewhere
@@ -107,7 +126,10 @@ fn a_dead_holders_probe_is_free_once_its_lease_expired_not_before() {
             &[],
         )
         .expect("expire the lease");
-    assert_eq!(host_b.claim_probe(&ACCOUNT).expect("claim"), ProbeClaim::Claimed);
+    assert_eq!(
+        host_b.claim_probe(&ACCOUNT).expect("claim"),
+        ProbeClaim::Claimed
+    );
     assert_eq!(
         host_a.claim_probe(&ACCOUNT).expect("claim"),
         ProbeClaim::HeldElsewhere,
@@ -138,13 +160,19 @@ fn a_resume_on_one_host_lifts_the_pause_of_every_credential_for_every_host() {
         "{paused:?}"
     );
     assert!(host_b.lift_pause("paysitecash", "main").expect("lift"));
-    assert!(!host_b.lift_pause("paysitecash", "main").expect("lift"), "lifted already");
+    assert!(
+        !host_b.lift_pause("paysitecash", "main").expect("lift"),
+        "lifted already"
+    );
     let lifted = host_a.snapshot().expect("snapshot");
     assert!(
         lifted.accounts.iter().all(|shared| shared.pause.is_none()),
         "{lifted:?}"
     );
-    assert_eq!(host_a.claim_probe(&ACCOUNT).expect("claim"), ProbeClaim::Claimed);
+    assert_eq!(
+        host_a.claim_probe(&ACCOUNT).expect("claim"),
+        ProbeClaim::Claimed
+    );
 }
 
 #[test]
@@ -154,6 +182,9 @@ fn a_pause_that_ran_out_no_longer_holds() {
         .report(&ACCOUNT, &paused_for(Duration::from_millis(1)))
         .expect("report");
     std::thread::sleep(Duration::from_millis(20));
-    assert_eq!(host_b.claim_probe(&ACCOUNT).expect("claim"), ProbeClaim::Claimed);
+    assert_eq!(
+        host_b.claim_probe(&ACCOUNT).expect("claim"),
+        ProbeClaim::Claimed
+    );
     assert!(host_b.snapshot().expect("snapshot").accounts.is_empty());
 }
