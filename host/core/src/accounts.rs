@@ -320,3 +320,60 @@ impl AccountRuntimes {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> Arc<AccountRuntime> {
+        AccountRuntimes::default().get("paysitecash", "main", "f", &AccountPolicy::default())
+    }
+
+    #[test]
+    fn a_refresh_lifts_only_the_pauses_learnt_before_it_read_the_fleet() {
+        let runtime = runtime();
+        runtime.pause_for(Duration::from_secs(60), "refused".into());
+        let read_at = Instant::now();
+        assert!(runtime.lift_pause_learnt_before(read_at));
+        assert!(runtime.paused().is_none());
+        // A pause this host set after the read began: the read cannot have seen it.
+        let read_at = Instant::now();
+        runtime.pause_for(Duration::from_secs(60), "refused again".into());
+        assert!(!runtime.lift_pause_learnt_before(read_at));
+        assert_eq!(
+            runtime.paused().map(|pause| pause.reason),
+            Some("refused again".into())
+        );
+    }
+
+    #[test]
+    fn a_shared_pause_lasts_what_the_database_says_is_left() {
+        let runtime = runtime();
+        runtime.apply_shared_pause(&SharedPause {
+            reason: "paused by another host".into(),
+            until_unix: 42,
+            remaining_ms: 0,
+        });
+        assert!(runtime.paused().is_none(), "nothing left: over");
+        runtime.apply_shared_pause(&SharedPause {
+            reason: "paused by another host".into(),
+            until_unix: 42,
+            remaining_ms: 60_000,
+        });
+        assert_eq!(runtime.paused().map(|pause| pause.until_unix), Some(42));
+    }
+
+    #[test]
+    fn new_runtimes_take_this_hosts_share_of_the_fleet() {
+        let runtimes = AccountRuntimes::default();
+        runtimes.set_live_hosts(3);
+        let policy = AccountPolicy {
+            max_concurrency: 6,
+            ..AccountPolicy::default()
+        };
+        let runtime = runtimes.get("paygateglobal", "main", "f", &policy);
+        assert_eq!(runtime.concurrency.available(), 2);
+        runtimes.set_live_hosts(1);
+        assert_eq!(runtime.concurrency.available(), 6);
+    }
+}

@@ -360,11 +360,13 @@ impl Gateway {
         provider: &str,
         account: &str,
     ) -> Result<bool, DispatchError> {
-        let here = self.resume_account(provider, account);
+        // The database first: a refresh that read the pause before it was lifted there could
+        // otherwise put it back here (until the next refresh).
         let there = match self.inner.fleet.get() {
             Some(fleet) => fleet.lift_pause(provider, account).await?,
             None => false,
         };
+        let here = self.resume_account(provider, account);
         Ok(here || there)
     }
 
