@@ -8,6 +8,8 @@
 //! - An account's `rate_limit_per_minute` and `max_concurrency` hold for the fleet: each host
 //!   takes its share (the figure divided by the live hosts), the provider never sees more, and
 //!   the excess is answered `rate_limited` without being sent.
+//! - A host SIGKILLed while it holds an account's credentials probe frees it when its lease
+//!   lapses, not before: the other host's request waits, then probes and is answered.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -34,7 +36,7 @@ struct Host {
     listen: String,
     base: String,
     ledger_toml: String,
-    _process: KillOnDrop,
+    process: KillOnDrop,
 }
 
 impl Host {
@@ -61,7 +63,7 @@ impl Host {
             base: format!("http://{listen}"),
             listen,
             ledger_toml: ledger_toml.to_string(),
-            _process: KillOnDrop(process),
+            process: KillOnDrop(process),
         }
     }
 
@@ -442,5 +444,86 @@ async fn an_accounts_rate_limit_and_concurrency_hold_for_the_fleet() {
     assert!(
         most <= MAX_CONCURRENCY,
         "{most} requests in flight at the provider at once; the fleet allows {MAX_CONCURRENCY}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_probe_held_by_a_killed_host_is_taken_over_once_its_lease_lapses() {
+    let (simulator, running) = PaysiteCashSimulator::start(USER, PASSWORD)
+        .await
+        .expect("simulator");
+    let stats = PaysiteCashSimulator::stats_base_url(&running);
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let client = reqwest::Client::new();
+    let (ledger_toml, _database) = postgres_ledger_toml(dir.path());
+    // A short lease (the shortest allowed is 1 s), so the takeover comes quickly.
+    let ledger_toml = format!("{ledger_toml}lease_ms = 2000\n");
+    // A timeout longer than the test: host A's probing flow waits on the provider until killed.
+    let account =
+        paysitecash_account(&stats, PASSWORD).replace("timeout_ms = 2000", "timeout_ms = 60000");
+    let mut host_a = Host::start(
+        &dir.path().join("host-a"),
+        "paysitecash",
+        &ledger_toml,
+        &account,
+    );
+    let host_b = Host::start(
+        &dir.path().join("host-b"),
+        "paysitecash",
+        &ledger_toml,
+        &account,
+    );
+    wait_ready(&host_a.base).await;
+    wait_ready(&host_b.base).await;
+
+    // Host A's first report holds the fleet's probe while the provider sits on it.
+    running
+        .faults
+        .push(gatehouse_sim_common::Fault::Delay(Duration::from_secs(60)));
+    let probing = {
+        let (client, base) = (client.clone(), host_a.base.clone());
+        tokio::spawn(async move {
+            client
+                .post(format!("{base}/v1/paysitecash/main/reports"))
+                .bearer_auth(API_KEY)
+                .json(&json!({"report": "webmasters_quick"}))
+                .send()
+                .await
+        })
+    };
+    poll_until("host A's probe reaches the provider", || async {
+        running.calls.all().len() == 1
+    })
+    .await;
+    let host_b = Arc::new(host_b);
+    let waiting = {
+        let (client, host_b) = (client.clone(), host_b.clone());
+        tokio::spawn(async move { report(&client, &host_b).await })
+    };
+    // Host B waits for the probe while host A lives: nothing more reaches the provider.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "host B must wait for host A's probe"
+    );
+    assert_eq!(running.calls.all().len(), 1);
+
+    let killed_at = Instant::now();
+    host_a.process.0.kill().expect("SIGKILL host A");
+    let _ = host_a.process.0.wait();
+    let (status, code) = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("host B is answered once host A's lease lapsed")
+        .expect("request task");
+    let took_over_after = killed_at.elapsed();
+    println!(
+        "FIGURE fleet_probe_takeover: host B sent {took_over_after:?} after host A was killed"
+    );
+    assert_eq!((status, code), (200, None));
+    assert_eq!(running.calls.all().len(), 2, "host B probed once");
+    assert_eq!(simulator.failed_logins_total(), 0);
+    assert!(
+        probing.await.expect("task").is_err(),
+        "host A died mid-request"
     );
 }
