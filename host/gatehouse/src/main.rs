@@ -81,6 +81,15 @@ enum Commands {
     /// server or not), recorded with the actor `cli` unless `--actor` names another.
     #[command(subcommand)]
     Ledger(LedgerCommands),
+    /// Show the hosts sharing the configured PostgreSQL ledger, live or gone, with the plugin
+    /// versions (and SHA-256) each serves: read from the database itself, so it answers with
+    /// every server down. A SQLite ledger has no fleet (`GET /v1/fleet` on the server shows it
+    /// alone).
+    Fleet {
+        /// Print JSON (the shape of `GET /v1/fleet`) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Lift an account's pause on the running server (pauses live in its memory): the server
     /// on `host.listen` that serves this configuration, with a key that may operate the account.
     Resume { provider: String, account: String },
@@ -201,6 +210,7 @@ fn main() -> ExitCode {
         | Commands::Reconcile { .. }
         | Commands::Ledger(_)
         | Commands::Resume { .. }
+        | Commands::Fleet { .. }
         | Commands::Plugin(_) => "warn",
         _ => "info",
     };
@@ -346,6 +356,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(config).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Commands::Fleet { json } => fleet(&config, json).await,
         Commands::Resume { provider, account } => {
             match listing::resume_on_server(&config, &provider, &account).await {
                 Ok(answer) => {
@@ -674,4 +685,38 @@ async fn disk_listing(config: Config) -> Value {
     // As the folder is: a listing changes nothing in it.
     let gateway = Gateway::inspect(config).await;
     gatehouse_service::api::plugins_listing(&gateway)
+}
+
+/// `gatehouse fleet`: the fleet table of the configured ledger's database.
+async fn fleet(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    if config.ledger.url.is_none() {
+        println!(
+            "the ledger is the SQLite file {}: one host, no fleet (GET /v1/fleet on the running server shows it alone)",
+            config.host.ledger.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opening = config.clone();
+    // Opened and dropped off the async workers (the driver runs a runtime of its own). This
+    // run never registers, so it leaves no row in the fleet table.
+    let hosts = tokio::task::spawn_blocking(move || {
+        let ledger = gatehouse_service::ledger_access::open_ledger(&opening)?;
+        ledger.fleet()
+    })
+    .await
+    .context("reading the fleet")?;
+    let hosts = match hosts {
+        Ok(hosts) => hosts.unwrap_or_default(),
+        Err(error) => {
+            eprintln!("gatehouse: cannot read the fleet: {error}");
+            return Ok(ExitCode::from(exit::HOST_FAILURE));
+        }
+    };
+    let view = gatehouse_service::fleet::render_json(&hosts, true, None);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", gatehouse_service::fleet::render_text(&view));
+    }
+    Ok(ExitCode::SUCCESS)
 }

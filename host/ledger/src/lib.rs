@@ -24,18 +24,21 @@
 //! (`gatehouse_core::prepared`), so no caller can send money the ledger does not know about.
 
 pub mod coordination;
+mod fleet;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod rules;
 mod sqlite;
 
 use std::fmt;
+use std::time::Duration;
 
 use gatehouse_plugin_api::{Command, Money, Operation, Outcome, OutcomeStatus, WebhookEvent};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use coordination::AccountCoordination;
+pub use fleet::{FleetHost, Forwarding, ForwardingLease, HostRegistration, ServedPlugin};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresLedger, PostgresOptions};
 pub use sqlite::SqliteLedger;
@@ -158,6 +161,70 @@ pub trait Ledger: Send + Sync {
     fn sent_by_a_live_peer(&self, id: &str) -> Result<bool, LedgerError> {
         let _ = id;
         Ok(false)
+    }
+
+    /// Reconciliation's next batch: up to `limit` unresolved entries (as [`Ledger::unresolved`]
+    /// orders them), each claimed by this instance for `hold`, so that no other host's pass
+    /// asks the provider about them meanwhile. A shared ledger skips entries another pass
+    /// holds a fresh claim on (or is writing right now); a dead claimer's claim simply
+    /// expires. The entries this pass examined keep their claim until it expires, so a pass
+    /// elsewhere that starts later does not ask about them again.
+    ///
+    /// A ledger one process owns claims nothing: one host reconciles it.
+    fn claim_for_reconciliation(
+        &self,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Vec<Entry>, LedgerError> {
+        let _ = hold;
+        self.unresolved(limit)
+    }
+
+    /// Gives up this instance's claims on `ids` (entries a pass claimed and then left alone:
+    /// in flight here, or sent by a live peer), so the next pass, on any host, may look again.
+    fn release_reconciliation_claims(&self, ids: &[String]) -> Result<(), LedgerError> {
+        let _ = ids;
+        Ok(())
+    }
+
+    /// Takes, or renews, the fleet's one forwarding lease for this instance for `hold`, and
+    /// says where forwarding stands. A ledger one process owns answers
+    /// [`ForwardingLease::NotShared`].
+    fn take_forwarding_lease(&self, hold: Duration) -> Result<ForwardingLease, LedgerError> {
+        let _ = hold;
+        Ok(ForwardingLease::NotShared)
+    }
+
+    /// Records that every event up to `sequence` was delivered, and renews the lease for
+    /// `hold`, only if this instance still holds a fresh forwarding lease; `Ok(false)` means it
+    /// lost it (it must stop forwarding and ask for the lease again).
+    fn record_forwarded(&self, sequence: i64, hold: Duration) -> Result<bool, LedgerError> {
+        let _ = (sequence, hold);
+        Ok(false)
+    }
+
+    /// Where the fleet's forwarder stands; `None` for a ledger one process owns.
+    fn forwarding(&self) -> Result<Option<Forwarding>, LedgerError> {
+        Ok(None)
+    }
+
+    /// Writes what this host serves into the fleet table (its row beside its lease). A ledger
+    /// one process owns keeps no fleet table.
+    fn register_host(&self, registration: &HostRegistration) -> Result<(), LedgerError> {
+        let _ = registration;
+        Ok(())
+    }
+
+    /// The hosts that registered, live or gone, oldest start first; `None` for a ledger one
+    /// process owns (the fleet is then just the host asking).
+    fn fleet(&self) -> Result<Option<Vec<FleetHost>>, LedgerError> {
+        Ok(None)
+    }
+
+    /// This instance's name in a shared ledger's lease table; `None` for a ledger one process
+    /// owns.
+    fn instance_id(&self) -> Option<String> {
+        None
     }
 }
 

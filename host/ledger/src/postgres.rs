@@ -38,6 +38,7 @@ use postgres::{GenericClient, NoTls, Row};
 use r2d2_postgres::PostgresConnectionManager;
 
 mod accounts;
+mod fleet;
 
 use super::rules::{self, EntryRow};
 use super::sqlite::unix_now;
@@ -124,6 +125,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ",
     // Version 4: account protection shared by the hosts (pause, proof, credentials probe).
     accounts::MIGRATION,
+    // Version 5: the fleet's coordination (reconciliation claims, the forwarder's lease and
+    // position, the hosts' registrations); the SQL is in `postgres/fleet.rs`.
+    fleet::FLEET_MIGRATION,
 ];
 
 /// The session advisory lock migrations run under (any fixed number works; this one is "gatehous"
@@ -383,11 +387,11 @@ impl PostgresLedger {
                         tracing::warn!(ledger = %location, %error, "lease not renewed; retried");
                     }
                 }
-                // Leaving: the entries this instance still had `sending` are others' to settle.
-                let _ = run(
-                    "DELETE FROM host_leases WHERE instance_id = $1",
-                    &[&instance_id],
-                );
+                // Leaving: the entries this instance still had `sending` are others' to
+                // settle, and its forwarding lease another host's to take.
+                for leave in fleet::LEAVE {
+                    let _ = run(leave, &[&instance_id]);
+                }
                 // The pool's clients own runtimes: dropped here, on this plain thread.
                 drop(pool);
             })
@@ -631,6 +635,45 @@ impl PostgresLedger {
 }
 
 impl Ledger for PostgresLedger {
+    fn claim_for_reconciliation(
+        &self,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Vec<Entry>, LedgerError> {
+        self.claim_batch(limit, hold)
+    }
+
+    fn release_reconciliation_claims(&self, ids: &[String]) -> Result<(), LedgerError> {
+        self.release_claims(ids)
+    }
+
+    fn take_forwarding_lease(
+        &self,
+        hold: Duration,
+    ) -> Result<crate::ForwardingLease, LedgerError> {
+        self.forwarding_lease(hold)
+    }
+
+    fn record_forwarded(&self, sequence: i64, hold: Duration) -> Result<bool, LedgerError> {
+        self.save_forwarded(sequence, hold)
+    }
+
+    fn forwarding(&self) -> Result<Option<crate::Forwarding>, LedgerError> {
+        self.forwarding_state()
+    }
+
+    fn register_host(&self, registration: &crate::HostRegistration) -> Result<(), LedgerError> {
+        self.register(registration)
+    }
+
+    fn fleet(&self) -> Result<Option<Vec<crate::FleetHost>>, LedgerError> {
+        self.registered_hosts().map(Some)
+    }
+
+    fn instance_id(&self) -> Option<String> {
+        Some(self.instance_id.clone())
+    }
+
     fn sent_by_a_live_peer(&self, id: &str) -> Result<bool, LedgerError> {
         let action = "check who sends an entry";
         let mut client = self.client(action)?;

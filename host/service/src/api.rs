@@ -182,6 +182,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route("POST", "/v1/reconcile", "reconcile", OPERATE),
     route("GET", "/v1/events", "listEvents", READ),
     route("GET", "/v1/events/forwarder", "forwarder", READ),
+    route("GET", "/v1/fleet", "listFleet", READ),
     route("POST", "/webhooks/{provider}/{account}", "webhook", PUBLIC),
 ];
 
@@ -255,6 +256,7 @@ fn handler_for(operation_id: &str) -> MethodRouter<Service> {
         "reconcile" => post(reconcile),
         "listEvents" => get(list_events),
         "forwarder" => get(forwarder),
+        "listFleet" => get(fleet),
         "webhook" => post(webhook),
         other => unreachable!("route table names an unknown handler `{other}`"),
     }
@@ -879,7 +881,15 @@ async fn reconcile(
 /// delivered, read from its cursor file) and how many stored events wait behind it.
 async fn forwarder(State(service): State<Service>) -> Response {
     let config = service.gateway().config();
-    let position = crate::forward::read_cursor(&crate::forward::cursor_file(&config));
+    // A shared ledger keeps the fleet's position (and who forwards); a SQLite one, the file.
+    let shared = match service.ledger().call(|ledger| ledger.forwarding()).await {
+        Ok(shared) => shared,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    let position = match &shared {
+        Some(forwarding) => forwarding.position,
+        None => crate::forward::read_cursor(&crate::forward::cursor_file(&config)),
+    };
     let waiting = match service
         .ledger()
         .events(position, FORWARDER_WAITING_CAP + 1)
@@ -893,8 +903,19 @@ async fn forwarder(State(service): State<Service>) -> Response {
         "position": position,
         "waiting": waiting.min(FORWARDER_WAITING_CAP),
         "waiting_capped": waiting > FORWARDER_WAITING_CAP,
+        "holder": shared.as_ref().and_then(|forwarding| forwarding.holder.clone()),
+        "holder_live": shared.as_ref().is_some_and(|forwarding| forwarding.holder_live),
     }))
     .into_response()
+}
+
+/// `GET /v1/fleet`: the hosts sharing this ledger, live or gone, and which instance serves which
+/// version of each plugin (`fleet.rs`); with a SQLite ledger, this host alone.
+async fn fleet(State(service): State<Service>) -> Response {
+    match crate::fleet::view(&service).await {
+        Ok(view) => axum::Json(view).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
 }
 
 /// Counted up to this many: a long backlog reads "1000 or more".

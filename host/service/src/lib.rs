@@ -28,9 +28,11 @@
 pub mod api;
 pub mod console;
 pub mod error;
+pub mod fleet;
 pub mod forward;
 mod in_flight;
 pub mod ledger_access;
+mod pacing;
 pub mod server;
 mod service;
 pub mod tls;
@@ -39,5 +41,5 @@ pub use error::{ApiError, ServiceError};
 pub use gatehouse_core::{Config, Gateway, plugin_api, watcher};
 pub use gatehouse_ledger as ledger;
 pub use service::{
-    CommandAnswer, DEFAULT_ACTOR, Readiness, ReconcileReport, Service, WebhookHandling,
+    CommandAnswer, DEFAULT_ACTOR, Instance, RECONCILE_CLAIM, Readiness, ReconcileReport, Service, WebhookHandling,
 };

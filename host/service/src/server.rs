@@ -64,6 +64,10 @@ pub async fn serve(
         }
         None => None,
     };
+    let listen_address = listener
+        .local_addr()
+        .map_or_else(|_| config.host.listen.clone(), |address| address.to_string());
+    let registration = crate::fleet::spawn_registration(service.clone(), listen_address).await;
     let reconciler = service.spawn_reconciler(Duration::from_secs(60));
     let forwarder =
         crate::forward::spawn_forwarder(service.clone(), crate::forward::cursor_file(&config));
@@ -106,6 +110,9 @@ pub async fn serve(
     let finished = tokio::time::timeout(grace, connections.all_closed()).await;
     reconciler.abort();
     forwarder.abort();
+    if let Some(registration) = registration {
+        registration.abort();
+    }
     if let Some((reloader, _)) = tls {
         reloader.abort();
     }

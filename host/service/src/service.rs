@@ -28,6 +28,7 @@ use sha2::Digest;
 use crate::error::ServiceError;
 use crate::in_flight::{Claim, InFlight};
 use crate::ledger_access::AsyncLedger;
+use crate::pacing::{Budget, ReconcilePacer};
 
 /// Removes a callback's shared confirmation from the map when a caller leaves it (done or
 /// cancelled), if it is still the one in the map.
@@ -61,6 +62,17 @@ const RETRY_WAIT: Duration = Duration::from_secs(300);
 
 /// How often a retry polls the shared ledger for the outcome of an entry another host sends.
 const PEER_POLL: Duration = Duration::from_millis(50);
+
+/// How many entries a pass claims at a time on a shared ledger: small batches spread a backlog
+/// over the hosts reconciling it, and each claim is held only a little longer than its batch
+/// takes.
+const RECONCILE_BATCH: usize = 16;
+
+/// How long a claim on an entry lasts (a shared ledger): longer than a batch takes at the
+/// slowest pace, and as long as the background passes' interval, so an entry one host asked
+/// about is not asked about again by another host's pass in the same minute. A claimer that
+/// died leaves its claims to expire.
+pub const RECONCILE_CLAIM: Duration = Duration::from_secs(60);
 
 /// The answer to a command, as the API returns it.
 #[derive(Debug, Clone, Serialize)]
@@ -102,6 +114,22 @@ pub struct Service {
     /// Who is asking through this handle: recorded with every ledger entry it creates and every
     /// operator action it takes ([`Service::acting_as`]).
     actor: Arc<str>,
+    /// Reconciliation's budget of status calls per account.
+    pacer: Arc<ReconcilePacer>,
+    /// This process as the fleet knows it.
+    instance: Arc<Instance>,
+}
+
+/// This process's place in a fleet.
+#[derive(Debug)]
+pub struct Instance {
+    /// Its name in a shared ledger's lease table; a fresh UUID for a ledger it owns alone.
+    pub id: String,
+    /// Whether the ledger is shared with other hosts (PostgreSQL).
+    pub shared: bool,
+    pub started_at_unix: i64,
+    /// Where its HTTP API listens, once it serves (`fleet::spawn_registration` sets it).
+    pub listen_address: std::sync::OnceLock<String>,
 }
 
 /// The actor a [`Service`] records until [`Service::acting_as`] names another.
@@ -140,16 +168,46 @@ pub struct ReconcileReport {
     pub errors: Vec<String>,
 }
 
+impl ReconcileReport {
+    fn absorb(&mut self, other: ReconcileReport) {
+        self.examined += other.examined;
+        self.resolved += other.resolved;
+        self.still_open += other.still_open;
+        self.flagged_for_operator += other.flagged_for_operator;
+        self.errors.extend(other.errors);
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX))
+}
+
 impl Service {
     pub fn new(gateway: Gateway, ledger: Arc<dyn Ledger>) -> Self {
         Self {
             gateway,
-            ledger: AsyncLedger::new(ledger),
+            ledger: AsyncLedger::new(ledger.clone()),
             in_flight: Arc::new(InFlight::default()),
             ledger_probe: Arc::new(tokio::sync::Mutex::new(None)),
             confirmations: Arc::default(),
             actor: Arc::from(DEFAULT_ACTOR),
+            pacer: Arc::default(),
+            instance: Arc::new(Instance {
+                shared: ledger.instance_id().is_some(),
+                id: ledger
+                    .instance_id()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                started_at_unix: unix_now(),
+                listen_address: std::sync::OnceLock::new(),
+            }),
         }
+    }
+
+    /// This process as the fleet knows it.
+    pub fn instance(&self) -> &Instance {
+        &self.instance
     }
 
     /// The same service (one gateway, one ledger, one in-flight registry) recording `actor` as
@@ -502,56 +560,147 @@ impl Service {
         report
     }
 
+    /// One pass: claims entries (in batches on a shared ledger, so the hosts reconciling one
+    /// backlog split it and none asks about an entry another is asking about), leaves alone
+    /// those in flight, and reconciles the rest, each account's entries one at a time at
+    /// reconciliation's pace (`pacing.rs`), different accounts side by side.
     async fn reconcile_pass(&self, limit: usize, sending_min_age: Duration) -> ReconcileReport {
         let mut report = ReconcileReport::default();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs() as i64);
-        let entries = match self
-            .ledger
-            .call(move |ledger| ledger.unresolved(limit))
-            .await
-        {
-            Ok(entries) => entries,
-            Err(error) => {
-                report.errors.push(error.to_string());
-                return report;
-            }
-        };
-        for entry in entries {
-            if self.in_flight.contains(&entry.id) {
-                continue;
-            }
-            if entry.state == EntryState::Sending
-                && now.saturating_sub(entry.created_at_unix) < sending_min_age.as_secs() as i64
+        let now = unix_now();
+        // Claimed, then left alone: released at the end of the pass (not at once, or the next
+        // batch would claim them again).
+        let mut left_alone: Vec<String> = Vec::new();
+        let mut claimed = 0;
+        while claimed < limit {
+            let batch_size = if self.instance.shared {
+                RECONCILE_BATCH.min(limit - claimed)
+            } else {
+                limit
+            };
+            let batch = match self
+                .ledger
+                .call(move |ledger| ledger.claim_for_reconciliation(batch_size, RECONCILE_CLAIM))
+                .await
             {
-                report.still_open += 1;
-                continue;
+                Ok(batch) => batch,
+                Err(error) => {
+                    report.errors.push(error.to_string());
+                    break;
+                }
+            };
+            if batch.is_empty() {
+                break;
             }
-            // Another live host's dispatch (a shared ledger): its sender records the outcome;
-            // the entry is reconciled only once that host's lease has expired.
-            if entry.state == EntryState::Sending {
-                let id = entry.id.clone();
-                match self
-                    .ledger
-                    .call(move |ledger| ledger.sent_by_a_live_peer(&id))
+            claimed += batch.len();
+            let mut by_account: Vec<((String, String), Vec<Entry>)> = Vec::new();
+            for entry in batch {
+                if self
+                    .leave_alone(&entry, now, sending_min_age, &mut report)
                     .await
                 {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        report.still_open += 1;
-                        continue;
-                    }
-                    Err(error) => {
-                        report.errors.push(error.to_string());
-                        continue;
-                    }
+                    left_alone.push(entry.id);
+                    continue;
+                }
+                let account = (entry.provider.clone(), entry.account.clone());
+                match by_account.iter_mut().find(|(key, _)| *key == account) {
+                    Some((_, entries)) => entries.push(entry),
+                    None => by_account.push((account, vec![entry])),
                 }
             }
-            report.examined += 1;
-            self.reconcile_entry(entry, &mut report).await;
+            let mut accounts = tokio::task::JoinSet::new();
+            for (_, entries) in by_account {
+                let service = self.clone();
+                accounts.spawn(async move {
+                    let mut report = ReconcileReport::default();
+                    for entry in entries {
+                        report.examined += 1;
+                        service.reconcile_entry(entry, &mut report).await;
+                    }
+                    report
+                });
+            }
+            while let Some(done) = accounts.join_next().await {
+                match done {
+                    Ok(account_report) => report.absorb(account_report),
+                    Err(error) => report
+                        .errors
+                        .push(format!("a reconciliation task ended abnormally: {error}")),
+                }
+            }
+            if !self.instance.shared {
+                break;
+            }
+        }
+        if !left_alone.is_empty() {
+            let released = self
+                .ledger
+                .call(move |ledger| ledger.release_reconciliation_claims(&left_alone))
+                .await;
+            if let Err(error) = released {
+                // They expire on their own: the next passes merely wait for that.
+                report.errors.push(error.to_string());
+            }
         }
         report
+    }
+
+    /// Whether a pass must leave `entry` alone for now: this process is sending it, it is
+    /// `sending` and younger than `sending_min_age`, or a live peer sends it (a shared ledger:
+    /// its sender records the outcome; the entry is reconciled once that host's lease expired).
+    async fn leave_alone(
+        &self,
+        entry: &Entry,
+        now: i64,
+        sending_min_age: Duration,
+        report: &mut ReconcileReport,
+    ) -> bool {
+        if self.in_flight.contains(&entry.id) {
+            return true;
+        }
+        if entry.state != EntryState::Sending {
+            return false;
+        }
+        if now.saturating_sub(entry.created_at_unix) < sending_min_age.as_secs() as i64 {
+            report.still_open += 1;
+            return true;
+        }
+        let id = entry.id.clone();
+        match self
+            .ledger
+            .call(move |ledger| ledger.sent_by_a_live_peer(&id))
+            .await
+        {
+            Ok(false) => false,
+            Ok(true) => {
+                report.still_open += 1;
+                true
+            }
+            Err(error) => {
+                report.errors.push(error.to_string());
+                true
+            }
+        }
+    }
+
+    /// Waits for reconciliation's budget on the entry's account before a status call.
+    async fn pace(&self, entry: &Entry) {
+        let Some(rate_limit) = self
+            .gateway
+            .config()
+            .account(&entry.provider, &entry.account)
+            .map(|account| account.rate_limit_per_minute)
+        else {
+            return;
+        };
+        let wait = self.pacer.reserve(
+            &entry.provider,
+            &entry.account,
+            Budget::for_rate_limit(rate_limit),
+            std::time::Instant::now(),
+        );
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
     }
 
     async fn reconcile_entry(&self, entry: Entry, report: &mut ReconcileReport) {
@@ -598,6 +747,7 @@ impl Service {
             return;
         }
         let command = status_command(&entry, asked_as);
+        self.pace(&entry).await;
         let result = match self
             .gateway
             .prepare(&entry.provider, &entry.account, command)
@@ -909,6 +1059,8 @@ impl Service {
         let service = self.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
+            // A paced pass over a backlog may outlast the interval: the next starts after it.
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticker.tick().await;
             loop {
                 ticker.tick().await;
