@@ -53,6 +53,12 @@ pub struct Transaction {
 #[derive(Default)]
 struct Inner {
     transactions: HashMap<String, Transaction>,
+    /// `tx_reference` → `identifier`: the v1 status lookup is a map read, not a scan (a
+    /// reconciliation backlog of thousands would otherwise be quadratic in the simulator).
+    by_tx_reference: HashMap<String, String>,
+    /// Status questions asked, by `identifier` (both status APIs): tests count how often
+    /// reconciliation asked about each payment.
+    status_asked: HashMap<String, usize>,
     next_reference: u64,
     callback_url: Option<String>,
     flooz_balance: i64,
@@ -109,6 +115,11 @@ impl PayGateSimulator {
 
     pub fn transactions(&self) -> Vec<Transaction> {
         self.lock().transactions.values().cloned().collect()
+    }
+
+    /// How many status questions (v1 or v2) named each payment, by `identifier`.
+    pub fn status_asked(&self) -> HashMap<String, usize> {
+        self.lock().status_asked.clone()
     }
 
     /// Moves a pending payment to `status` (PAID, EXPIRED or CANCELLED), as the customer's phone
@@ -231,6 +242,9 @@ async fn pay(State(sim): State<PayGateSimulator>, headers: HeaderMap, body: Byte
         status: PENDING,
         datetime: SIMULATED_DATETIME.into(),
     };
+    inner
+        .by_tx_reference
+        .insert(tx_reference.clone(), identifier.clone());
     inner.transactions.insert(identifier, transaction);
     Json(json!({"tx_reference": tx_reference, "status": 0})).into_response()
 }
@@ -262,6 +276,9 @@ async fn page(State(sim): State<PayGateSimulator>, Query(query): Query<PageQuery
         inner.next_reference += 1;
         let tx_reference = format!("{}", 1_000_000 + inner.next_reference);
         let payment_reference = format!("PAGE-{}", inner.next_reference);
+        inner
+            .by_tx_reference
+            .insert(tx_reference.clone(), identifier.clone());
         inner.transactions.insert(
             identifier.clone(),
             Transaction {
@@ -313,8 +330,12 @@ async fn status_by_reference(
     let Some(tx_reference) = fields.get("tx_reference") else {
         return not_found();
     };
-    let inner = sim.lock();
-    match inner.transactions.values().find(|tx| &tx.tx_reference == tx_reference) {
+    let mut inner = sim.lock();
+    let Some(identifier) = inner.by_tx_reference.get(tx_reference).cloned() else {
+        return not_found();
+    };
+    *inner.status_asked.entry(identifier.clone()).or_default() += 1;
+    match inner.transactions.get(&identifier) {
         Some(tx) => Json(json!({
             "tx_reference": tx.tx_reference, "identifier": tx.identifier,
             "payment_reference": tx.payment_reference, "status": tx.status,
@@ -343,7 +364,9 @@ async fn status_by_identifier(
     let Some(identifier) = fields.get("identifier") else {
         return not_found();
     };
-    match sim.lock().transactions.get(identifier) {
+    let mut inner = sim.lock();
+    *inner.status_asked.entry(identifier.clone()).or_default() += 1;
+    match inner.transactions.get(identifier) {
         Some(tx) => Json(v2_status_body(tx)).into_response(),
         None => not_found(),
     }

@@ -460,9 +460,7 @@ fn charge_inner(
         refund_reason: None,
         create_date: iso_datetime(now_unix()),
     };
-    sim.lock()
-        .transactions
-        .insert(transaction_id, transaction.clone());
+    sim.record_transaction(transaction.clone());
     let response = Json(json!({ "transaction_id": transaction_id })).into_response();
     Ok((response, (status == "done").then_some(transaction)))
 }
@@ -797,8 +795,12 @@ pub async fn transaction_listing(
             // The registry lists successful and cancelled transactions only.
             && (!registry || matches!(transaction.status.as_str(), "done" | "refunded" | "canceled"))
     };
-    let selected: Vec<Transaction> = sim
-        .transactions()
+    // A search by external_id (reconciliation's) reads the index instead of every transaction.
+    let candidates = match query.get("external_id") {
+        Some(external_id) => sim.transactions_with_external_id(external_id),
+        None => sim.transactions(),
+    };
+    let selected: Vec<Transaction> = candidates
         .into_iter()
         .filter(matches)
         .skip(offset)

@@ -109,6 +109,9 @@ struct Inner {
     tokens: BTreeMap<String, TokenRecord>,
     saved_accounts: BTreeMap<String, Vec<SavedAccount>>,
     transactions: BTreeMap<u64, Transaction>,
+    /// `external_id` → transaction id: reconciliation's search by external_id is a map read,
+    /// not a scan of every transaction.
+    by_external_id: BTreeMap<String, Vec<u64>>,
     transfers: Vec<Transfer>,
     reports: Vec<FinancialReport>,
     next_id: u64,
@@ -254,6 +257,31 @@ impl XsollaSimulator {
         self.lock().transactions.values().cloned().collect()
     }
 
+    /// The transactions a search naming `external_id` can match, found by map, oldest first.
+    pub(crate) fn transactions_with_external_id(&self, external_id: &str) -> Vec<Transaction> {
+        let inner = self.lock();
+        inner
+            .by_external_id
+            .get(external_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| inner.transactions.get(id).cloned())
+            .collect()
+    }
+
+    /// Stores a new transaction and indexes its external_id.
+    pub(crate) fn record_transaction(&self, transaction: Transaction) {
+        let mut inner = self.lock();
+        if let Some(external_id) = &transaction.external_id {
+            inner
+                .by_external_id
+                .entry(external_id.clone())
+                .or_default()
+                .push(transaction.id);
+        }
+        inner.transactions.insert(transaction.id, transaction);
+    }
+
     pub fn token(&self, token: &str) -> Option<TokenRecord> {
         self.lock().tokens.get(token).cloned()
     }
@@ -306,7 +334,7 @@ impl XsollaSimulator {
             refund_reason: None,
             create_date: wire::iso_datetime(wire::now_unix()),
         };
-        self.lock().transactions.insert(id, transaction.clone());
+        self.record_transaction(transaction.clone());
         self.notify(webhooks::payment_body(&transaction)).await;
         Some(id)
     }
