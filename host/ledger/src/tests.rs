@@ -15,6 +15,8 @@ mod contract;
 #[cfg(feature = "postgres")]
 mod fleet_accounts;
 #[cfg(feature = "postgres")]
+mod postgres_fleet;
+#[cfg(feature = "postgres")]
 mod postgres_only;
 mod sqlite_only;
 
