@@ -647,10 +647,7 @@ impl Ledger for PostgresLedger {
         self.release_claims(ids)
     }
 
-    fn take_forwarding_lease(
-        &self,
-        hold: Duration,
-    ) -> Result<crate::ForwardingLease, LedgerError> {
+    fn take_forwarding_lease(&self, hold: Duration) -> Result<crate::ForwardingLease, LedgerError> {
         self.forwarding_lease(hold)
     }
 

@@ -49,7 +49,10 @@ pub async fn spawn_registration(
     service: Service,
     listen_address: String,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let _ = service.instance().listen_address.set(listen_address.clone());
+    let _ = service
+        .instance()
+        .listen_address
+        .set(listen_address.clone());
     if !service.instance().shared {
         return None;
     }
@@ -198,5 +201,7 @@ pub fn render_text(fleet: &Value) -> String {
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX))
+        .map_or(0, |since| {
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+        })
 }

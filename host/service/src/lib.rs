@@ -41,5 +41,6 @@ pub use error::{ApiError, ServiceError};
 pub use gatehouse_core::{Config, Gateway, plugin_api, watcher};
 pub use gatehouse_ledger as ledger;
 pub use service::{
-    CommandAnswer, DEFAULT_ACTOR, Instance, RECONCILE_CLAIM, Readiness, ReconcileReport, Service, WebhookHandling,
+    CommandAnswer, DEFAULT_ACTOR, Instance, RECONCILE_CLAIM, Readiness, ReconcileReport, Service,
+    WebhookHandling,
 };

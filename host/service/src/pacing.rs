@@ -63,7 +63,9 @@ impl ReconcilePacer {
                 tokens: budget.burst,
                 refreshed: now,
             });
-        let elapsed = now.saturating_duration_since(bucket.refreshed).as_secs_f64();
+        let elapsed = now
+            .saturating_duration_since(bucket.refreshed)
+            .as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * budget.per_second).min(budget.burst);
         bucket.refreshed = now;
         bucket.tokens -= 1.0;
@@ -103,7 +105,11 @@ mod tests {
         assert_eq!(waits[15], Duration::from_secs(1));
         assert_eq!(waits[19], Duration::from_secs(5));
         // Another account has a budget of its own.
-        assert!(pacer.reserve("paygateglobal", "other", budget, start).is_zero());
+        assert!(
+            pacer
+                .reserve("paygateglobal", "other", budget, start)
+                .is_zero()
+        );
         // Time refills the bucket: ten seconds later the debt of five is paid and five are free.
         let later = start + Duration::from_secs(10);
         let waits: Vec<Duration> = (0..6)

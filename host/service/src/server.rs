@@ -64,9 +64,10 @@ pub async fn serve(
         }
         None => None,
     };
-    let listen_address = listener
-        .local_addr()
-        .map_or_else(|_| config.host.listen.clone(), |address| address.to_string());
+    let listen_address = listener.local_addr().map_or_else(
+        |_| config.host.listen.clone(),
+        |address| address.to_string(),
+    );
     let registration = crate::fleet::spawn_registration(service.clone(), listen_address).await;
     let reconciler = service.spawn_reconciler(Duration::from_secs(60));
     let forwarder =

@@ -18,6 +18,7 @@ mod crash;
 mod deploy;
 mod edge;
 mod faults;
+mod fleet;
 mod fleet_accounts;
 mod fleet_kills;
 mod kills;

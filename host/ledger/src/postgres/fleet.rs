@@ -127,7 +127,11 @@ impl PostgresLedger {
         })
     }
 
-    pub(super) fn save_forwarded(&self, sequence: i64, hold: Duration) -> Result<bool, LedgerError> {
+    pub(super) fn save_forwarded(
+        &self,
+        sequence: i64,
+        hold: Duration,
+    ) -> Result<bool, LedgerError> {
         let action = "record the forwarder's position";
         let mut client = self.client(action)?;
         let updated = client

@@ -51,12 +51,20 @@ fn hosts_claiming_one_backlog_at_once_split_it_and_never_share_an_entry() {
     let mut all = BTreeSet::new();
     for ids in &claimed {
         for id in ids {
-            assert!(all.insert(id.clone()), "{id} was claimed twice: {claimed:?}");
+            assert!(
+                all.insert(id.clone()),
+                "{id} was claimed twice: {claimed:?}"
+            );
         }
     }
     assert_eq!(all.len(), 60, "every entry was claimed once");
     // Claimed entries stay claimed: a pass that starts now finds nothing.
-    assert!(hosts[1].claim_for_reconciliation(100, HOLD).expect("claim").is_empty());
+    assert!(
+        hosts[1]
+            .claim_for_reconciliation(100, HOLD)
+            .expect("claim")
+            .is_empty()
+    );
 }
 
 #[test]
@@ -69,7 +77,11 @@ fn a_claim_expires_and_a_released_claim_is_free_at_once() {
         .claim_for_reconciliation(10, Duration::from_secs(1))
         .expect("claim");
     assert_eq!(claimed.len(), 2);
-    assert!(b.claim_for_reconciliation(10, HOLD).expect("claim").is_empty());
+    assert!(
+        b.claim_for_reconciliation(10, HOLD)
+            .expect("claim")
+            .is_empty()
+    );
     // A claim given back (the pass left the entry alone) is free for the next pass.
     a.release_reconciliation_claims(&["gh_2".to_string()])
         .expect("release");
@@ -91,12 +103,18 @@ fn a_claim_expires_and_a_released_claim_is_free_at_once() {
             assert_eq!(taken[0].id, "gh_1");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the claim never expired");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the claim never expired"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // A resolved entry is never claimed.
-    a.record_outcome("gh_1", &gatehouse_plugin_api::Outcome::new(OutcomeStatus::Succeeded))
-        .expect("record");
+    a.record_outcome(
+        "gh_1",
+        &gatehouse_plugin_api::Outcome::new(OutcomeStatus::Succeeded),
+    )
+    .expect("record");
     b.release_reconciliation_claims(&["gh_1".to_string(), "gh_2".to_string()])
         .expect("release");
     let left: Vec<String> = a
@@ -140,7 +158,10 @@ fn one_host_holds_the_forwarding_lease_and_the_position_survives_a_takeover() {
         if let ForwardingLease::Held { position } = b.take_forwarding_lease(short).expect("lease") {
             break position;
         }
-        assert!(std::time::Instant::now() < deadline, "the lease never lapsed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never lapsed"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(position, 7);
