@@ -402,6 +402,22 @@ async fn an_operator_works_the_console_in_a_real_browser() {
     assert!(forwarder.contains("not configured"), "{forwarder}");
     browser.screenshot(&shots, "events.png").await;
 
+    // The fleet: on a SQLite ledger, this host alone, live, with the plugins it serves.
+    browser.click(&browser.wait_for("#nav-fleet").await).await;
+    let shared = browser
+        .wait_for_text("#fleet-shared", |text| !text.is_empty())
+        .await;
+    assert!(shared.contains("this host alone"), "{shared}");
+    let host = browser
+        .wait_for_text("#fleet-table .fleet-host", |text| !text.is_empty())
+        .await;
+    assert!(
+        host.contains("(this host)") && host.contains("live"),
+        "{host}"
+    );
+    assert!(host.contains("paygateglobal"), "{host}");
+    browser.screenshot(&shots, "fleet.png").await;
+
     // A read-only key: the entry that needs an operator, but no settle button; and trying
     // anyway, with the key the page holds, is refused.
     browser.click(&browser.wait_for("#sign-out").await).await;

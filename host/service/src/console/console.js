@@ -119,7 +119,8 @@
       button.classList.toggle("current", button.dataset.page === (page || "plugins"));
     }
     const pages = { plugins: pluginsPage, accounts: accountsPage, ledger: ledgerPage,
-                    entry: () => entryPage(decodeURIComponent(argument || "")), events: eventsPage };
+                    entry: () => entryPage(decodeURIComponent(argument || "")), events: eventsPage,
+                    fleet: fleetPage };
     guarded(() => (pages[page] || pluginsPage)());
   }
 
@@ -313,6 +314,33 @@
       rows.length ? table(["#", "Received", "Account", "Type", "Event id", "Status", "Reference"], rows, "events-table")
                   : el("p", { className: "muted", id: "no-events" }, "No event stored yet."),
       pager);
+  }
+
+  // The hosts sharing the ledger (just this one on SQLite), live or gone, and which version of
+  // each plugin each serves: a rolling deploy shows here host by host.
+  async function fleetPage() {
+    const answer = await api("GET", "/v1/fleet");
+    const rows = answer.hosts.map((host) => el("tr", { className: "fleet-host host-" + host.state },
+      el("td", { className: "mono instance" }, host.instance_id + (host.this_host ? " (this host)" : "")),
+      el("td", { className: "mono" }, host.listen_address),
+      el("td", { className: "mono" }, host.version),
+      el("td", { className: "host-state" }, stateText(host.state)),
+      el("td", {}, time(host.started_at_unix)),
+      el("td", {}, time(host.heartbeat_at_unix)),
+      el("td", { className: "mono host-plugins" }, host.plugins.map((plugin) =>
+        plugin.provider + " " + plugin.version + " (" + plugin.sha256.slice(0, 12) + ")").join(", "))));
+    const versions = answer.versions.map((row) => el("tr", { className: "fleet-version" },
+      el("td", { className: "provider" }, row.provider),
+      el("td", { className: "mono" }, row.version),
+      el("td", { className: "mono" }, row.sha256.slice(0, 12)),
+      el("td", { className: "mono" }, String(row.instances.length))));
+    page("Fleet", "fleet-page",
+      el("p", { id: "fleet-shared" }, answer.shared
+        ? "Hosts sharing this PostgreSQL ledger; a host whose heartbeat stopped shows as gone."
+        : "The ledger is a SQLite file: this host alone."),
+      table(["Instance", "Listen", "Gatehouse", "State", "Started", "Heartbeat", "Plugins"], rows, "fleet-table"),
+      el("h3", {}, "Plugin versions served"),
+      table(["Provider", "Version", "SHA-256", "Live hosts"], versions, "fleet-versions"));
   }
 
   document.addEventListener("DOMContentLoaded", () => {
