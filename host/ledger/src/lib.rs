@@ -163,20 +163,22 @@ pub trait Ledger: Send + Sync {
         Ok(false)
     }
 
-    /// Reconciliation's next batch: up to `limit` unresolved entries (as [`Ledger::unresolved`]
-    /// orders them), each claimed by this instance for `hold`, so that no other host's pass
-    /// asks the provider about them meanwhile. A shared ledger skips entries another pass
-    /// holds a fresh claim on (or is writing right now); a dead claimer's claim simply
-    /// expires. The entries this pass examined keep their claim until it expires, so a pass
-    /// elsewhere that starts later does not ask about them again.
+    /// Reconciliation's next batch for the pass named `pass`: up to `limit` unresolved entries
+    /// (as [`Ledger::unresolved`] orders them), each claimed by this instance for `hold`, so
+    /// that no other host's pass asks the provider about them meanwhile. A shared ledger skips
+    /// entries another host holds a fresh claim on (or is writing right now), and those this
+    /// same pass claimed already; a dead claimer's claim simply expires. The entries a pass
+    /// examined keep their claim until it expires, so another host's pass that starts later
+    /// does not ask about them again; this host's own next pass (another `pass`) may.
     ///
     /// A ledger one process owns claims nothing: one host reconciles it.
     fn claim_for_reconciliation(
         &self,
+        pass: &str,
         limit: usize,
         hold: Duration,
     ) -> Result<Vec<Entry>, LedgerError> {
-        let _ = hold;
+        let _ = (pass, hold);
         self.unresolved(limit)
     }
 

@@ -637,10 +637,11 @@ impl PostgresLedger {
 impl Ledger for PostgresLedger {
     fn claim_for_reconciliation(
         &self,
+        pass: &str,
         limit: usize,
         hold: Duration,
     ) -> Result<Vec<Entry>, LedgerError> {
-        self.claim_batch(limit, hold)
+        self.claim_batch(pass, limit, hold)
     }
 
     fn release_reconciliation_claims(&self, ids: &[String]) -> Result<(), LedgerError> {

@@ -116,6 +116,9 @@ pub struct Service {
     actor: Arc<str>,
     /// Reconciliation's budget of status calls per account.
     pacer: Arc<ReconcilePacer>,
+    /// Held by the pass running on this host: passes here run one at a time (a pass may take
+    /// again the claims this host's previous pass left, never those of one still running).
+    reconciling: Arc<tokio::sync::Mutex<()>>,
     /// This process as the fleet knows it.
     instance: Arc<Instance>,
 }
@@ -196,6 +199,7 @@ impl Service {
             confirmations: Arc::default(),
             actor: Arc::from(DEFAULT_ACTOR),
             pacer: Arc::default(),
+            reconciling: Arc::default(),
             instance: Arc::new(Instance {
                 shared: ledger.instance_id().is_some(),
                 id: ledger
@@ -567,6 +571,8 @@ impl Service {
     /// those in flight, and reconciles the rest, each account's entries one at a time at
     /// reconciliation's pace (`pacing.rs`), different accounts side by side.
     async fn reconcile_pass(&self, limit: usize, sending_min_age: Duration) -> ReconcileReport {
+        let _one_pass_at_a_time = self.reconciling.lock().await;
+        let pass = uuid::Uuid::new_v4().to_string();
         let mut report = ReconcileReport::default();
         let now = unix_now();
         // Claimed, then left alone: released at the end of the pass (not at once, or the next
@@ -579,9 +585,12 @@ impl Service {
             } else {
                 limit
             };
+            let this_pass = pass.clone();
             let batch = match self
                 .ledger
-                .call(move |ledger| ledger.claim_for_reconciliation(batch_size, RECONCILE_CLAIM))
+                .call(move |ledger| {
+                    ledger.claim_for_reconciliation(&this_pass, batch_size, RECONCILE_CLAIM)
+                })
                 .await
             {
                 Ok(batch) => batch,

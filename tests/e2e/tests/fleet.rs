@@ -204,8 +204,17 @@ async fn hosts_reconciling_one_backlog_ask_the_provider_about_each_entry_once() 
         "no entry was asked about twice in one pass: {asked:?}"
     );
     assert_eq!(examined, BACKLOG);
-    // The claims outlive the pass: a host's next pass a moment later asks nothing again.
-    let report = services[1].reconcile(1000).await;
+    // The claims outlive the pass: another host whose pass starts a moment later asks nothing.
+    let (config, _) = host_folder(
+        &dir.path().join("host-late"),
+        &ledger_toml,
+        &running.base_url(),
+        "",
+    );
+    let late = Service::open(gatehouse_core::Config::load(&config).expect("valid"))
+        .await
+        .expect("the service opens");
+    let report = late.reconcile(1000).await;
     assert_eq!(report.examined, 0, "{report:?}");
     assert_eq!(simulator.status_asked().values().sum::<usize>(), BACKLOG);
 }

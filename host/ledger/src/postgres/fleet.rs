@@ -15,6 +15,7 @@ use crate::{Entry, LedgerError};
 pub(super) const FLEET_MIGRATION: &str = "
     ALTER TABLE entries ADD COLUMN reconcile_claimed_by TEXT;
     ALTER TABLE entries ADD COLUMN reconcile_claim_until TIMESTAMPTZ;
+    ALTER TABLE entries ADD COLUMN reconcile_claim_pass TEXT;
 
     -- One row: the fleet forwards through one host at a time, from one position.
     CREATE TABLE forwarder (
@@ -45,22 +46,27 @@ pub(super) const LEAVE: &[&str] = &[
 impl PostgresLedger {
     pub(super) fn claim_batch(
         &self,
+        pass: &str,
         limit: usize,
         hold: Duration,
     ) -> Result<Vec<Entry>, LedgerError> {
         let action = "claim entries to reconcile";
         // SKIP LOCKED: an entry another pass is claiming, or a host is recording on, right now
         // is left to it instead of waited for; the claim columns keep it ours after commit.
+        // This host's own claims from an earlier pass are its to take again (an operator's
+        // pass right after the background one asks again); its passes run one at a time.
         let sql = format!(
             "WITH picked AS ( \
                  SELECT seq FROM entries \
                  WHERE state IN ('sending', 'pending', 'unknown') \
                    AND (reconcile_claim_until IS NULL \
-                        OR reconcile_claim_until < clock_timestamp()) \
+                        OR reconcile_claim_until < clock_timestamp() \
+                        OR (reconcile_claimed_by = $2 \
+                            AND reconcile_claim_pass IS DISTINCT FROM $4)) \
                  ORDER BY updated_at_unix ASC, seq ASC LIMIT $1 \
                  FOR UPDATE SKIP LOCKED), \
              claimed AS ( \
-                 UPDATE entries SET reconcile_claimed_by = $2, \
+                 UPDATE entries SET reconcile_claimed_by = $2, reconcile_claim_pass = $4, \
                      reconcile_claim_until = clock_timestamp() + make_interval(secs => $3) \
                  FROM picked WHERE entries.seq = picked.seq \
                  RETURNING entries.seq, {ENTRY_COLUMNS}) \
@@ -71,7 +77,7 @@ impl PostgresLedger {
                 transaction,
                 action,
                 &sql,
-                &[&sql_limit(limit), &self.instance_id, &seconds(hold)],
+                &[&sql_limit(limit), &self.instance_id, &seconds(hold), &pass],
             )
         })
     }
@@ -84,7 +90,8 @@ impl PostgresLedger {
         let mut client = self.client(action)?;
         client
             .execute(
-                "UPDATE entries SET reconcile_claimed_by = NULL, reconcile_claim_until = NULL \
+                "UPDATE entries SET reconcile_claimed_by = NULL, reconcile_claim_until = NULL, \
+                     reconcile_claim_pass = NULL \
                  WHERE id = ANY($1) AND reconcile_claimed_by = $2",
                 &[&ids, &self.instance_id],
             )

@@ -29,13 +29,17 @@ fn hosts_claiming_one_backlog_at_once_split_it_and_never_share_an_entry() {
     let barrier = Arc::new(Barrier::new(hosts.len()));
     let claimers: Vec<_> = hosts
         .iter()
-        .map(|ledger| {
+        .enumerate()
+        .map(|(index, ledger)| {
             let (ledger, barrier) = (Arc::clone(ledger), Arc::clone(&barrier));
             std::thread::spawn(move || {
                 barrier.wait();
                 let mut mine = Vec::new();
+                let pass = format!("pass-{index}");
                 loop {
-                    let batch = ledger.claim_for_reconciliation(4, HOLD).expect("claim");
+                    let batch = ledger
+                        .claim_for_reconciliation(&pass, 4, HOLD)
+                        .expect("claim");
                     if batch.is_empty() {
                         return mine;
                     }
@@ -58,13 +62,21 @@ fn hosts_claiming_one_backlog_at_once_split_it_and_never_share_an_entry() {
         }
     }
     assert_eq!(all.len(), 60, "every entry was claimed once");
-    // Claimed entries stay claimed: a pass that starts now finds nothing.
+    // Claimed entries stay claimed: another host's pass that starts now finds nothing...
+    let late = host(&database, "host-late");
     assert!(
-        hosts[1]
-            .claim_for_reconciliation(100, HOLD)
+        late.claim_for_reconciliation("late", 100, HOLD)
             .expect("claim")
             .is_empty()
     );
+    // ...while a host's own next pass takes its own claims again, and only those.
+    let again: BTreeSet<String> = hosts[1]
+        .claim_for_reconciliation("pass-1-next", 100, HOLD)
+        .expect("claim")
+        .into_iter()
+        .map(|entry| entry.id)
+        .collect();
+    assert_eq!(again, claimed[1].iter().cloned().collect::<BTreeSet<_>>());
 }
 
 #[test]
@@ -74,11 +86,17 @@ fn a_claim_expires_and_a_released_claim_is_free_at_once() {
     created(&a, "gh_1");
     created(&a, "gh_2");
     let claimed = a
-        .claim_for_reconciliation(10, Duration::from_secs(1))
+        .claim_for_reconciliation("a-1", 10, Duration::from_secs(1))
         .expect("claim");
     assert_eq!(claimed.len(), 2);
+    // One pass never claims an entry twice.
     assert!(
-        b.claim_for_reconciliation(10, HOLD)
+        a.claim_for_reconciliation("a-1", 10, HOLD)
+            .expect("claim")
+            .is_empty()
+    );
+    assert!(
+        b.claim_for_reconciliation("b-1", 10, HOLD)
             .expect("claim")
             .is_empty()
     );
@@ -89,7 +107,7 @@ fn a_claim_expires_and_a_released_claim_is_free_at_once() {
     b.release_reconciliation_claims(&["gh_1".to_string()])
         .expect("release");
     let taken: Vec<String> = b
-        .claim_for_reconciliation(10, HOLD)
+        .claim_for_reconciliation("b-2", 10, HOLD)
         .expect("claim")
         .into_iter()
         .map(|entry| entry.id)
@@ -98,7 +116,7 @@ fn a_claim_expires_and_a_released_claim_is_free_at_once() {
     // Host A died holding gh_1: its claim lapses on the database's clock.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let taken = b.claim_for_reconciliation(10, HOLD).expect("claim");
+        let taken = b.claim_for_reconciliation("b-2", 10, HOLD).expect("claim");
         if !taken.is_empty() {
             assert_eq!(taken[0].id, "gh_1");
             break;
@@ -118,7 +136,7 @@ fn a_claim_expires_and_a_released_claim_is_free_at_once() {
     b.release_reconciliation_claims(&["gh_1".to_string(), "gh_2".to_string()])
         .expect("release");
     let left: Vec<String> = a
-        .claim_for_reconciliation(10, HOLD)
+        .claim_for_reconciliation("a-2", 10, HOLD)
         .expect("claim")
         .into_iter()
         .map(|entry| entry.id)
