@@ -20,6 +20,8 @@ use gatehouse_service::Service;
 use gatehouse_sim_paygateglobal::{PAID, PayGateSimulator, callback_body};
 use serde_json::{Value, json};
 
+use crate::reliability::figure;
+
 const TOKEN: &str = "fleet-token-1234";
 
 /// The leases these hosts hold: short, so a killed host shows as gone within seconds.
@@ -400,6 +402,14 @@ async fn the_forwarder_fails_over_to_another_host_when_its_host_is_killed() {
     // At least once: an event the killed host delivered but had not recorded is delivered
     // again by its successor; nothing else twice.
     let duplicates = delivered.len() - first_seen.len();
+    figure(
+        "fleet.forwarder_failover",
+        format!(
+            "{} deliveries of {} events, {duplicates} duplicate(s)",
+            delivered.len(),
+            first_seen.len()
+        ),
+    );
     assert!(
         duplicates <= 1,
         "duplicates only around the kill: {delivered:?}"
@@ -517,6 +527,10 @@ async fn a_plugin_rolled_out_host_by_host_under_load_fails_nothing_and_shows_in_
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (sent, failed) = load.await.expect("load");
+    figure(
+        "fleet.rolling_deploy",
+        format!("{sent} charges during the rollout, {} failed", failed.len()),
+    );
     assert!(sent > 0);
     assert!(
         failed.is_empty(),
