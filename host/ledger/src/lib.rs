@@ -68,6 +68,18 @@ pub trait Ledger: Send + Sync {
     /// [`LedgerError::NotSending`].
     fn record_refusal(&self, id: &str, code: &str, message: &str) -> Result<Entry, LedgerError>;
 
+    /// Records a refusal that said "not now" (the account's rate limit, a pause met after the
+    /// entry was begun) like [`Ledger::record_refusal`], and in the same transaction releases the
+    /// entry's idempotency key: a caller told 429 retries with the same key, as every client
+    /// library does, and that retry must run afresh rather than replay the 429 for ever. The
+    /// entry stays, `failed` and keyless, its history naming the key it released.
+    fn record_transient_refusal(
+        &self,
+        id: &str,
+        code: &str,
+        message: &str,
+    ) -> Result<Entry, LedgerError>;
+
     /// Marks an entry as needing an operator (the provider has no status operation, or
     /// reconciliation gave up). An unresolved entry moves to `NeedsOperator`; a final one keeps its
     /// state and only gains [`Entry::operator_flag`].

@@ -813,6 +813,27 @@ impl Ledger for PostgresLedger {
         })
     }
 
+    fn record_transient_refusal(
+        &self,
+        id: &str,
+        code: &str,
+        message: &str,
+    ) -> Result<Entry, LedgerError> {
+        let action = "record a transient refusal";
+        self.write(action, |transaction, now| {
+            let mut entry = self.locked_entry(transaction, action, id)?;
+            let detail = rules::apply_transient_refusal(&mut entry, code, message)?;
+            transaction
+                .execute(
+                    "UPDATE entries SET idempotency_key = NULL WHERE id = $1",
+                    &[&id],
+                )
+                .map_err(|error| self.storage_error(action, error))?;
+            self.save(transaction, action, &mut entry, now, &detail)?;
+            Ok(entry)
+        })
+    }
+
     fn flag_for_operator(&self, id: &str, reason: &str) -> Result<Entry, LedgerError> {
         let action = "flag an entry for an operator";
         self.write(action, |transaction, now| {

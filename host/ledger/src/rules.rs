@@ -69,6 +69,19 @@ pub(crate) fn apply_refusal(
     Ok(format!("refused before sending: {code}: {message}"))
 }
 
+/// [`apply_refusal`], and the key released; returns the history detail.
+pub(crate) fn apply_transient_refusal(
+    entry: &mut Entry,
+    code: &str,
+    message: &str,
+) -> Result<String, LedgerError> {
+    let detail = apply_refusal(entry, code, message)?;
+    Ok(match entry.idempotency_key.take() {
+        Some(key) => format!("{detail} (idempotency key `{key}` released: a retry runs afresh)"),
+        None => detail,
+    })
+}
+
 /// Asks an operator to look at `entry`; returns the history detail.
 pub(crate) fn apply_flag(entry: &mut Entry, reason: &str) -> String {
     // A final state is what the provider said happened; the flag asks a person to look, it does

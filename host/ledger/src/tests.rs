@@ -138,6 +138,7 @@ contract_tests!(
     record_outcome_flags_a_contradicted_final_state,
     record_outcome_of_an_unknown_entry_is_not_found,
     record_refusal_fails_only_an_entry_never_sent,
+    a_transient_refusal_releases_the_key_for_a_retry,
     history_is_kept_in_order,
     flag_for_operator_keeps_a_final_state,
     a_cursor_pages_in_insertion_order_and_inserts_between_pages_land_before_the_first,

@@ -449,10 +449,19 @@ impl Service {
             Err(error) => {
                 // Nothing reached the provider (the gateway turns every post-send failure of a
                 // money-moving command into an outcome), so the entry is a definitive refusal.
+                // A "not now" (the rate limit, a pause, a plugin or host briefly unavailable)
+                // releases the key as well: the caller's retry with it must run, not replay.
                 let (entry_id, code, message) = (id, error.code(), error.to_string());
+                let transient = refusal_is_transient(code);
                 if let Err(ledger_error) = self
                     .ledger
-                    .call(move |ledger| ledger.record_refusal(&entry_id, code.as_str(), &message))
+                    .call(move |ledger| {
+                        if transient {
+                            ledger.record_transient_refusal(&entry_id, code.as_str(), &message)
+                        } else {
+                            ledger.record_refusal(&entry_id, code.as_str(), &message)
+                        }
+                    })
                     .await
                 {
                     tracing::error!(%ledger_error, "refusal not recorded; left for reconciliation");
@@ -1127,4 +1136,18 @@ fn validate_key(key: &str) -> Result<(), ServiceError> {
         ));
     }
     Ok(())
+}
+
+/// Refusals that say "not now" rather than "not this": the same command, retried later with its
+/// key, may well run, so recording them must not bind the key. The others (an invalid request, a
+/// misconfigured account) would be refused again and are answered from the ledger.
+fn refusal_is_transient(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::RateLimited
+            | ErrorCode::AccountPaused
+            | ErrorCode::ShuttingDown
+            | ErrorCode::PluginUnavailable
+            | ErrorCode::LedgerError
+    )
 }

@@ -893,6 +893,69 @@ async fn a_refusal_before_sending_does_not_bind_the_idempotency_key(backend: Bac
     assert_eq!(running.calls.count("/api/v1/pay"), 2);
 }
 
+/// A charge refused `rate_limited` leaves its key free: the caller's retry with the same key,
+/// once the limit allows, runs and reaches the provider (it is not the 429 replayed for ever).
+async fn a_rate_limited_charge_retried_with_its_key_runs_once_the_limit_allows(backend: Backend) {
+    let (simulator, running) = PayGateSimulator::start(TOKEN).await.expect("simulator");
+    let account = |per_minute: u32| {
+        format!(
+            "[providers.paygateglobal.accounts.main]\nbase_url = \"{}\"\ntimeout_ms = 1500\nrate_limit_per_minute = {per_minute}\nsecrets = {{ auth_token = \"{TOKEN}\" }}\n",
+            running.base_url()
+        )
+    };
+    let api = ApiHost::start_on(backend, &["gatehouse-plugin-paygateglobal"], &account(1)).await;
+    let (status, _, first) = api
+        .request(
+            Method::POST,
+            CHARGES,
+            Some(charge_body()),
+            &[("Idempotency-Key", "order-limit-0")],
+        )
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let key = [("Idempotency-Key", "order-limit-1")];
+    let (status, _, limited) = api
+        .request(Method::POST, CHARGES, Some(charge_body()), &key)
+        .await;
+    assert_eq!(
+        (status, limited["error"]["code"].as_str()),
+        (429, Some("rate_limited")),
+        "{limited}"
+    );
+    // The operator raises the limit (a new policy is a fresh limiter); the caller retries.
+    let config_path = api.host.config_path();
+    let text = std::fs::read_to_string(&config_path)
+        .expect("config")
+        .replace(
+            "rate_limit_per_minute = 1\n",
+            "rate_limit_per_minute = 600\n",
+        );
+    std::fs::write(&config_path, text).expect("write config");
+    gatehouse_core::watcher::reload_config(&api.host.gateway, &config_path);
+    let (status, _, retried) = api
+        .request(Method::POST, CHARGES, Some(charge_body()), &key)
+        .await;
+    assert_eq!(
+        (status, retried["status"].as_str(), &retried["replayed"]),
+        (200, Some("pending"), &json!(false)),
+        "the retry ran afresh: {retried}"
+    );
+    assert_eq!(
+        simulator.transactions().len(),
+        2,
+        "two charges reached the provider"
+    );
+    // The refusal stays in the ledger, keyless, its history naming the key it released.
+    let (_, ledger) = api.get("/v1/ledger?state=failed").await;
+    let refused = ledger["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|entry| entry["refusal"]["code"] == "rate_limited")
+        .unwrap_or_else(|| panic!("the refusal is recorded: {ledger}"));
+    assert_eq!(refused["idempotency_key"], Value::Null, "{refused}");
+}
+
 on_both_backends!(
     #[tokio::test]
     every_non_webhook_route_needs_an_api_key,
@@ -918,4 +981,6 @@ on_both_backends!(
     verified_events_are_forwarded_with_retries,
     #[tokio::test]
     a_refusal_before_sending_does_not_bind_the_idempotency_key,
+    #[tokio::test]
+    a_rate_limited_charge_retried_with_its_key_runs_once_the_limit_allows,
 );

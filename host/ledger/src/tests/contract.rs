@@ -208,6 +208,55 @@ pub(super) fn record_refusal_fails_only_an_entry_never_sent(store: &Store) {
     );
 }
 
+pub(super) fn a_transient_refusal_releases_the_key_for_a_retry(store: &Store) {
+    let ledger = store.ledger.as_ref();
+    let begun = |id: &str| {
+        ledger
+            .begin(new_entry(id, Some("order-429"), charge(500)))
+            .expect("begin")
+    };
+    let Begin::Created(first) = begun("gh_1") else {
+        panic!("a new key makes an entry");
+    };
+    let refused = ledger
+        .record_transient_refusal(&first.id, "rate_limited", "over the account's rate limit")
+        .expect("refuse");
+    assert_eq!(refused.state, EntryState::Failed);
+    assert_eq!(refused.idempotency_key, None, "the key is released");
+    assert_eq!(
+        ledger
+            .get("gh_1")
+            .expect("get")
+            .map(|entry| entry.idempotency_key),
+        Some(None),
+        "and stays released when read back"
+    );
+    let history = ledger.history("gh_1").expect("history");
+    assert!(
+        history.last().is_some_and(|event| event
+            .detail
+            .contains("idempotency key `order-429` released")),
+        "{history:?}"
+    );
+    // The retry with the same key and body runs afresh: a new entry, not the refusal replayed.
+    match begun("gh_2") {
+        Begin::Created(entry) => assert_eq!(entry.idempotency_key.as_deref(), Some("order-429")),
+        Begin::Existing(entry) => panic!("the released key still answered with {entry:?}"),
+    }
+    assert_eq!(
+        ledger
+            .find_by_key("paygateglobal", "main", "order-429")
+            .expect("find")
+            .map(|entry| entry.id),
+        Some("gh_2".to_string())
+    );
+    // Like any refusal, only an entry never sent can be refused.
+    assert!(matches!(
+        ledger.record_transient_refusal("gh_1", "rate_limited", "again"),
+        Err(LedgerError::NotSending { .. })
+    ));
+}
+
 pub(super) fn history_is_kept_in_order(store: &Store) {
     let (ledger, clock) = (store.ledger.as_ref(), &*store.clock);
     created(ledger, "gh_1");
