@@ -117,6 +117,11 @@ pub struct LedgerSettings {
     /// entries it was sending. Shorter: a dead host's work is taken over sooner; too short, a
     /// host stalled that long (a pause of the machine) is taken for dead while it still sends.
     pub lease_ms: u64,
+    /// PEM CA certificates the database's certificate must chain to (relative to this file's
+    /// folder). Set: every connection is TLS, the server's certificate and the URL's host name
+    /// checked; unset: plain TCP or a Unix socket, for a database on this machine or a
+    /// private network.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for LedgerSettings {
@@ -127,6 +132,7 @@ impl Default for LedgerSettings {
             max_connections: 8,
             connect_timeout_ms: 5_000,
             lease_ms: 15_000,
+            ca_file: None,
         }
     }
 }
@@ -154,10 +160,10 @@ impl LedgerSettings {
                     "ledger.url must not hold the password: use ledger.password with a secret reference".into(),
                 ));
             }
-        } else if self.password.is_some() {
+        } else if self.password.is_some() || self.ca_file.is_some() {
             return Err(invalid(
                 0,
-                "ledger.password is set but ledger.url is not".into(),
+                "ledger.password and ledger.ca_file need ledger.url (a PostgreSQL database)".into(),
             ));
         }
         if self.max_connections == 0 || self.connect_timeout_ms == 0 {
@@ -718,6 +724,11 @@ impl Config {
         }
         if config.host.ledger.is_relative() {
             config.host.ledger = base.join(&config.host.ledger);
+        }
+        if let Some(ca_file) = &mut config.ledger.ca_file
+            && ca_file.is_relative()
+        {
+            *ca_file = base.join(&*ca_file);
         }
         if let Some(tls) = &mut config.server.tls {
             if tls.cert_file.is_relative() {
@@ -1434,6 +1445,17 @@ secrets = { auth_token = "${GATEHOUSE_TEST_TOKEN_A}" }
         .expect("valid");
         assert_eq!(config.ledger.max_connections, 4);
         assert_eq!(config.ledger.lease_ms, 15_000, "the lease's default");
+        assert_eq!(
+            config.ledger.ca_file, None,
+            "plain TCP unless a CA is given"
+        );
+        let with_ca = parse("[ledger]\nurl = \"postgres://g@db/l\"\nca_file = \"tls/db-ca.pem\"\n")
+            .expect("valid");
+        assert_eq!(
+            with_ca.ledger.ca_file.as_deref(),
+            Some(Path::new("/etc/gatehouse/tls/db-ca.pem")),
+            "relative to the file's folder"
+        );
         let password = config.ledger.password.as_ref().expect("set");
         assert_eq!(
             password.resolve().expect("resolves").value.expose(),
@@ -1450,11 +1472,15 @@ secrets = { auth_token = "${GATEHOUSE_TEST_TOKEN_A}" }
             ("[ledger]\nurl = \"mysql://db/ledger\"\n", "postgres:// URL"),
             (
                 "[ledger]\npassword = \"${GATEHOUSE_TEST_LEDGER_PASSWORD}\"\n",
-                "ledger.url is not",
+                "ledger.password and ledger.ca_file need ledger.url",
             ),
             (
                 "[ledger]\nurl = \"postgres://g@db/l\"\npassword = \"${GATEHOUSE_TEST_UNSET_LEDGER}\"\n",
                 "ledger.password: environment variable `GATEHOUSE_TEST_UNSET_LEDGER` is not set",
+            ),
+            (
+                "[ledger]\nca_file = \"/etc/db-ca.pem\"\n",
+                "ledger.password and ledger.ca_file need ledger.url",
             ),
             (
                 "[ledger]\nurl = \"postgres://g@db/l\"\nlease_ms = 200\n",

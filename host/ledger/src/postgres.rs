@@ -34,11 +34,12 @@ use std::time::Duration;
 use gatehouse_plugin_api::{Outcome, Secret, WebhookEvent};
 use postgres::error::SqlState;
 use postgres::types::ToSql;
-use postgres::{GenericClient, NoTls, Row};
+use postgres::{GenericClient, Row};
 use r2d2_postgres::PostgresConnectionManager;
 
 mod accounts;
 mod fleet;
+mod tls;
 
 use super::rules::{self, EntryRow};
 use super::sqlite::unix_now;
@@ -173,6 +174,9 @@ pub struct PostgresOptions {
     /// How long this instance's lease lasts without a heartbeat (renewed every third of it):
     /// once it expired, the entries this instance was sending are others' to reconcile.
     pub lease: Duration,
+    /// PEM CA certificates the database's certificate must chain to: set, every connection is
+    /// TLS (`sslmode=require`, the URL's host name checked); unset, plain TCP or a Unix socket.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl PostgresOptions {
@@ -184,6 +188,7 @@ impl PostgresOptions {
             connect_timeout: Duration::from_secs(5),
             instance_id: default_instance_id(),
             lease: Duration::from_secs(15),
+            ca_file: None,
         }
     }
 }
@@ -197,7 +202,7 @@ fn default_instance_id() -> String {
     format!("{}-{nanos}", std::process::id())
 }
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<PostgresConnectionManager<tls::Connector>>;
 
 /// The pool, dropped on a thread of its own: every pooled client owns a small tokio runtime (the
 /// synchronous driver's), tokio refuses to drop a runtime on an async worker, and the last handle
@@ -317,9 +322,10 @@ impl PostgresLedger {
     /// Connects, brings the schema up to date (under the migration lock) and opens the pool.
     /// Blocking: call it off the async workers.
     pub fn connect(options: &PostgresOptions) -> Result<Self, LedgerError> {
-        let (config, location) = client_config(options)?;
-        migrate(&config, &location, unix_now())?;
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let (mut config, location) = client_config(options)?;
+        let connector = tls::connector(&mut config, options.ca_file.as_deref(), &location)?;
+        migrate(&config, connector.clone(), &location, unix_now())?;
+        let manager = PostgresConnectionManager::new(config, connector);
         let pool = r2d2::Pool::builder()
             .max_size(options.max_connections.max(1))
             // Connections are opened when needed, not all at start (a fleet of hosts would
@@ -424,7 +430,8 @@ impl PostgresLedger {
     fn client(
         &self,
         action: &str,
-    ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, LedgerError> {
+    ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<tls::Connector>>, LedgerError>
+    {
         let pool = self
             .pool
             .0
@@ -1099,12 +1106,17 @@ impl Ledger for PostgresLedger {
 /// Brings the schema to the latest version. Runs on a connection of its own holding the
 /// migration lock, so hosts starting together migrate one after the other: the second finds the
 /// first's versions recorded and applies nothing.
-fn migrate(config: &postgres::Config, location: &str, now: i64) -> Result<(), LedgerError> {
+fn migrate(
+    config: &postgres::Config,
+    connector: tls::Connector,
+    location: &str,
+    now: i64,
+) -> Result<(), LedgerError> {
     let fail = |action: &str, error: postgres::Error| {
         LedgerError::Storage(format!("ledger {location}: {action}: {}", error.explain()))
     };
     let mut client = config
-        .connect(NoTls)
+        .connect(connector)
         .map_err(|error| fail("cannot connect", error))?;
     client
         .batch_execute(&format!("SET lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'"))

@@ -42,6 +42,7 @@ pub fn open_ledger_and_coordination(config: &Config) -> Result<LedgerAndCoordina
     options.max_connections = settings.max_connections;
     options.connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
     options.lease = Duration::from_millis(settings.lease_ms);
+    options.ca_file = settings.ca_file.clone();
     // This process's name in the ledger's lease table: a fresh one per start.
     options.instance_id = uuid::Uuid::new_v4().to_string();
     let ledger = Arc::new(PostgresLedger::connect(&options)?);

@@ -197,6 +197,16 @@ impl Cluster {
                 String::from_utf8_lossy(&initdb.stderr)
             )));
         }
+        // TLS on (plain connections stay allowed): a throwaway CA signs the server's certificate
+        // for 127.0.0.1, and tests of TLS to the ledger trust `ca.pem`.
+        let (ca_pem, cert_pem, key_pem) = tls_certificates()?;
+        write_file(&root.join("ca.pem"), &ca_pem, None)?;
+        std::fs::set_permissions(root.join("ca.pem"), std::fs::Permissions::from_mode(0o644))
+            .map_err(|error| StartError(format!("cannot share ca.pem: {error}")))?;
+        write_file(&root.join("server.crt"), &cert_pem, owner)?;
+        write_file(&root.join("server.key"), &key_pem, owner)?;
+        let ssl_cert = format!("ssl_cert_file={}", root.join("server.crt").display());
+        let ssl_key = format!("ssl_key_file={}", root.join("server.key").display());
         // A port picked free may be taken before the server binds it: try a few.
         let mut last_problem = String::new();
         for _ in 0..3 {
@@ -216,6 +226,7 @@ impl Cluster {
                 .args(["-c", "listen_addresses=127.0.0.1", "-p", &port.to_string()])
                 .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
                 .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
+                .args(["-c", "ssl=on", "-c", &ssl_cert, "-c", &ssl_key])
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(log_err)
@@ -251,6 +262,11 @@ impl Cluster {
     /// The loopback port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The PEM file of the CA that signed the server's TLS certificate (for 127.0.0.1).
+    pub fn ca_file(&self) -> PathBuf {
+        self.root.join("ca.pem")
     }
 
     /// Creates a new, empty database.
@@ -397,6 +413,29 @@ fn write_file(path: &Path, contents: &str, owner: Option<(u32, u32)>) -> Result<
         std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(fail)?;
     }
     Ok(())
+}
+
+/// A throwaway CA and a server certificate it signed for 127.0.0.1: (CA PEM, certificate PEM,
+/// key PEM).
+fn tls_certificates() -> Result<(String, String, String), StartError> {
+    let fail =
+        |error: rcgen::Error| StartError(format!("cannot make the TLS certificates: {error}"));
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "gatehouse test cluster CA");
+    let ca_key = rcgen::KeyPair::generate().map_err(fail)?;
+    let ca = ca_params.self_signed(&ca_key).map_err(fail)?;
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).map_err(fail)?;
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
+            127, 0, 0, 1,
+        ])));
+    let key = rcgen::KeyPair::generate().map_err(fail)?;
+    let certificate = params.signed_by(&key, &ca, &ca_key).map_err(fail)?;
+    Ok((ca.pem(), certificate.pem(), key.serialize_pem()))
 }
 
 fn random_password() -> Result<String, StartError> {

@@ -162,6 +162,71 @@ fn an_unreachable_server_is_an_error_naming_it() {
 }
 
 #[test]
+fn tls_to_the_database_is_checked_against_the_ca_file() {
+    let cluster = gatehouse_pg_cluster::shared();
+    let database = cluster.create_database();
+    let mut options = postgres_options(&database);
+    options.ca_file = Some(cluster.ca_file());
+    let ledger = PostgresLedger::connect(&options).expect("connects over TLS");
+    created(&ledger, "gh_1");
+    // The server's view: every connection of the ledger's pool is a TLS session.
+    let row = database
+        .connect()
+        .query_one(
+            "SELECT count(*), bool_and(s.ssl) FROM pg_stat_ssl s \
+             JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'gatehouse' AND a.datname = $1",
+            &[&database.name],
+        )
+        .expect("pg_stat_ssl");
+    let (connections, all_tls): (i64, Option<bool>) = (row.get(0), row.get(1));
+    assert!(connections >= 1, "the ledger holds a connection");
+    assert_eq!(all_tls, Some(true), "every ledger connection uses TLS");
+    drop(ledger);
+
+    // Another CA: the server's certificate is refused, and the error says where and why.
+    let folder = tempfile::tempdir().expect("folder");
+    let other_ca = folder.path().join("other-ca.pem");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().expect("key");
+    std::fs::write(&other_ca, params.self_signed(&key).expect("CA").pem()).expect("write");
+    options.ca_file = Some(other_ca);
+    let message = PostgresLedger::connect(&options)
+        .expect_err("an unknown issuer is refused")
+        .to_string();
+    assert!(message.contains(&database.name), "{message}");
+    assert!(message.contains("certificate"), "{message}");
+    assert!(!message.contains(&database.password), "{message}");
+
+    // A CA file that is missing, or holds no certificate, is named.
+    for (name, contents) in [
+        ("missing.pem", None),
+        ("empty.pem", Some("not a certificate\n")),
+    ] {
+        let path = folder.path().join(name);
+        if let Some(contents) = contents {
+            std::fs::write(&path, contents).expect("write");
+        }
+        options.ca_file = Some(path.clone());
+        let message = PostgresLedger::connect(&options)
+            .expect_err("refused")
+            .to_string();
+        assert!(message.contains("ledger.ca_file"), "{message}");
+        assert!(message.contains(name), "{message}");
+    }
+
+    // A URL asking for TLS without a CA to check it against is refused, not silently plain.
+    let mut asked = postgres_options(&database);
+    asked.url = format!("{}?sslmode=require", database.url());
+    let message = PostgresLedger::connect(&asked)
+        .expect_err("refused")
+        .to_string();
+    assert!(message.contains("sslmode=require"), "{message}");
+    assert!(message.contains("ledger.ca_file"), "{message}");
+}
+
+#[test]
 fn money_is_stored_as_bigint_minor_units() {
     let database = gatehouse_pg_cluster::shared().create_database();
     let ledger = PostgresLedger::connect(&postgres_options(&database)).expect("connects");
