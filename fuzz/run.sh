@@ -11,20 +11,15 @@ cd "$(dirname "$0")"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --debug
 TARGETS=(response_paygateglobal response_xsolla response_kolmisoft response_ccbill response_paysitecash
          webhook_paygateglobal webhook_xsolla config_parse api_command)
-# CI's short run builds the targets without optimizations (`--dev`): a smoke run of 6 s each
-# needs no speed, the build takes minutes less on 2 cores, and debug assertions (integer
-# overflow included) then turn into findings. The documented long run keeps the release build.
-PROFILE=()
 run() {
   local target=$1 seconds=$2
   mkdir -p "corpus/$target" "artifacts/$target"
-  cargo fuzz run "${PROFILE[@]}" -s none "$target" "corpus/$target" -- \
+  cargo fuzz run -s none "$target" "corpus/$target" -- \
     -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 \
     -artifact_prefix="artifacts/$target/" -print_final_stats=1
 }
 if [[ "${1:-}" == "ci" ]]; then
-  PROFILE=(--dev)
-  cargo fuzz build "${PROFILE[@]}" -s none
+  cargo fuzz build -s none
   for target in "${TARGETS[@]}"; do run "$target" 6; done
 else
   [[ $# -eq 2 ]] || { echo "usage: fuzz/run.sh <target> <seconds> | fuzz/run.sh ci" >&2; exit 2; }
