@@ -68,7 +68,7 @@ pub fn build_release_gatehouse() -> anyhow::Result<PathBuf> {
             "--release",
             "--quiet",
             "-p",
-            "gatehouse-host",
+            "gatehouse",
             "--bin",
             "gatehouse",
         ])

@@ -6,10 +6,14 @@
 //! which runs in a child process so that its memory and CPU are not counted as the host's.
 
 pub mod artifacts;
+pub mod callgrind;
+pub mod floor;
 pub mod host;
 pub mod measure;
 pub mod process;
 pub mod scenarios;
+pub mod served;
+pub mod served_section;
 pub mod simulator;
 pub mod stats;
 pub mod targets;

@@ -3,6 +3,8 @@
 //! ```sh
 //! cargo run --release -p gatehouse-bench            # the whole benchmark (about 2 minutes)
 //! cargo run --release -p gatehouse-bench -- profile 3000   # only library dispatches, for a profiler
+//! cargo run --release -p gatehouse-bench -- served         # only the disk's floor and the served paths
+//! cargo run --release -p gatehouse-bench -- callgrind 100  # instructions per request, per path
 //! ```
 //!
 //! Every figure is measured in the same run as its baseline, the variants interleaved, and
@@ -25,6 +27,8 @@ use gatehouse_bench::scenarios::{
     PluginCallCost, ReloadRun, Variant, gatehouse_serve_idle_rss, hot_reload,
     interleaved_throughput, plugin_call_cost, quiet_rss,
 };
+use gatehouse_bench::callgrind;
+use gatehouse_bench::served_section::{self, ServedSection};
 use gatehouse_bench::simulator::{SIMULATE_ARGUMENT, SimulatorProcess, run_child};
 use gatehouse_bench::stats::{REPORTED_PERCENTILES, added_micros, human, human_micros};
 use gatehouse_bench::targets::{Call, Path, Targets};
@@ -62,10 +66,26 @@ fn main() -> ExitCode {
                 .unwrap_or(3_000);
             profile(dispatches)
         }
+        Some("served") => served_only(),
+        Some("callgrind") => {
+            let requests = arguments
+                .next()
+                .and_then(|text| text.parse().ok())
+                .unwrap_or(100);
+            callgrind(requests)
+        }
+        Some(callgrind::RUN_ARGUMENT) => {
+            let case = arguments.next().unwrap_or_default();
+            let requests = arguments
+                .next()
+                .and_then(|text| text.parse().ok())
+                .unwrap_or(100);
+            callgrind_child(&case, requests)
+        }
         None | Some("run") => run(),
         Some(other) => {
             eprintln!(
-                "gatehouse-bench: unknown command `{other}`; use no argument, or `profile [dispatches]`"
+                "gatehouse-bench: unknown command `{other}`; use no argument, `profile [dispatches]`, `served` or `callgrind [requests]`"
             );
             return ExitCode::from(2);
         }
@@ -91,6 +111,8 @@ struct Report {
     ledger: Vec<(&'static str, LoadRun)>,
     reload: ReloadRun,
     memory: Memory,
+    /// The disk's floor and the served paths (absent when `gatehouse` did not build).
+    served: Option<ServedSection>,
     /// The whole run, builds included.
     elapsed: Duration,
     /// From the first warm-up request to the last measurement.
@@ -268,6 +290,10 @@ async fn measure_everything(
     };
     drop(targets);
     drop(api_host);
+    let served = match gatehouse {
+        Some(gatehouse) => Some(served_section::measure(gatehouse, &simulator.base_url).await?),
+        None => None,
+    };
     Ok(Report {
         machine: machine_description(),
         load_before,
@@ -278,8 +304,108 @@ async fn measure_everything(
         ledger,
         reload,
         memory,
+        served,
         elapsed: Duration::ZERO,
         measuring: measuring_since.elapsed(),
+    })
+}
+
+/// The disk's floor and the served paths only (reference, SQLite, PostgreSQL, three hosts).
+fn served_only() -> anyhow::Result<()> {
+    build_release_libraries()?;
+    let gatehouse = build_release_gatehouse()?;
+    let executable = std::env::current_exe().context("locating this executable")?;
+    let simulator = SimulatorProcess::spawn(&executable)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let load_before = load_average();
+    let mut section =
+        runtime.block_on(served_section::measure(&gatehouse, &simulator.base_url))?;
+    let mut out = String::new();
+    let _ = writeln!(out, "# gatehouse-bench served");
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "machine: {}; load average {load_before} before, {} after",
+        machine_description(),
+        load_average()
+    );
+    let rows = served_section::render(&mut section, &mut out);
+    let _ = writeln!(out);
+    let _ = writeln!(out, "| target | wanted | measured | |");
+    let _ = writeln!(out, "|---|---|---:|---|");
+    for (name, wanted, measured, verdict) in rows {
+        let _ = writeln!(out, "| {name} | {wanted} | {measured} | {verdict} |");
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// Instructions per request for each path, under callgrind (see `callgrind.rs`).
+fn callgrind(requests: u64) -> anyhow::Result<()> {
+    build_release_libraries()?;
+    let executable = std::env::current_exe().context("locating this executable")?;
+    let work = gatehouse_bench::host::work_dir()?;
+    let counts = callgrind::count_all(&executable, requests, work.path())?;
+    let direct = |case: &str| {
+        counts
+            .iter()
+            .find(|count| count.case == case)
+            .map_or(0.0, callgrind::Count::per_request)
+    };
+    println!("# gatehouse-bench callgrind ({requests} and {} requests per path)", 2 * requests);
+    println!();
+    println!("| path | instructions per request (whole bench process: client + host) | over the direct call |");
+    println!("|---|---:|---:|");
+    for count in &counts {
+        let baseline = if count.case.ends_with("balance") || count.case == "http-read" {
+            direct("direct-balance")
+        } else {
+            direct("direct-charge")
+        };
+        let over = if count.case.starts_with("direct") {
+            "baseline".to_string()
+        } else {
+            format!("{:.0}", count.per_request() - baseline)
+        };
+        println!("| {} | {:.0} | {over} |", count.case, count.per_request());
+    }
+    Ok(())
+}
+
+/// The child `callgrind` runs under valgrind: the same start-up and warm-up whatever
+/// `requests` is, then `requests` calls of `case`, one at a time.
+fn callgrind_child(case: &str, requests: u64) -> anyhow::Result<()> {
+    let Some((path, call)) = callgrind::case(case) else {
+        anyhow::bail!("unknown callgrind case `{case}`");
+    };
+    let executable = std::env::current_exe().context("locating this executable")?;
+    let simulator = SimulatorProcess::spawn(&executable)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let host = BenchHost::start(&simulator.base_url).await?;
+        let api_host = ApiHost::start(&simulator.base_url)?;
+        let (ledger, _ledger_dir) = disk_ledger()?;
+        let service = Service::new(host.gateway.clone(), ledger);
+        let targets = Targets::new(
+            host.gateway.clone(),
+            host.gateway.clone(),
+            service,
+            &simulator.base_url,
+            &api_host.base_url,
+        );
+        for _ in 0..20 + requests {
+            targets.call(path, call).await.map_err(anyhow::Error::msg)?;
+        }
+        drop(targets);
+        drop(api_host);
+        drop(host);
+        anyhow::Ok(())
     })
 }
 
@@ -756,6 +882,10 @@ fn render(report: &mut Report) -> String {
         if let Some(error) = &run.first_error {
             let _ = writeln!(out, "|  first error: {error} | | | | | |");
         }
+    }
+
+    if let Some(served) = &mut report.served {
+        summary.extend(served_section::render(served, &mut out));
     }
 
     // Summary.

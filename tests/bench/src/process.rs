@@ -48,6 +48,30 @@ impl Process {
     }
 }
 
+/// CPU time on each thread of process `pid` so far, summed by thread name (`comm`, digits
+/// removed so that numbered threads of one pool add up), in nanoseconds from
+/// `/proc/<pid>/task/<tid>/schedstat` (the scheduler's own clock, not 10 ms ticks).
+pub fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, Duration> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm"))
+            .unwrap_or_default()
+            .trim()
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+            .to_string();
+        let nanos = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        *by_name.entry(name).or_insert(Duration::ZERO) += Duration::from_nanos(nanos);
+    }
+    by_name
+}
+
 fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf only reads a system constant.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

@@ -157,24 +157,56 @@ impl Database {
     }
 }
 
+/// Whether the server waits for its disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `fsync=off`, `synchronous_commit=off`, `full_page_writes=off`: for tests (see the crate
+    /// documentation).
+    Disposable,
+    /// PostgreSQL's defaults (every commit flushed): for benchmarks, which must pay what a real
+    /// server pays.
+    Durable,
+}
+
 impl Cluster {
     /// Runs `initdb` in a new temporary folder and starts a server on a free loopback port.
     pub fn start() -> Result<Self, StartError> {
-        off_async(Self::start_here)
+        off_async(|| Self::start_here(Durability::Disposable))
     }
 
-    fn start_here() -> Result<Self, StartError> {
+    /// [`Cluster::start`] with every commit flushed to disk (a benchmark's server).
+    pub fn start_durable() -> Result<Self, StartError> {
+        off_async(|| Self::start_here(Durability::Durable))
+    }
+
+    fn start_here(durability: Durability) -> Result<Self, StartError> {
         let bin = bin_dir()?;
         let owner = server_user()?;
         let root = make_root(owner)?;
-        let started = Self::start_in(&bin, &root, owner);
+        let started = Self::start_in(&bin, &root, owner, durability);
         if started.is_err() {
             let _ = std::fs::remove_dir_all(&root);
         }
         started
     }
 
-    fn start_in(bin: &Path, root: &Path, owner: Option<(u32, u32)>) -> Result<Self, StartError> {
+    fn start_in(
+        bin: &Path,
+        root: &Path,
+        owner: Option<(u32, u32)>,
+        durability: Durability,
+    ) -> Result<Self, StartError> {
+        let durability_settings: &[&str] = match durability {
+            Durability::Disposable => &[
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ],
+            Durability::Durable => &[],
+        };
         let password = random_password()?;
         let password_file = root.join("password");
         write_file(&password_file, &password, owner)?;
@@ -224,8 +256,8 @@ impl Cluster {
                 .arg("-k")
                 .arg(root)
                 .args(["-c", "listen_addresses=127.0.0.1", "-p", &port.to_string()])
-                .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-                .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
+                .args(durability_settings)
+                .args(["-c", "max_connections=300"])
                 .args(["-c", "ssl=on", "-c", &ssl_cert, "-c", &ssl_key])
                 .stdin(Stdio::null())
                 .stdout(log)
