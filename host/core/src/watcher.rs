@@ -2,7 +2,7 @@
 //! changed `plugins.toml` takes effect without a restart.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{RecvTimeoutError, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::Duration;
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -10,10 +10,12 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use crate::config::Config;
 use crate::gateway::Gateway;
 
+mod config_file;
+
 /// Keeps the watch alive; dropping it stops watching.
 pub struct WatchHandle {
     _plugins: RecommendedWatcher,
-    _config: Option<RecommendedWatcher>,
+    _config: Option<config_file::ConfigWatch>,
 }
 
 /// Starts watching. Changes are debounced (`host.reload_debounce_ms`), then the plugins folder is
@@ -47,13 +49,10 @@ pub fn watch(gateway: &Gateway) -> notify::Result<WatchHandle> {
                 .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
             let file_name = path.file_name().map(|name| name.to_os_string());
             let reloader = gateway.clone();
-            Some(debounced_watch(
+            Some(config_file::watch(
                 &folder,
+                file_name,
                 debounce,
-                None,
-                move |changed: &Path| {
-                    changed.file_name().map(|name| name.to_os_string()) == file_name
-                },
                 move || reload_config(&reloader, &path),
             )?)
         }
@@ -90,6 +89,19 @@ fn debounced_watch(
         }
     })?;
     watcher.watch(folder, RecursiveMode::NonRecursive)?;
+    spawn_debouncer(changed, debounce, every, on_change)
+        .map_err(|error| notify::Error::generic(&error.to_string()))?;
+    Ok(watcher)
+}
+
+/// The thread that turns a stream of "something changed" into one `on_change` per quiet
+/// `debounce`; it ends when every sender of `changed` is gone.
+fn spawn_debouncer(
+    changed: Receiver<()>,
+    debounce: Duration,
+    every: Option<Duration>,
+    on_change: impl Fn() + Send + 'static,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("gatehouse-watch".into())
         .spawn(move || {
@@ -118,8 +130,7 @@ fn debounced_watch(
                 on_change();
             }
         })
-        .map_err(|error| notify::Error::generic(&error.to_string()))?;
-    Ok(watcher)
+        .map(|_| ())
 }
 
 /// Reads the configuration again; a refused file leaves the previous configuration in force.
