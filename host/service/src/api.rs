@@ -6,9 +6,11 @@
 pub mod auth;
 mod deploy;
 mod extract;
+mod key_cache;
 pub mod observe;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -194,12 +196,14 @@ const MAX_WEBHOOK_BYTES: usize = 1024 * 1024;
 /// The API as an axum router (a tower service): mount it in a platform's own app, or serve it.
 pub fn router(service: Service) -> Router {
     let mut router = Router::new();
+    // One cache of resolved API keys for every route (see `key_cache.rs`).
+    let key_cache = Arc::new(key_cache::KeyCache::default());
     for spec in ROUTES {
         let handler = handler_for(spec.operation_id);
         let handler = match spec.access {
             Access::Public => handler,
             access => handler.layer(middleware::from_fn_with_state(
-                (service.clone(), access),
+                (service.clone(), access, key_cache.clone()),
                 auth::authorize,
             )),
         };

@@ -18,6 +18,9 @@ use gatehouse_core::ErrorCode;
 use gatehouse_core::access::{Grant, Scope};
 use gatehouse_plugin_api::verify::constant_time_eq;
 
+use std::sync::Arc;
+
+use super::key_cache::KeyCache;
 use crate::Service;
 use crate::error::ApiError;
 
@@ -80,7 +83,7 @@ fn forbidden_account(name: &str, what: &str) -> ApiError {
 
 /// The middleware of every route that is not [`Access::Public`].
 pub async fn authorize(
-    State((service, access)): State<(Service, Access)>,
+    State((service, access, key_cache)): State<(Service, Access, Arc<KeyCache>)>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -98,6 +101,7 @@ pub async fn authorize(
     let mut request = Request::from_parts(parts, body);
     match check(
         &service,
+        &key_cache,
         access,
         &request,
         provider.as_deref(),
@@ -115,28 +119,23 @@ pub async fn authorize(
 /// The caller the key names, checked against `access`; `None` for a scrape key.
 fn check(
     service: &Service,
+    key_cache: &KeyCache,
     access: Access,
     request: &Request,
     provider: Option<&str>,
     account: Option<&str>,
 ) -> Result<Option<Caller>, ApiError> {
-    let config = service.gateway().config();
-    let keys = config.api.api_keys();
+    let resolved = key_cache.keys(&service.gateway().config());
+    let keys = &resolved.keys;
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
-    let scrape_keys: Vec<gatehouse_plugin_api::Secret> = if access == Access::Scrape {
-        config
-            .api
-            .metrics_keys
-            .iter()
-            .filter_map(|key| key.resolve().ok())
-            .map(|key| key.value)
-            .collect()
+    let scrape_keys: &[gatehouse_plugin_api::Secret] = if access == Access::Scrape {
+        &resolved.scrape
     } else {
-        Vec::new()
+        &[]
     };
     if keys.is_empty() && scrape_keys.is_empty() {
         return Err(ApiError::new(
