@@ -54,7 +54,10 @@ impl Count {
 pub fn count_all(executable: &Path, requests: u64, work: &Path) -> anyhow::Result<Vec<Count>> {
     let mut counts = Vec::new();
     for (case, _, _) in CASES {
-        eprintln!("callgrind: {case}, {requests} and {} requests...", 2 * requests);
+        eprintln!(
+            "callgrind: {case}, {requests} and {} requests...",
+            2 * requests
+        );
         let total_small = one_run(executable, case, requests, work)?;
         let total_large = one_run(executable, case, 2 * requests, work)?;
         counts.push(Count {
@@ -85,7 +88,8 @@ fn one_run(executable: &Path, case: &str, requests: u64, work: &Path) -> anyhow:
     let text = std::fs::read_to_string(&out_file)
         .with_context(|| format!("reading {}", out_file.display()))?;
     let _ = std::fs::remove_file(&out_file);
-    total_instructions(&text).with_context(|| format!("no instruction total in {}", out_file.display()))
+    total_instructions(&text)
+        .with_context(|| format!("no instruction total in {}", out_file.display()))
 }
 
 /// The `summary:` (or `totals:`) line of a callgrind output file: instructions executed.

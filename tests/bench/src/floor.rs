@@ -56,8 +56,8 @@ pub fn merge(mut first: DiskFloor, second: DiskFloor) -> DiskFloor {
 
 fn fsync_latencies(dir: &Path, duration: Duration) -> anyhow::Result<Latencies> {
     let path = dir.join("floor-fsync.bin");
-    let mut file = std::fs::File::create(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
+    let mut file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     let block = [0x5a_u8; 4096];
     let mut latencies = Latencies::default();
     let deadline = Instant::now() + duration;
@@ -72,10 +72,13 @@ fn fsync_latencies(dir: &Path, duration: Duration) -> anyhow::Result<Latencies> 
     Ok(latencies)
 }
 
-fn sqlite_commit_latencies(dir: &Path, duration: Duration) -> anyhow::Result<(Latencies, Duration)> {
+fn sqlite_commit_latencies(
+    dir: &Path,
+    duration: Duration,
+) -> anyhow::Result<(Latencies, Duration)> {
     let path = dir.join("floor-sqlite.db");
-    let connection = rusqlite::Connection::open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let connection =
+        rusqlite::Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
     // The ledger's own settings (gatehouse_ledger::SqliteLedger): WAL, a flush per commit.
     connection
         .pragma_update(None, "journal_mode", "WAL")
@@ -84,7 +87,9 @@ fn sqlite_commit_latencies(dir: &Path, duration: Duration) -> anyhow::Result<(La
         .pragma_update(None, "synchronous", "FULL")
         .context("synchronous")?;
     connection
-        .execute_batch("CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        .execute_batch(
+            "CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",
+        )
         .context("creating the probe table")?;
     let mut insert = connection
         .prepare("INSERT INTO probe (body) VALUES (?1)")

@@ -20,6 +20,7 @@ use anyhow::Context;
 use gatehouse_bench::artifacts::{
     PROVIDER_PLUGINS, build_release_gatehouse, build_release_libraries,
 };
+use gatehouse_bench::callgrind;
 use gatehouse_bench::host::{ApiHost, BenchHost, disk_ledger};
 use gatehouse_bench::measure::{LoadRun, PacedRun, closed_loop, paced};
 use gatehouse_bench::process::{Process, mib};
@@ -27,7 +28,6 @@ use gatehouse_bench::scenarios::{
     PluginCallCost, ReloadRun, Variant, gatehouse_serve_idle_rss, hot_reload,
     interleaved_throughput, plugin_call_cost, quiet_rss,
 };
-use gatehouse_bench::callgrind;
 use gatehouse_bench::served_section::{self, ServedSection};
 use gatehouse_bench::simulator::{SIMULATE_ARGUMENT, SimulatorProcess, run_child};
 use gatehouse_bench::stats::{REPORTED_PERCENTILES, added_micros, human, human_micros};
@@ -321,8 +321,7 @@ fn served_only() -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     let load_before = load_average();
-    let mut section =
-        runtime.block_on(served_section::measure(&gatehouse, &simulator.base_url))?;
+    let mut section = runtime.block_on(served_section::measure(&gatehouse, &simulator.base_url))?;
     let mut out = String::new();
     let _ = writeln!(out, "# gatehouse-bench served");
     let _ = writeln!(out);
@@ -355,9 +354,14 @@ fn callgrind(requests: u64) -> anyhow::Result<()> {
             .find(|count| count.case == case)
             .map_or(0.0, callgrind::Count::per_request)
     };
-    println!("# gatehouse-bench callgrind ({requests} and {} requests per path)", 2 * requests);
+    println!(
+        "# gatehouse-bench callgrind ({requests} and {} requests per path)",
+        2 * requests
+    );
     println!();
-    println!("| path | instructions per request (whole bench process: client + host) | over the direct call |");
+    println!(
+        "| path | instructions per request (whole bench process: client + host) | over the direct call |"
+    );
     println!("|---|---:|---:|");
     for count in &counts {
         let baseline = if count.case.ends_with("balance") || count.case == "http-read" {

@@ -146,7 +146,10 @@ pub fn build_refsvc() -> anyhow::Result<PathBuf> {
 }
 
 /// Starts the reference service (ledger on disk beside the hosts', `synchronous=FULL`).
-pub async fn spawn_refsvc(binary: &Path, simulator_base_url: &str) -> anyhow::Result<ServerProcess> {
+pub async fn spawn_refsvc(
+    binary: &Path,
+    simulator_base_url: &str,
+) -> anyhow::Result<ServerProcess> {
     let dir = work_dir()?;
     let listen = format!("127.0.0.1:{}", free_port()?);
     let log = std::fs::File::create(dir.path().join("refsvc.log")).context("refsvc.log")?;
@@ -270,7 +273,9 @@ impl Clients {
                 .header("content-type", "application/json")
                 .header("idempotency-key", format!("served-{n:024x}"))
                 .body(CHARGE_BODY),
-            ServedCall::Balance => self.http.get(format!("{base}/v1/paygateglobal/main/balance")),
+            ServedCall::Balance => self
+                .http
+                .get(format!("{base}/v1/paygateglobal/main/balance")),
         };
         let response = request
             .bearer_auth(API_KEY)
@@ -282,8 +287,8 @@ impl Clients {
             .bytes()
             .await
             .map_err(|error| format!("{base} body: {error}"))?;
-        let answer: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|error| format!("{base} answer: {error}"))?;
+        let answer: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|error| format!("{base} answer: {error}"))?;
         let expected = match call {
             ServedCall::LedgeredCharge => "pending",
             ServedCall::Balance => "succeeded",
@@ -306,7 +311,11 @@ pub async fn closed_loop(
 ) -> ServedRun {
     let clients = Arc::new(Clients {
         http: reqwest::Client::new(),
-        urls: path.servers.iter().map(|server| server.base_url.clone()).collect(),
+        urls: path
+            .servers
+            .iter()
+            .map(|server| server.base_url.clone())
+            .collect(),
         sequence,
     });
     let cpu = || -> Duration {

@@ -87,9 +87,13 @@ pub async fn measure(gatehouse: &Path, simulator_base_url: &str) -> anyhow::Resu
         paths.push(ServedPath {
             label: BASELINE_HOST.into(),
             servers: vec![
-                spawn_gatehouse(Path::new(&baseline), simulator_base_url, &LedgerChoice::Sqlite)
-                    .await
-                    .context("starting the baseline gatehouse")?,
+                spawn_gatehouse(
+                    Path::new(&baseline),
+                    simulator_base_url,
+                    &LedgerChoice::Sqlite,
+                )
+                .await
+                .context("starting the baseline gatehouse")?,
             ],
         });
     }
@@ -148,14 +152,28 @@ pub async fn measure(gatehouse: &Path, simulator_base_url: &str) -> anyhow::Resu
         "served paths: ledgered charges, {CLIENTS} clients, {ROUNDS} rounds of {:.1} s per path...",
         CHARGE_WINDOW.as_secs_f64()
     );
-    let charges = interleaved(&all, ServedCall::LedgeredCharge, CLIENTS, CHARGE_WINDOW, ROUNDS).await;
+    let charges = interleaved(
+        &all,
+        ServedCall::LedgeredCharge,
+        CLIENTS,
+        CHARGE_WINDOW,
+        ROUNDS,
+    )
+    .await;
     // Reads: the reference and one SQLite host (a read touches no ledger).
     let read_paths: Vec<&ServedPath> = paths
         .iter()
         .filter(|path| [REFERENCE, SQLITE_HOST, BASELINE_HOST].contains(&path.label.as_str()))
         .collect();
     eprintln!("served paths: balance reads...");
-    let reads = interleaved(&read_paths, ServedCall::Balance, CLIENTS, READ_WINDOW, ROUNDS).await;
+    let reads = interleaved(
+        &read_paths,
+        ServedCall::Balance,
+        CLIENTS,
+        READ_WINDOW,
+        ROUNDS,
+    )
+    .await;
     eprintln!("served paths: the disk's floor again...");
     let second_floor = floor::measure(floor_dir.path(), Duration::from_secs(1))?;
 
@@ -196,7 +214,10 @@ pub fn render(section: &mut ServedSection, out: &mut String) -> Vec<TargetRow> {
     let _ = writeln!(out, "| figure | samples | p50 | p90 | p99 | p99.9 | max |");
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
     for (label, latencies) in [
-        ("`write(4 KiB) + fsync`, one after another", &mut floor.fsync),
+        (
+            "`write(4 KiB) + fsync`, one after another",
+            &mut floor.fsync,
+        ),
         (
             "SQLite single-row transaction (WAL, `synchronous=FULL`), one after another",
             &mut floor.sqlite_commits,
@@ -231,9 +252,14 @@ pub fn render(section: &mut ServedSection, out: &mut String) -> Vec<TargetRow> {
         out,
         "| path | charges/s | × reference | × 1 SQLite host | failed | p50 | p90 | p99 | p99.9 | max | server CPU µs/charge |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     let reference = section.charge(REFERENCE).map(ServedRun::per_second);
-    let reference_cpu = section.charge(REFERENCE).map(ServedRun::server_cpu_micros_per_call);
+    let reference_cpu = section
+        .charge(REFERENCE)
+        .map(ServedRun::server_cpu_micros_per_call);
     let sqlite = section.charge(SQLITE_HOST).map(ServedRun::per_second);
     let ratio = |value: f64, base: Option<f64>| {
         base.filter(|base| *base > 0.0)
@@ -262,7 +288,10 @@ pub fn render(section: &mut ServedSection, out: &mut String) -> Vec<TargetRow> {
     // Where each server's CPU went, by thread (µs per charge): a worker pool that does the
     // ledger's work, or a watcher woken by every write, shows here.
     let _ = writeln!(out);
-    let _ = writeln!(out, "Server CPU per charge by thread (µs; threads under 1 µs left out):");
+    let _ = writeln!(
+        out,
+        "Server CPU per charge by thread (µs; threads under 1 µs left out):"
+    );
     let _ = writeln!(out);
     for (label, run) in &section.charges {
         let mut parts: Vec<(f64, &String)> = run
@@ -323,7 +352,10 @@ pub fn render(section: &mut ServedSection, out: &mut String) -> Vec<TargetRow> {
         let cpu = host.server_cpu_micros_per_call();
         rows.push((
             "HTTP ledgered charge, server CPU per charge".into(),
-            format!("≤ reference + 30 µs ({})", human_micros(reference_cpu + 30.0)),
+            format!(
+                "≤ reference + 30 µs ({})",
+                human_micros(reference_cpu + 30.0)
+            ),
             human_micros(cpu),
             verdict(cpu <= reference_cpu + 30.0),
         ));

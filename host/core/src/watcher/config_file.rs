@@ -149,12 +149,16 @@ mod tests {
         }
 
         std::fs::write(&config, "[host]\n# saved in place\n").expect("in place");
-        changes.recv_timeout(WITHIN).expect("an in-place save is seen");
+        changes
+            .recv_timeout(WITHIN)
+            .expect("an in-place save is seen");
 
         let temporary = dir.path().join(".plugins.toml.tmp");
         std::fs::write(&temporary, "[host]\n# renamed over\n").expect("temporary");
         std::fs::rename(&temporary, &config).expect("rename");
-        changes.recv_timeout(WITHIN).expect("a rename over the file is seen");
+        changes
+            .recv_timeout(WITHIN)
+            .expect("a rename over the file is seen");
 
         drop(std::fs::File::create(&config).expect("truncate"));
         changes.recv_timeout(WITHIN).expect("a truncation is seen");

@@ -77,10 +77,7 @@ mod tests {
     use super::*;
 
     fn config_with_key_file(path: &std::path::Path) -> Arc<Config> {
-        let text = format!(
-            "[api]\nkeys = [{{ file = \"{}\" }}]\n",
-            path.display()
-        );
+        let text = format!("[api]\nkeys = [{{ file = \"{}\" }}]\n", path.display());
         Arc::new(Config::parse(&text, &path.with_file_name("plugins.toml")).expect("config"))
     }
 
