@@ -337,7 +337,7 @@ impl SqliteLedger {
             return;
         }
         let batch = shared.ended + 1;
-        if let Err(error) = execute_control(&shared.connection, "COMMIT") {
+        if let Err(error) = shared.connection.execute_batch("COMMIT") {
             let _ = shared.connection.execute_batch("ROLLBACK");
             shared.failed.push_back((batch, error.to_string()));
             if shared.failed.len() > 16 {
@@ -361,28 +361,28 @@ impl SqliteLedger {
         let mut shared = self.lock_shared();
         self.waiting_writers.fetch_sub(1, Ordering::SeqCst);
         if shared.open.is_none() {
-            execute_control(&shared.connection, "BEGIN IMMEDIATE")
+            shared
+                .connection
+                .execute_batch("BEGIN IMMEDIATE")
                 .map_err(|error| self.storage_error(action, error))?;
         }
         let writes = shared.open.get_or_insert(0);
         *writes += 1;
         let full = *writes >= MAX_BATCH_WRITES;
         let batch = shared.ended + 1;
-        let result = match execute_control(&shared.connection, "SAVEPOINT ledger_write") {
+        let result = match shared.connection.execute_batch("SAVEPOINT ledger_write") {
             Err(error) => Err(self.storage_error(action, error)),
             Ok(()) => {
                 let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     body(&shared.connection, now)
                 }));
                 let undo = !matches!(run, Ok(Ok(_)));
-                let ended = if undo {
-                    // Rare: two statements, compiled each time.
-                    shared
-                        .connection
-                        .execute_batch("ROLLBACK TO ledger_write; RELEASE ledger_write")
+                let end = if undo {
+                    "ROLLBACK TO ledger_write; RELEASE ledger_write"
                 } else {
-                    execute_control(&shared.connection, "RELEASE ledger_write")
+                    "RELEASE ledger_write"
                 };
+                let ended = shared.connection.execute_batch(end);
                 match run {
                     Err(panic) => {
                         // Nobody else may be left waiting for this batch: commit it first.
@@ -1057,14 +1057,6 @@ fn execute_cached(
     params: impl Params,
 ) -> rusqlite::Result<usize> {
     connection.prepare_cached(sql)?.execute(params)
-}
-
-/// A transaction-control statement (`BEGIN IMMEDIATE`, `SAVEPOINT`, `RELEASE`, `COMMIT`) through
-/// the statement cache: every write runs two or three of them, and `execute_batch` compiled each
-/// from its text every time (182 k instructions per ledgered charge under callgrind, the largest
-/// single item of the ledger's work; issue 20).
-fn execute_control(connection: &Connection, sql: &str) -> rusqlite::Result<()> {
-    connection.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 /// SQLite's `LIMIT` takes a signed 64-bit integer; anything larger means "no limit" anyway.
