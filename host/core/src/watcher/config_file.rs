@@ -77,9 +77,10 @@ pub fn watch(
                 for event in events {
                     if event.mask.contains(EventMask::IGNORED) {
                         ended = true;
-                    } else if event.mask.contains(EventMask::Q_OVERFLOW) {
-                        relevant = true;
-                    } else if event.name.map(|name| name.to_os_string()) == file_name {
+                    } else if event.mask.contains(EventMask::Q_OVERFLOW)
+                        || event.name.map(|name| name.to_os_string()) == file_name
+                    {
+                        // An overflowed queue may have dropped the file's event: look again.
                         relevant = true;
                     }
                 }
