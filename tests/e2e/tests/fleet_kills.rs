@@ -9,10 +9,8 @@
 //!   reconciliation pass on any host; then the books are checked against the simulators exactly
 //!   as `kills.rs` checks a single host's: 0 lost, 0 duplicated.
 
-use crate::kills::{Rng, Sent, accepted, check_books, post, start_host};
-use crate::reliability::{
-    ALL_PLUGINS, Simulators, ccbill_payout, figure, xsolla_charge, xsolla_refund,
-};
+use crate::kills::{Rng, Sent, accepted, check_books, next_command, post, start_host};
+use crate::reliability::{ALL_PLUGINS, Simulators, figure, xsolla_charge};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -265,38 +263,9 @@ async fn three_serve_processes_send_each_key_once_and_lose_nothing_when_one_is_k
             );
             tasks.push(tokio::spawn(async move {
                 for index in 0..12 {
-                    let key = format!("r{round}-w{worker}-{index}");
                     let first = (worker + index) % HOSTS;
-                    let sent = match (worker + index) % 3 {
-                        0 => Sent {
-                            path: "/v1/xsolla/main/charges".into(),
-                            body: xsolla_charge(card, 100 + index as i64),
-                            key,
-                            kind: "charge",
-                            accepted: None,
-                        },
-                        1 => {
-                            let Some(transaction) = refundable.lock().expect("lock").pop() else {
-                                continue;
-                            };
-                            Sent {
-                                path: "/v1/xsolla/main/refunds".into(),
-                                body: xsolla_refund(&transaction, None),
-                                key,
-                                kind: "refund",
-                                accepted: None,
-                            }
-                        }
-                        _ => Sent {
-                            path: "/v1/ccbill/main/affiliate-payouts".into(),
-                            body: ccbill_payout(
-                                &format!("9{round}{worker:02}{index:03}"),
-                                1000 + index as i64,
-                            ),
-                            key,
-                            kind: "payout",
-                            accepted: None,
-                        },
+                    let Some(sent) = next_command(round, worker, index, card, &refundable) else {
+                        continue;
                     };
                     // Every fourth charge goes to two hosts at once under its one key (a
                     // client's retry racing its first attempt through the load balancer).

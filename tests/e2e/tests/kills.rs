@@ -68,6 +68,48 @@ pub(crate) struct Sent {
     pub(crate) accepted: Option<(String, String)>,
 }
 
+/// The command client `worker` sends `index`-th in `round`: an Xsolla charge, an Xsolla refund
+/// of a settled charge (while any is left; `None` after), or a CCBill payout to an affiliate of
+/// its own, in turn. Its key names the three numbers, so a retry sends the same.
+pub(crate) fn next_command(
+    round: usize,
+    worker: usize,
+    index: usize,
+    card: u64,
+    refundable: &Mutex<Vec<String>>,
+) -> Option<Sent> {
+    let key = format!("r{round}-w{worker}-{index}");
+    Some(match (worker + index) % 3 {
+        0 => Sent {
+            path: "/v1/xsolla/main/charges".into(),
+            body: xsolla_charge(card, 100 + index as i64),
+            key,
+            kind: "charge",
+            accepted: None,
+        },
+        1 => {
+            let transaction = refundable.lock().expect("lock").pop()?;
+            Sent {
+                path: "/v1/xsolla/main/refunds".into(),
+                body: xsolla_refund(&transaction, None),
+                key,
+                kind: "refund",
+                accepted: None,
+            }
+        }
+        _ => Sent {
+            path: "/v1/ccbill/main/affiliate-payouts".into(),
+            body: ccbill_payout(
+                &format!("9{round}{worker:02}{index:03}"),
+                1000 + index as i64,
+            ),
+            key,
+            kind: "payout",
+            accepted: None,
+        },
+    })
+}
+
 pub(crate) async fn post(
     client: &reqwest::Client,
     base: &str,
@@ -185,37 +227,8 @@ async fn sigkill_under_load_loses_nothing_and_doubles_nothing() {
             tasks.push(tokio::spawn(async move {
                 // Bounded: at most 40 commands per client per round.
                 for index in 0..40 {
-                    let key = format!("r{round}-w{worker}-{index}");
-                    let sent = match (worker + index) % 3 {
-                        0 => Sent {
-                            path: "/v1/xsolla/main/charges".into(),
-                            body: xsolla_charge(card, 100 + index as i64),
-                            key,
-                            kind: "charge",
-                            accepted: None,
-                        },
-                        1 => {
-                            let Some(transaction) = refundable.lock().expect("lock").pop() else {
-                                continue;
-                            };
-                            Sent {
-                                path: "/v1/xsolla/main/refunds".into(),
-                                body: xsolla_refund(&transaction, None),
-                                key,
-                                kind: "refund",
-                                accepted: None,
-                            }
-                        }
-                        _ => Sent {
-                            path: "/v1/ccbill/main/affiliate-payouts".into(),
-                            body: ccbill_payout(
-                                &format!("9{round}{worker:02}{index:03}"),
-                                1000 + index as i64,
-                            ),
-                            key,
-                            kind: "payout",
-                            accepted: None,
-                        },
+                    let Some(sent) = next_command(round, worker, index, card, &refundable) else {
+                        continue;
                     };
                     let answer = post(&client, &base, &sent).await;
                     let died = answer.is_none();
