@@ -588,6 +588,29 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Starts `gatehouse serve` on `config`, its output discarded; killed when the guard drops.
+pub fn spawn_serve(config: &Path) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(gatehouse_binary())
+            .args(["--config", config.to_str().expect("utf-8 path"), "serve"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("gatehouse starts"),
+    )
+}
+
+/// A PayGateGlobal charge of 2 500 XOF by Flooz, as a command (the services' own door).
+pub fn paygateglobal_charge_command() -> PluginCommand {
+    serde_json::from_value(serde_json::json!({
+        "operation": "charge",
+        "amount": {"minor_units": 2500, "currency": "XOF"},
+        "customer": {"phone": "90123456"},
+        "payment_method": "FLOOZ"
+    }))
+    .expect("a charge")
+}
+
 /// Waits until `GET {base}/readyz` answers 200: up to a minute, since five debug plugins load
 /// slowly on a loaded 2-core machine. Panics naming the address otherwise.
 pub async fn wait_ready(base: &str) {

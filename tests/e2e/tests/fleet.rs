@@ -7,15 +7,15 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gatehouse_e2e::{
-    API_KEY, KillOnDrop, free_port, gatehouse_binary, install, library, plugin_file_name,
-    postgres_ledger_toml, wait_ready,
+    API_KEY, KillOnDrop, free_port, gatehouse_binary, install, library,
+    paygateglobal_charge_command, plugin_file_name, postgres_ledger_toml, spawn_serve, wait_ready,
 };
-use gatehouse_plugin_api::{Command as PluginCommand, OutcomeStatus};
+use gatehouse_plugin_api::OutcomeStatus;
 use gatehouse_service::Service;
 use gatehouse_sim_paygateglobal::{PAID, PayGateSimulator, callback_body};
 use serde_json::{Value, json};
@@ -58,17 +58,6 @@ fn host_folder(
     (config, format!("http://127.0.0.1:{port}"))
 }
 
-fn start_host(config: &Path) -> KillOnDrop {
-    KillOnDrop(
-        Command::new(gatehouse_binary())
-            .args(["--config", config.to_str().expect("utf-8 path"), "serve"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("gatehouse starts"),
-    )
-}
-
 /// `count` running `gatehouse serve` on one database, each with its own folder.
 async fn serve_fleet(
     dir: &Path,
@@ -81,7 +70,7 @@ async fn serve_fleet(
     for index in 0..count {
         let folder = dir.join(format!("host-{index}"));
         let (config, base) = host_folder(&folder, ledger_toml, provider_url, extra_toml);
-        hosts.push((start_host(&config), base, folder));
+        hosts.push((spawn_serve(&config), base, folder));
     }
     for (_, base, _) in &hosts {
         wait_ready(base).await;
@@ -139,16 +128,6 @@ where
     }
 }
 
-fn charge_command() -> PluginCommand {
-    serde_json::from_value(json!({
-        "operation": "charge",
-        "amount": {"minor_units": 2500, "currency": "XOF"},
-        "customer": {"phone": "90123456"},
-        "payment_method": "FLOOZ"
-    }))
-    .expect("a charge")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_reconciling_one_backlog_ask_the_provider_about_each_entry_once() {
     let (simulator, running) = PayGateSimulator::start(TOKEN).await.expect("simulator");
@@ -172,7 +151,7 @@ async fn hosts_reconciling_one_backlog_ask_the_provider_about_each_entry_once() 
             .execute(
                 "paygateglobal",
                 "main",
-                charge_command(),
+                paygateglobal_charge_command(),
                 Some(format!("backlog-{index}")),
             )
             .await

@@ -12,14 +12,13 @@
 //!   lapses, not before: the other host's request waits, then probes and is answered.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use gatehouse_e2e::{
-    API_KEY, KillOnDrop, free_port, gatehouse_binary, install, library, plugin_file_name,
-    postgres_ledger_toml, wait_ready,
+    API_KEY, KillOnDrop, free_port, install, library, plugin_file_name, postgres_ledger_toml,
+    spawn_serve, wait_ready,
 };
 use gatehouse_sim_paygateglobal::PayGateSimulator;
 use gatehouse_sim_paysitecash::PaysiteCashSimulator;
@@ -52,18 +51,13 @@ impl Host {
         let listen = format!("127.0.0.1:{}", free_port());
         let config = dir.join("plugins.toml");
         write_config(&config, &listen, ledger_toml, accounts);
-        let process = Command::new(gatehouse_binary())
-            .args(["--config", config.to_str().expect("utf-8 path"), "serve"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("gatehouse starts");
+        let process = spawn_serve(&config);
         Self {
             config,
             base: format!("http://{listen}"),
             listen,
             ledger_toml: ledger_toml.to_string(),
-            process: KillOnDrop(process),
+            process,
         }
     }
 

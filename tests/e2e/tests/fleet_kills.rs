@@ -9,7 +9,7 @@
 //!   reconciliation pass on any host; then the books are checked against the simulators exactly
 //!   as `kills.rs` checks a single host's: 0 lost, 0 duplicated.
 
-use crate::kills::{Rng, Sent, accepted, check_books, next_command, post, start_host};
+use crate::kills::{Rng, Sent, accepted, check_books, next_command, post};
 use crate::reliability::{ALL_PLUGINS, Simulators, figure, xsolla_charge};
 
 use std::path::Path;
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use gatehouse_e2e::{
     API_KEY, KillOnDrop, free_port, install, library, plugin_file_name, postgres_ledger_toml,
-    wait_ready,
+    spawn_serve, wait_ready,
 };
 use gatehouse_sim_common::Fault;
 use serde_json::Value;
@@ -64,7 +64,7 @@ impl FleetHost {
     }
 
     async fn start(&mut self) {
-        self.process = Some(KillOnDrop(start_host(&self.config)));
+        self.process = Some(spawn_serve(&self.config));
         wait_ready(&self.base).await;
     }
 
@@ -83,7 +83,7 @@ async fn fleet(dir: &Path, sims: &Simulators) -> Vec<FleetHost> {
         .collect();
     // Started together, as a fleet comes up (their migrations meet under the database's lock).
     for host in &mut hosts {
-        host.process = Some(KillOnDrop(start_host(&host.config)));
+        host.process = Some(spawn_serve(&host.config));
     }
     for host in &hosts {
         wait_ready(&host.base).await;

@@ -10,11 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use gatehouse_e2e::{
-    API_KEY, free_port, gatehouse_binary, install, library, open_postgres_ledger, plugin_file_name,
-    postgres_ledger_toml,
+    API_KEY, free_port, gatehouse_binary, install, library, open_postgres_ledger,
+    paygateglobal_charge_command, plugin_file_name, postgres_ledger_toml,
 };
 use gatehouse_ledger::EntryState;
-use gatehouse_plugin_api::{Command as PluginCommand, OutcomeStatus};
+use gatehouse_plugin_api::OutcomeStatus;
 use gatehouse_service::Service;
 use gatehouse_sim_common::Fault;
 use gatehouse_sim_paygateglobal::PayGateSimulator;
@@ -227,16 +227,6 @@ async fn services_on_one_database(
     services
 }
 
-fn charge_command() -> PluginCommand {
-    serde_json::from_value(json!({
-        "operation": "charge",
-        "amount": {"minor_units": 2500, "currency": "XOF"},
-        "customer": {"phone": "90123456"},
-        "payment_method": "FLOOZ"
-    }))
-    .expect("a charge")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_key_sent_to_three_hosts_at_once_reaches_the_provider_once() {
     let (simulator, running) = PayGateSimulator::start(TOKEN).await.expect("simulator");
@@ -256,7 +246,12 @@ async fn one_key_sent_to_three_hosts_at_once_reaches_the_provider_once() {
                 let (service, key) = (service.clone(), key.clone());
                 tokio::spawn(async move {
                     service
-                        .execute("paygateglobal", "main", charge_command(), Some(key))
+                        .execute(
+                            "paygateglobal",
+                            "main",
+                            paygateglobal_charge_command(),
+                            Some(key),
+                        )
                         .await
                 })
             })
@@ -305,7 +300,7 @@ async fn a_peers_sending_entry_is_reconciled_only_after_its_lease_expires() {
             .execute(
                 "paygateglobal",
                 "main",
-                charge_command(),
+                paygateglobal_charge_command(),
                 Some("lease-order".into()),
             )
             .await
@@ -386,7 +381,7 @@ async fn an_operator_on_one_host_settles_an_entry_another_host_began() {
         .execute(
             "paygateglobal",
             "main",
-            charge_command(),
+            paygateglobal_charge_command(),
             Some("settle-order".into()),
         )
         .await
@@ -428,7 +423,7 @@ async fn an_operator_on_one_host_settles_an_entry_another_host_began() {
         .execute(
             "paygateglobal",
             "main",
-            charge_command(),
+            paygateglobal_charge_command(),
             Some("settle-order".into()),
         )
         .await
