@@ -176,11 +176,13 @@ fn connection_limit(settings: &ServerSettings) -> usize {
     settings.max_connections
 }
 
-/// How long a new connection is safe from eviction: long enough for an honest client's headers
-/// to be read even on a busy machine (otherwise a flood accepted behind it could displace it
-/// before its task runs), short against the header timeout. 10 ms was too short: on a loaded
-/// 2-core machine a health check's connection, accepted amid 2 000 attackers, was evicted
-/// before its task had read the request. Longer is not better: the grace also bounds how fast a
+/// How long a new connection is safe from eviction once its task has first run (a connection
+/// whose task has not run yet is never evicted: see [`ConnectionState::started_ms`]): long
+/// enough for an honest client's headers to arrive and be read even on a busy machine, short
+/// against the header timeout. 10 ms from the accept was too short: on a loaded 2-core machine
+/// a health check's connection, accepted amid 2 000 attackers, was evicted before its task had
+/// read the request; at load 8, 40 ms from the accept still was (its task waited in a
+/// preempted worker's queue), hence the clock now starts when the task runs. Longer is not better: the grace also bounds how fast a
 /// flood cycles through the connection slots (each slot at most once per grace period), so at
 /// 100 ms 2 000 attackers waited in the accept queue 5.5 s before being closed.
 fn eviction_grace(header_read_timeout: Duration) -> Duration {
@@ -294,6 +296,9 @@ async fn run_connection(
         connections: edge.connections.clone(),
         state: state.clone(),
     };
+    state
+        .started_ms
+        .store(millis_since(state.epoch), Ordering::SeqCst);
     match &edge.tls {
         None => serve_http(TokioIo::new(stream), &state, &edge, &mut draining).await,
         Some(acceptor) => {
@@ -364,6 +369,9 @@ async fn serve_http<I>(
     }
 }
 
+/// [`ConnectionState::started_ms`] of a connection whose task has not run yet.
+const NOT_STARTED: u64 = u64::MAX;
+
 /// The open connections, for the limit and for eviction.
 struct Connections {
     open: std::sync::Mutex<HashMap<u64, Arc<ConnectionState>>>,
@@ -381,8 +389,12 @@ struct ConnectionState {
     in_progress: AtomicUsize,
     /// Requests started on this connection so far.
     requests: AtomicU64,
-    /// When it was accepted (milliseconds since [`Connections::epoch`]).
-    accepted_ms: u64,
+    /// When its task first ran, that is when the host could first read what the client sent
+    /// (milliseconds since [`Connections::epoch`]); [`NOT_STARTED`] until then. The eviction
+    /// grace counts from here, not from the accept: on a loaded machine a just-spawned task can
+    /// wait in a preempted worker's queue while hundreds of newer connections are accepted, and
+    /// a client whose request was never read must not be evicted as "idle".
+    started_ms: AtomicU64,
     /// When the connection was accepted or a request on it last started or ended
     /// (milliseconds since [`Connections::epoch`]).
     last_active_ms: AtomicU64,
@@ -447,7 +459,7 @@ impl Connections {
                         id,
                         in_progress: AtomicUsize::new(0),
                         requests: AtomicU64::new(0),
-                        accepted_ms: self.now_ms(),
+                        started_ms: AtomicU64::new(NOT_STARTED),
                         last_active_ms: AtomicU64::new(self.now_ms()),
                         evicted: AtomicBool::new(false),
                         close: Notify::new(),
@@ -480,7 +492,8 @@ impl Connections {
             .filter(|state| {
                 !state.evicted.load(Ordering::SeqCst)
                     && state.in_progress.load(Ordering::SeqCst) == 0
-                    && now.saturating_sub(state.accepted_ms) >= self.grace_ms
+                    && state.started_ms.load(Ordering::SeqCst) != NOT_STARTED
+                    && now.saturating_sub(state.started_ms.load(Ordering::SeqCst)) >= self.grace_ms
             })
             .min_by_key(|state| state.last_active_ms.load(Ordering::SeqCst));
         match victim {
