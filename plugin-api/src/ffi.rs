@@ -9,9 +9,10 @@
 
 use abi_stable::library::RootModule;
 use abi_stable::sabi_types::VersionStrings;
-use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec, Tuple2};
+use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RString, RVec, Tuple2};
 use abi_stable::{StableAbi, declare_root_module_statics, package_version_strings};
 
+use crate::command::{AccountConfig, Command, Invocation};
 use crate::error::{ErrorKind, ProviderError};
 use crate::http::{HttpRequest, HttpResponse, Method};
 use crate::outcome::Outcome;
@@ -63,6 +64,101 @@ pub enum FfiStep {
     Failed { error: RString },
 }
 
+/// The invocation as `start_v2` and `resume_v2` take it: an [`Invocation`] in its pieces, the
+/// command and the account each as JSON of their own types (the same schema as inside the
+/// invocation's JSON), the reference and the clock as plain values.
+///
+/// `account` is the part that does not change between dispatches: a host encodes it once per
+/// resolution of the account and passes the same text every time, and a plugin keeps what it
+/// parsed from it keyed by the whole text (never by a hash of it).
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct FfiInvocation<'a> {
+    /// JSON of the [`Command`].
+    pub command: RStr<'a>,
+    /// JSON of the [`AccountConfig`].
+    pub account: RStr<'a>,
+    pub reference: ROption<RStr<'a>>,
+    pub now_unix: i64,
+}
+
+/// An invocation encoded for the boundary, as a host keeps it for one flow: the pieces the v2
+/// entry points take, and the single JSON text `start`/`resume` take for a plugin built before
+/// them (made on first use, byte for byte what serializing the [`Invocation`] gives).
+#[derive(Debug)]
+pub struct EncodedInvocation {
+    command: String,
+    account: std::sync::Arc<str>,
+    reference: Option<String>,
+    now_unix: i64,
+    whole: std::sync::OnceLock<String>,
+}
+
+impl EncodedInvocation {
+    /// Encodes `command` for a flow. `account_json` is [`encode_account`]'s text of the account,
+    /// made once per resolution of the account and shared by its flows.
+    pub fn new(
+        command: &Command,
+        account_json: std::sync::Arc<str>,
+        reference: Option<String>,
+        now_unix: i64,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            command: serde_json::to_string(command)?,
+            account: account_json,
+            reference,
+            now_unix,
+            whole: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Encodes a whole invocation (tests and tools; a host shares the account's text instead).
+    pub fn from_invocation(invocation: &Invocation) -> Result<Self, serde_json::Error> {
+        Self::new(
+            &invocation.command,
+            encode_account(&invocation.account)?,
+            invocation.reference.clone(),
+            invocation.now_unix,
+        )
+    }
+
+    /// The pieces, borrowed for one call.
+    pub fn as_ffi(&self) -> FfiInvocation<'_> {
+        FfiInvocation {
+            command: RStr::from_str(&self.command),
+            account: RStr::from_str(&self.account),
+            reference: self.reference.as_deref().map(RStr::from_str).into(),
+            now_unix: self.now_unix,
+        }
+    }
+
+    /// The invocation as one JSON text, for `start` and `resume`: the pieces spliced into the
+    /// object serde writes for an [`Invocation`] (same fields, same order).
+    pub fn whole_json(&self) -> &str {
+        self.whole.get_or_init(|| {
+            let mut json = String::with_capacity(self.command.len() + self.account.len() + 96);
+            json.push_str("{\"command\":");
+            json.push_str(&self.command);
+            json.push_str(",\"account\":");
+            json.push_str(&self.account);
+            if let Some(reference) = &self.reference {
+                json.push_str(",\"reference\":");
+                // A string always serializes.
+                json.push_str(&serde_json::to_string(reference).unwrap_or_default());
+            }
+            json.push_str(",\"now_unix\":");
+            json.push_str(&self.now_unix.to_string());
+            json.push('}');
+            json
+        })
+    }
+}
+
+/// The account's configuration as [`FfiInvocation::account`] carries it.
+pub fn encode_account(account: &AccountConfig) -> Result<std::sync::Arc<str>, serde_json::Error> {
+    serde_json::to_string(account).map(std::sync::Arc::from)
+}
+
 /// The root module of a plugin library.
 ///
 /// Architecture Invariant: fields are only ever appended at the end, and
@@ -85,10 +181,26 @@ pub struct PluginModule {
     #[sabi(last_prefix_field)]
     pub resume:
         extern "C" fn(invocation: RStr<'_>, state: RStr<'_>, response: &FfiHttpResponse) -> FfiStep,
+    /// `start` with the invocation in pieces ([`FfiInvocation`]): the account's configuration as
+    /// the same text for every dispatch until it changes, so the host encodes it once and the
+    /// plugin parses it once. Appended after the first release's fields: a plugin built before
+    /// it reads as `None` and is driven through `start`/`resume`. Absent with the `previous-contract-fixture` feature (a
+    /// test fixture of a plugin built before it).
+    #[cfg(not(feature = "previous-contract-fixture"))]
+    pub start_v2:
+        extern "C" fn(invocation: &FfiInvocation<'_>, inbound_body: RSlice<'_, u8>) -> FfiStep,
+    /// `resume` with the invocation in pieces: a plugin finds the invocation it parsed in
+    /// `start_v2` again (same pieces, compared in full) instead of parsing it a second time.
+    #[cfg(not(feature = "previous-contract-fixture"))]
+    pub resume_v2: extern "C" fn(
+        invocation: &FfiInvocation<'_>,
+        state: RStr<'_>,
+        response: &FfiHttpResponse,
+    ) -> FfiStep,
     /// Test fixture only (feature `next-contract-fixture`): a function the next minor version
-    /// appends, after `resume` and without moving `last_prefix_field`. A host built with it reads
-    /// it from today's plugins as `None` (`PluginModuleRef::next_contract_probe()`); today's host
-    /// never looks at it.
+    /// appends, after the last field and without moving `last_prefix_field`. A host built with it
+    /// reads it from today's plugins as `None` (`PluginModuleRef::next_contract_probe()`); today's
+    /// host never looks at it.
     #[cfg(feature = "next-contract-fixture")]
     pub next_contract_probe: extern "C" fn() -> u32,
 }

@@ -82,6 +82,9 @@ pub trait Plugin: 'static {
     ) -> Step<Self::State>;
 }
 
+#[cfg(not(feature = "previous-contract-fixture"))]
+pub use v2::{ffi_resume_v2, ffi_start_v2};
+
 /// Builds the root module for a plugin type. Called by [`export_plugin!`](crate::export_plugin).
 pub fn root_module_for<P: Plugin>() -> PluginModuleRef {
     use abi_stable::prefix_type::PrefixTypeTrait;
@@ -90,6 +93,10 @@ pub fn root_module_for<P: Plugin>() -> PluginModuleRef {
         manifest: ffi_manifest::<P>,
         start: ffi_start::<P>,
         resume: ffi_resume::<P>,
+        #[cfg(not(feature = "previous-contract-fixture"))]
+        start_v2: ffi_start_v2::<P>,
+        #[cfg(not(feature = "previous-contract-fixture"))]
+        resume_v2: ffi_resume_v2::<P>,
         #[cfg(feature = "next-contract-fixture")]
         next_contract_probe: ffi_next_contract_probe,
     }
@@ -151,12 +158,16 @@ pub extern "C" fn ffi_resume<P: Plugin>(
 ) -> FfiStep {
     guarded("resume", || {
         let invocation = read_invocation(invocation.as_str())?;
-        let state: P::State = serde_json::from_str(state.as_str()).map_err(|error| {
-            ProviderError::plugin_fault(format!(
-                "flow state handed back by the host is unreadable: {error}"
-            ))
-        })?;
+        let state = read_state::<P>(state.as_str())?;
         Ok(P::resume(&invocation, state, &response.to_response()))
+    })
+}
+
+fn read_state<P: Plugin>(state: &str) -> Result<P::State, ProviderError> {
+    serde_json::from_str(state).map_err(|error| {
+        ProviderError::plugin_fault(format!(
+            "flow state handed back by the host is unreadable: {error}"
+        ))
     })
 }
 
@@ -222,6 +233,202 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
+/// The entry points that take the invocation in pieces, and what they remember between calls.
+#[cfg(not(feature = "previous-contract-fixture"))]
+mod v2 {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    use abi_stable::std_types::{RSlice, RStr};
+
+    use super::{Plugin, Step, guarded, read_state};
+    use crate::command::{AccountConfig, Command, Invocation};
+    use crate::error::ProviderError;
+    use crate::ffi::{FfiHttpResponse, FfiInvocation, FfiStep};
+
+    /// `start` with the invocation in pieces: the account is parsed once per text (see
+    /// [`parsed_account`]), the command every time, and the invocation is kept for the flow's
+    /// `resume_v2` calls when the plugin asks to send.
+    pub extern "C" fn ffi_start_v2<P: Plugin>(
+        invocation: &FfiInvocation<'_>,
+        inbound_body: RSlice<'_, u8>,
+    ) -> FfiStep {
+        guarded("start", || {
+            let parsed = Arc::new(assemble_invocation(invocation)?);
+            let step = P::start(&parsed, inbound_body.as_slice());
+            if matches!(step, Step::Send { .. }) {
+                FLOWS.keep(FlowKey::of(invocation), parsed);
+            }
+            Ok(step)
+        })
+    }
+
+    /// `resume` with the invocation in pieces: the invocation `start_v2` kept for the same pieces
+    /// (compared in full), parsed again only when it is not kept any more (more flows in flight than
+    /// the cache holds, a flow started by another copy of the plugin).
+    pub extern "C" fn ffi_resume_v2<P: Plugin>(
+        invocation: &FfiInvocation<'_>,
+        state: RStr<'_>,
+        response: &FfiHttpResponse,
+    ) -> FfiStep {
+        guarded("resume", || {
+            let parsed = match FLOWS.find(invocation) {
+                Some(parsed) => parsed,
+                None => Arc::new(assemble_invocation(invocation)?),
+            };
+            let state = read_state::<P>(state.as_str())?;
+            let step = P::resume(&parsed, state, &response.to_response());
+            if matches!(step, Step::Send { .. }) {
+                FLOWS.keep(FlowKey::of(invocation), parsed);
+            } else {
+                FLOWS.forget(invocation);
+            }
+            Ok(step)
+        })
+    }
+
+    /// How many parsed accounts a plugin keeps (one per account configured for it, in practice).
+    const KEPT_ACCOUNTS: usize = 16;
+    /// How many flows' invocations a plugin keeps between their steps; past it the oldest is dropped
+    /// and its next step parses again.
+    const KEPT_FLOWS: usize = 256;
+
+    /// What a plugin remembers of the pieces it was given, so the text that does not change between
+    /// calls is not parsed again. Keys are the whole texts: a hit is the same text, byte for byte.
+    /// Nothing here is flow state: a miss parses, so a new copy of the plugin (or a host that calls
+    /// `resume_v2` on a copy that never saw the flow's `start_v2`) behaves the same, only slower.
+    static ACCOUNTS: Mutex<VecDeque<(Box<str>, Arc<AccountConfig>)>> = Mutex::new(VecDeque::new());
+    static FLOWS: FlowCache = FlowCache {
+        kept: Mutex::new(VecDeque::new()),
+    };
+
+    /// Whether the account's text is kept (tests).
+    #[cfg(test)]
+    pub(super) fn account_is_kept(json: &str) -> bool {
+        ACCOUNTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|(text, _)| **text == *json)
+    }
+
+    /// Whether a flow's invocation is kept for these pieces (tests).
+    #[cfg(test)]
+    pub(super) fn flow_is_kept(invocation: &FfiInvocation<'_>) -> bool {
+        FLOWS.find(invocation).is_some()
+    }
+
+    /// The account in `json`, parsed once per text.
+    fn parsed_account(json: &str) -> Result<Arc<AccountConfig>, ProviderError> {
+        let mut kept = ACCOUNTS.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, account)) = kept.iter().find(|(text, _)| **text == *json) {
+            return Ok(account.clone());
+        }
+        drop(kept);
+        // Only where the text is wrong, never serde's message: it may quote a value, and the
+        // values here are credentials.
+        let account: AccountConfig = serde_json::from_str(json).map_err(|error| {
+            ProviderError::invalid_request(format!(
+                "the plugin cannot read the account's configuration (line {}, column {})",
+                error.line(),
+                error.column()
+            ))
+        })?;
+        let account = Arc::new(account);
+        kept = ACCOUNTS.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() >= KEPT_ACCOUNTS {
+            kept.pop_front();
+        }
+        kept.push_back((json.into(), account.clone()));
+        Ok(account)
+    }
+
+    fn assemble_invocation(invocation: &FfiInvocation<'_>) -> Result<Invocation, ProviderError> {
+        let command: Command = serde_json::from_str(invocation.command.as_str()).map_err(|error| {
+            ProviderError::invalid_request(format!("the plugin cannot read the command: {error}"))
+        })?;
+        let account = parsed_account(invocation.account.as_str())?;
+        Ok(Invocation {
+            command,
+            account: AccountConfig::clone(&account),
+            reference: invocation
+                .reference
+                .as_ref()
+                .map(|reference| reference.as_str().to_string())
+                .into_option(),
+            now_unix: invocation.now_unix,
+        })
+    }
+
+    /// The pieces of one flow's invocation, owned, to compare the next call's against.
+    #[derive(PartialEq)]
+    struct FlowKey {
+        command: Box<str>,
+        account: Box<str>,
+        reference: Option<Box<str>>,
+        now_unix: i64,
+    }
+
+    impl FlowKey {
+        fn of(invocation: &FfiInvocation<'_>) -> Self {
+            Self {
+                command: invocation.command.as_str().into(),
+                account: invocation.account.as_str().into(),
+                reference: invocation
+                    .reference
+                    .as_ref()
+                    .map(|reference| reference.as_str().into())
+                    .into_option(),
+                now_unix: invocation.now_unix,
+            }
+        }
+
+        fn is(&self, invocation: &FfiInvocation<'_>) -> bool {
+            self.now_unix == invocation.now_unix
+                && *self.command == *invocation.command.as_str()
+                && *self.account == *invocation.account.as_str()
+                && self.reference.as_deref()
+                    == invocation
+                        .reference
+                        .as_ref()
+                        .map(|reference| reference.as_str())
+                        .into_option()
+        }
+    }
+
+    struct FlowCache {
+        kept: Mutex<VecDeque<(FlowKey, Arc<Invocation>)>>,
+    }
+
+    impl FlowCache {
+        fn find(&self, invocation: &FfiInvocation<'_>) -> Option<Arc<Invocation>> {
+            let kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+            kept.iter()
+                .rev()
+                .find(|(key, _)| key.is(invocation))
+                .map(|(_, parsed)| parsed.clone())
+        }
+
+        fn keep(&self, key: FlowKey, parsed: Arc<Invocation>) {
+            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+            if kept.iter().any(|(kept_key, _)| *kept_key == key) {
+                return;
+            }
+            if kept.len() >= KEPT_FLOWS {
+                kept.pop_front();
+            }
+            kept.push_back((key, parsed));
+        }
+
+        fn forget(&self, invocation: &FfiInvocation<'_>) {
+            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(index) = kept.iter().position(|(key, _)| key.is(invocation)) {
+                kept.remove(index);
+            }
+        }
+    }
+}
+
 /// Exports a [`Plugin`] implementation as the library's root module.
 ///
 /// ```text
@@ -260,4 +467,231 @@ macro_rules! export_plugin {
             }
         };
     };
+}
+
+#[cfg(all(test, not(feature = "previous-contract-fixture")))]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use abi_stable::std_types::{RSlice, RStr};
+
+    use super::*;
+    use crate::ffi::{EncodedInvocation, FfiInvocation, HostStep};
+    use crate::{AccountConfig, Command, Customer, Money, Secret};
+
+    /// Asks for one request, then finishes with the reference it was given; panics when the
+    /// answer is a 500.
+    struct Probe;
+
+    impl Plugin for Probe {
+        type State = String;
+
+        fn manifest() -> Manifest {
+            Manifest {
+                provider: "probe".into(),
+                display_name: "Probe".into(),
+                plugin_version: "1.0.0".into(),
+                operations: vec![crate::Operation::Charge],
+                config_keys: Vec::new(),
+                extra_fields: Vec::new(),
+                reports: Vec::new(),
+                default_base_url: None,
+                status_of: Vec::new(),
+                max_text_lengths: BTreeMap::new(),
+                unsigned_callbacks: None,
+            }
+        }
+
+        fn start(invocation: &Invocation, _inbound_body: &[u8]) -> Step<String> {
+            Step::send(
+                HttpRequest::get(format!("{}/pay", invocation.account.base_url)),
+                invocation.account.account.clone(),
+            )
+        }
+
+        fn resume(invocation: &Invocation, state: String, response: &HttpResponse) -> Step<String> {
+            assert_ne!(response.status, 500, "the probe was told to panic");
+            let mut outcome = Outcome::succeeded().with_provider_reference(format!(
+                "{state}:{}",
+                invocation.reference.clone().unwrap_or_default()
+            ));
+            outcome.amount = invocation.command.amount();
+            Step::Done(outcome)
+        }
+    }
+
+    fn invocation(account: &str, reference: Option<&str>) -> Invocation {
+        Invocation {
+            command: Command::Charge {
+                amount: Money::new(500, crate::Currency::from_code("XOF").expect("XOF")),
+                description: Some("a \"quoted\" description".into()),
+                customer: Customer::default(),
+                payment_method: Some("FLOOZ".into()),
+                saved_account_id: None,
+                extra: BTreeMap::new(),
+            },
+            account: AccountConfig {
+                account: account.into(),
+                base_url: "http://provider.test".into(),
+                settings: BTreeMap::from([("mode".to_string(), "sandbox".to_string())]),
+                secrets: BTreeMap::from([("token".to_string(), Secret::new("s3cr3t-token"))]),
+            },
+            reference: reference.map(str::to_string),
+            now_unix: 1_767_225_600,
+        }
+    }
+
+    fn answer(status: u16) -> FfiHttpResponse {
+        FfiHttpResponse::from(HttpResponse {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn the_whole_json_is_what_serde_writes_for_the_invocation() {
+        for reference in [None, Some("gh_1"), Some("with \"quotes\" and \\ and \u{e9}")] {
+            let invocation = invocation("main", reference);
+            let encoded = EncodedInvocation::from_invocation(&invocation).expect("encodes");
+            assert_eq!(
+                encoded.whole_json(),
+                serde_json::to_string(&invocation).expect("serializes")
+            );
+            let read: Invocation = serde_json::from_str(encoded.whole_json()).expect("reads");
+            assert_eq!(read, invocation);
+        }
+    }
+
+    /// Both generations of entry points give the same steps, and `resume_v2` does not parse what
+    /// `start_v2` parsed; the account's text is parsed once for every flow that carries it.
+    #[test]
+    fn resume_v2_reuses_what_start_v2_parsed_and_the_account_is_parsed_once() {
+        // An account name of this test's own: the caches are the process's.
+        let first = invocation("reuse-account", Some("gh_reuse_1"));
+        let encoded = EncodedInvocation::from_invocation(&first).expect("encodes");
+        let HostStep::Send { request, state } =
+            ffi_start_v2::<Probe>(&encoded.as_ffi(), RSlice::from_slice(b"")).into_host_step()
+        else {
+            panic!("the probe asks to send");
+        };
+        assert_eq!(request.url, "http://provider.test/pay");
+        assert!(
+            v2::flow_is_kept(&encoded.as_ffi()),
+            "start_v2 keeps the invocation of a flow that asks to send"
+        );
+        let done = ffi_resume_v2::<Probe>(&encoded.as_ffi(), RStr::from_str(&state), &answer(200))
+            .into_host_step();
+        let HostStep::Done(outcome) = done else {
+            panic!("the probe finishes: {done:?}");
+        };
+        assert_eq!(
+            outcome.provider_reference.as_deref(),
+            Some("reuse-account:gh_reuse_1")
+        );
+        // The same flow through the first release's entry points ends the same.
+        let whole = super::ffi_resume::<Probe>(
+            RStr::from_str(encoded.whole_json()),
+            RStr::from_str(&state),
+            &answer(200),
+        )
+        .into_host_step();
+        let HostStep::Done(whole) = whole else {
+            panic!("the probe finishes through resume: {whole:?}");
+        };
+        assert_eq!(whole, outcome);
+
+        // A second flow to the same account: its command is parsed, its account is not.
+        let second = invocation("reuse-account", Some("gh_reuse_2"));
+        let encoded = EncodedInvocation::from_invocation(&second).expect("encodes");
+        assert!(
+            v2::account_is_kept(encoded.as_ffi().account.as_str()),
+            "the account's text is kept after its first flow"
+        );
+        let HostStep::Send { .. } =
+            ffi_start_v2::<Probe>(&encoded.as_ffi(), RSlice::from_slice(b"")).into_host_step()
+        else {
+            panic!("the probe asks to send");
+        };
+    }
+
+    /// A kept invocation is found by its whole text: the same pieces differing in one byte of the
+    /// command, the reference or the clock are another invocation, parsed anew.
+    #[test]
+    fn a_kept_invocation_is_found_only_by_equal_pieces() {
+        let original = invocation("equality-account", Some("gh_equal"));
+        let encoded = EncodedInvocation::from_invocation(&original).expect("encodes");
+        let HostStep::Send { state, .. } =
+            ffi_start_v2::<Probe>(&encoded.as_ffi(), RSlice::from_slice(b"")).into_host_step()
+        else {
+            panic!("the probe asks to send");
+        };
+        assert!(v2::flow_is_kept(&encoded.as_ffi()));
+        let pieces = encoded.as_ffi();
+        let command = pieces.command.as_str().replace("500", "501");
+        let other_reference = FfiInvocation {
+            reference: Some(RStr::from_str("gh_other")).into(),
+            ..pieces
+        };
+        let other_clock = FfiInvocation {
+            now_unix: pieces.now_unix + 1,
+            ..pieces
+        };
+        let other_command = FfiInvocation {
+            command: RStr::from_str(&command),
+            ..pieces
+        };
+        for other in [other_reference, other_clock, other_command] {
+            assert!(!v2::flow_is_kept(&other), "{other:?}");
+        }
+        // Resumed with a changed command, the plugin reads the changed one, not the kept one.
+        let done = ffi_resume_v2::<Probe>(&other_command, RStr::from_str(&state), &answer(200))
+            .into_host_step();
+        let HostStep::Done(outcome) = done else {
+            panic!("the probe finishes: {done:?}");
+        };
+        assert_eq!(outcome.amount.map(|amount| amount.minor_units), Some(501));
+        // The flow's own invocation is forgotten once it ends.
+        let done = ffi_resume_v2::<Probe>(&pieces, RStr::from_str(&state), &answer(200))
+            .into_host_step();
+        assert!(matches!(done, HostStep::Done(_)), "{done:?}");
+        assert!(!v2::flow_is_kept(&pieces));
+    }
+
+    #[test]
+    fn a_panic_in_resume_v2_is_a_plugin_fault_for_that_call() {
+        let encoded =
+            EncodedInvocation::from_invocation(&invocation("panic-account", None)).expect("encodes");
+        let done = ffi_resume_v2::<Probe>(
+            &encoded.as_ffi(),
+            RStr::from_str("\"panic-account\""),
+            &answer(500),
+        )
+        .into_host_step();
+        let HostStep::Failed(error) = done else {
+            panic!("a panic is a failed step: {done:?}");
+        };
+        assert_eq!(error.kind, crate::ErrorKind::PluginFault);
+        assert!(error.message.contains("panicked in resume"), "{}", error.message);
+    }
+
+    /// serde quotes the value it fails on; in the account's text, values are credentials.
+    #[test]
+    fn an_unreadable_account_is_refused_without_quoting_it() {
+        let pieces = FfiInvocation {
+            command: RStr::from_str(r#"{"operation":"balance"}"#),
+            account: RStr::from_str(
+                r#"{"account":"a","base_url":"http://provider.test","secrets":{"token":987654321}}"#,
+            ),
+            reference: None.into(),
+            now_unix: 0,
+        };
+        let step = ffi_start_v2::<Probe>(&pieces, RSlice::from_slice(b"")).into_host_step();
+        let HostStep::Failed(error) = step else {
+            panic!("an unreadable account fails the call: {step:?}");
+        };
+        assert_eq!(error.kind, crate::ErrorKind::InvalidRequest);
+        assert!(!error.message.contains("987654321"), "{}", error.message);
+        assert!(error.message.contains("account"), "{}", error.message);
+    }
 }

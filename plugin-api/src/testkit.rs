@@ -63,13 +63,68 @@ impl FlowRun {
 
 /// Runs `invocation` through plugin `P`, answering each request with the next scripted response.
 /// A request beyond the script fails the flow with a clear test error.
+///
+/// The flow is run through both generations of entry points a host may use, the invocation as
+/// one JSON text (`start`/`resume`, what a host drives a plugin built before `start_v2` with)
+/// and in pieces (`start_v2`/`resume_v2`), and the two runs must agree request for request and
+/// on the result: a test of a plugin is a test of both.
 pub fn run<P: Plugin>(
     invocation: &Invocation,
     inbound_body: &[u8],
     responses: impl IntoIterator<Item = HttpResponse>,
 ) -> FlowRun {
+    let script: VecDeque<HttpResponse> = responses.into_iter().collect();
+    let whole = run_whole_json::<P>(invocation, inbound_body, script.clone());
+    #[cfg(not(feature = "previous-contract-fixture"))]
+    {
+        let pieces = run_in_pieces::<P>(invocation, inbound_body, script);
+        assert_eq!(
+            whole.requests, pieces.requests,
+            "the invocation as one JSON text and in pieces asked for different requests"
+        );
+        assert_eq!(
+            whole.result, pieces.result,
+            "the invocation as one JSON text and in pieces ended differently"
+        );
+    }
+    whole
+}
+
+/// [`run`] through `start_v2`/`resume_v2` only.
+#[cfg(not(feature = "previous-contract-fixture"))]
+pub fn run_in_pieces<P: Plugin>(
+    invocation: &Invocation,
+    inbound_body: &[u8],
+    mut script: VecDeque<HttpResponse>,
+) -> FlowRun {
+    use crate::ffi::EncodedInvocation;
+    use crate::plugin::{ffi_resume_v2, ffi_start_v2};
+    let encoded = EncodedInvocation::from_invocation(invocation).expect("invocation serializes");
+    let driven = drive::<std::convert::Infallible>(
+        || {
+            Ok(
+                ffi_start_v2::<P>(&encoded.as_ffi(), RSlice::from_slice(inbound_body))
+                    .into_host_step(),
+            )
+        },
+        |state, response| {
+            Ok(
+                ffi_resume_v2::<P>(&encoded.as_ffi(), RStr::from_str(&state), &response)
+                    .into_host_step(),
+            )
+        },
+        |_| script.pop_front(),
+    );
+    flow_run(driven)
+}
+
+/// [`run`] through `start`/`resume` only.
+pub fn run_whole_json<P: Plugin>(
+    invocation: &Invocation,
+    inbound_body: &[u8],
+    mut script: VecDeque<HttpResponse>,
+) -> FlowRun {
     let invocation_json = serde_json::to_string(invocation).expect("invocation serializes");
-    let mut script: VecDeque<HttpResponse> = responses.into_iter().collect();
     let driven = drive::<std::convert::Infallible>(
         || {
             Ok(ffi_start::<P>(
@@ -88,6 +143,10 @@ pub fn run<P: Plugin>(
         },
         |_| script.pop_front(),
     );
+    flow_run(driven)
+}
+
+fn flow_run(driven: crate::flow::DrivenFlow<std::convert::Infallible>) -> FlowRun {
     let result = match driven.end {
         FlowEnd::Done(outcome) => Ok(outcome),
         FlowEnd::Failed(error) => Err(error),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gatehouse_plugin_api::ffi::{FfiHttpResponse, HostStep};
+use gatehouse_plugin_api::ffi::{EncodedInvocation, FfiHttpResponse, HostStep};
 use gatehouse_plugin_api::flow::MAX_FLOW_STEPS;
 use gatehouse_plugin_api::{
     Currency, ErrorKind, HttpRequest, HttpResponse, Operation, Outcome, ProviderError,
@@ -38,7 +38,9 @@ pub(crate) struct Flow<'a> {
     pub(crate) provider: &'a str,
     pub(crate) account: &'a str,
     pub(crate) operation: Operation,
-    pub(crate) invocation_json: Arc<str>,
+    /// The invocation, encoded once for every step of the flow (the account's part once per
+    /// resolution of the account).
+    pub(crate) invocation: Arc<EncodedInvocation>,
     pub(crate) budget: Duration,
     /// `host.max_abandoned_plugin_threads`: past it, the plugin's calls are refused.
     pub(crate) max_stuck_threads: u64,
@@ -84,9 +86,9 @@ impl Flow<'_> {
 
     async fn drive(&mut self, inbound_body: Vec<u8>) -> Result<Outcome, DispatchError> {
         let plugin = self.plugin.clone();
-        let invocation = self.invocation_json.clone();
+        let invocation = self.invocation.clone();
         let mut step = self
-            .call_plugin(move || plugin.start(&invocation, &inbound_body))
+            .call_plugin(move || plugin.start_flow(&invocation, &inbound_body))
             .await?;
         for step_number in 0..MAX_FLOW_STEPS {
             let answered = match &step {
@@ -114,10 +116,10 @@ impl Flow<'_> {
                         }
                     };
                     let plugin = self.plugin.clone();
-                    let invocation = self.invocation_json.clone();
+                    let invocation = self.invocation.clone();
                     let response = FfiHttpResponse::from(response);
                     step = self
-                        .call_plugin(move || plugin.resume(&invocation, &state, &response))
+                        .call_plugin(move || plugin.resume_flow(&invocation, &state, &response))
                         .await?;
                 }
             }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use gatehouse_ledger::{AccountCoordination, Reservation};
+use gatehouse_plugin_api::ffi::EncodedInvocation;
 use gatehouse_plugin_api::{Command, ErrorKind, Operation, Outcome};
 
 use crate::accounts::{AccountRuntimes, Pause};
@@ -602,17 +603,17 @@ impl Gateway {
             return Err(paused(&provider, &account, pause));
         }
         let expected_currency = command.amount().map(|amount| amount.currency);
-        let invocation = gatehouse_plugin_api::Invocation {
-            command,
-            account: resolved.config.clone(),
-            reference: reference.clone(),
-            now_unix: now_unix(),
-        };
-        let invocation_json: Arc<str> = serde_json::to_string(&invocation)
-            .map_err(|error| DispatchError::InvalidCommand {
-                message: format!("the command cannot be serialized: {error}"),
-            })?
-            .into();
+        // The account's part was encoded when the account was resolved; only the command is
+        // encoded per dispatch.
+        let invocation = EncodedInvocation::new(
+            &command,
+            resolved.config_json.clone(),
+            reference.clone(),
+            now_unix(),
+        )
+        .map_err(|error| DispatchError::InvalidCommand {
+            message: format!("the command cannot be serialized: {error}"),
+        })?;
         let flow = Flow {
             pool: &self.inner.plugin_pool,
             client: resolved.client.as_ref().unwrap_or(&self.inner.client),
@@ -625,7 +626,7 @@ impl Gateway {
             provider: &provider,
             account: &account,
             operation,
-            invocation_json,
+            invocation: Arc::new(invocation),
             budget: Duration::from_millis(config.host.plugin_call_budget_ms),
             max_stuck_threads: config.host.max_abandoned_plugin_threads,
             inline_calls: config.host.plugin_calls == PluginCalls::Inline,

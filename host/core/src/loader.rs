@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use abi_stable::library::{LibraryError, RootModule, lib_header_from_path};
 use abi_stable::std_types::{RSlice, RStr};
-use gatehouse_plugin_api::ffi::{FfiHttpResponse, HostStep, PluginModuleRef};
+use gatehouse_plugin_api::ffi::{EncodedInvocation, FfiHttpResponse, HostStep, PluginModuleRef};
 use gatehouse_plugin_api::{CONTRACT_VERSION, Manifest, contract_compatible};
 use sha2::{Digest, Sha256};
 
@@ -106,7 +106,41 @@ impl LoadedPlugin {
         self.module
     }
 
-    /// Starts a flow. The plugin's entry point catches its own panics.
+    /// Starts a flow the way the plugin takes it best: the invocation in pieces (`start_v2`)
+    /// when the plugin has that entry point, as one JSON text (`start`) when it was built before
+    /// it. The plugin's entry points catch their own panics.
+    pub fn start_flow(&self, invocation: &EncodedInvocation, inbound_body: &[u8]) -> HostStep {
+        match self.module.start_v2().filter(|_| self.module.resume_v2().is_some()) {
+            Some(start_v2) => {
+                start_v2(&invocation.as_ffi(), RSlice::from_slice(inbound_body)).into_host_step()
+            }
+            None => self.start(invocation.whole_json(), inbound_body),
+        }
+    }
+
+    /// Continues a flow started with [`start_flow`](Self::start_flow), through the same generation
+    /// of entry points.
+    pub fn resume_flow(
+        &self,
+        invocation: &EncodedInvocation,
+        state: &str,
+        response: &FfiHttpResponse,
+    ) -> HostStep {
+        match self.module.resume_v2().filter(|_| self.module.start_v2().is_some()) {
+            Some(resume_v2) => {
+                resume_v2(&invocation.as_ffi(), RStr::from_str(state), response).into_host_step()
+            }
+            None => self.resume(invocation.whole_json(), state, response),
+        }
+    }
+
+    /// Whether the plugin takes the invocation in pieces (`start_v2`/`resume_v2`).
+    pub fn takes_invocation_in_pieces(&self) -> bool {
+        self.module.start_v2().is_some() && self.module.resume_v2().is_some()
+    }
+
+    /// Starts a flow through the first release's entry point, the invocation as one JSON text.
+    /// The plugin's entry point catches its own panics.
     pub fn start(&self, invocation_json: &str, inbound_body: &[u8]) -> HostStep {
         (self.module.start())(
             RStr::from_str(invocation_json),
@@ -115,7 +149,7 @@ impl LoadedPlugin {
         .into_host_step()
     }
 
-    /// Continues a flow with the provider's answer.
+    /// Continues a flow with the provider's answer, through the first release's entry point.
     pub fn resume(
         &self,
         invocation_json: &str,

@@ -2,7 +2,9 @@
 //! the plugin's manifest.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use gatehouse_plugin_api::ffi::encode_account;
 use gatehouse_plugin_api::{AccountConfig, Manifest, Secret};
 use sha2::{Digest, Sha256};
 
@@ -12,6 +14,9 @@ use crate::scrub::Scrubber;
 /// An account ready to be handed to its plugin.
 pub struct ResolvedAccount {
     pub config: AccountConfig,
+    /// `config` encoded for the plugin boundary once, shared by every flow to the account until
+    /// it is resolved again (`gatehouse_plugin_api::ffi::FfiInvocation::account`).
+    pub config_json: Arc<str>,
     pub scrubber: Scrubber,
     /// Changes whenever the policy or any credential changes.
     pub fingerprint: String,
@@ -88,13 +93,18 @@ pub fn resolve_account(
         hasher.update(format!("{key}={};", Secret::expose(value)));
     }
     let scrubber = Scrubber::new(secrets.values().map(|secret| secret.expose().to_string()));
+    let config = AccountConfig {
+        account: account.to_string(),
+        base_url: base_url.unwrap_or_default(),
+        settings,
+        secrets,
+    };
+    // Strings in string maps: serializing cannot fail, and says nothing of the values if it did.
+    let config_json = encode_account(&config)
+        .map_err(|_| vec!["the account's configuration cannot be encoded for the plugin".to_string()])?;
     Ok(ResolvedAccount {
-        config: AccountConfig {
-            account: account.to_string(),
-            base_url: base_url.unwrap_or_default(),
-            settings,
-            secrets,
-        },
+        config,
+        config_json,
         scrubber,
         fingerprint: hex::encode(hasher.finalize()),
         client: None,

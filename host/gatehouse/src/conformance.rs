@@ -30,7 +30,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use gatehouse_plugin_api::error::MAX_PROVIDER_TEXT;
-use gatehouse_plugin_api::ffi::HostStep;
+use gatehouse_plugin_api::ffi::{EncodedInvocation, HostStep};
 use gatehouse_plugin_api::{
     AccountConfig, CONTRACT_VERSION, Command, ErrorKind, HttpRequest, HttpResponse, Invocation,
     Manifest, Operation, Outcome, OutcomeStatus, ProviderError, Secret,
@@ -586,10 +586,11 @@ fn run_operation(
             reference,
             now_unix: CANNED_NOW_UNIX,
         };
-        let Ok(invocation_json) = serde_json::to_string(&invocation) else {
+        // Encoded as dispatch encodes it, and driven through the entry points dispatch uses.
+        let Ok(invocation_json) = EncodedInvocation::from_invocation(&invocation) else {
             continue;
         };
-        let invocation_json: Arc<str> = invocation_json.into();
+        let invocation_json = Arc::new(invocation_json);
         for (answer, response) in canned_responses() {
             let run = run_flow(
                 plugin,
@@ -618,7 +619,7 @@ fn run_operation(
 fn run_flow(
     plugin: &Arc<LoadedPlugin>,
     operation: Operation,
-    invocation_json: &Arc<str>,
+    invocation_json: &Arc<EncodedInvocation>,
     canned: &CannedCommand,
     answer: &str,
     response: &HttpResponse,
@@ -641,7 +642,7 @@ fn run_flow(
 fn drive_flow(
     plugin: &Arc<LoadedPlugin>,
     operation: Operation,
-    invocation_json: &Arc<str>,
+    invocation_json: &Arc<EncodedInvocation>,
     inbound_body: &[u8],
     response: &HttpResponse,
 ) -> FlowRun {
@@ -652,12 +653,12 @@ fn drive_flow(
                 invocation_json.clone(),
                 inbound_body.to_vec(),
             );
-            call_with_timeout(move || plugin.start(&invocation, &body))
+            call_with_timeout(move || plugin.start_flow(&invocation, &body))
                 .map_err(|failure| (failure, "start"))
         },
         |state, answer| {
             let (plugin, invocation) = (plugin.clone(), invocation_json.clone());
-            call_with_timeout(move || plugin.resume(&invocation, &state, &answer))
+            call_with_timeout(move || plugin.resume_flow(&invocation, &state, &answer))
                 .map_err(|failure| (failure, "resume"))
         },
         |_| Some(response.clone()),

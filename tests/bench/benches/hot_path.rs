@@ -15,7 +15,8 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use gatehouse_bench::artifacts::build_release_libraries;
 use gatehouse_bench::host::{ACCOUNT, PROVIDER, prepare_folder, work_dir};
 use gatehouse_bench::scenarios::{
-    abi_flow, charge_invocation, pay_answer, static_json_flow, static_typed_flow,
+    abi_flow, abi_whole_json_flow, account_json, charge_invocation, pay_answer, static_json_flow,
+    static_typed_flow,
 };
 use gatehouse_bench::targets::{balance_command, charge_command};
 use gatehouse_core::new_reference;
@@ -118,8 +119,12 @@ fn plugin_step(criterion: &mut Criterion) {
     let answer = pay_answer();
     let ffi_answer = FfiHttpResponse::from(answer.clone());
     let mut group = criterion.benchmark_group("plugin_step");
+    let account = account_json(&invocation);
     group.bench_function("charge_flow_abi_cdylib", |bencher| {
-        bencher.iter(|| abi_flow(&plugin, black_box(&invocation), &ffi_answer))
+        bencher.iter(|| abi_flow(&plugin, black_box(&invocation), &account, &ffi_answer))
+    });
+    group.bench_function("charge_flow_abi_cdylib_whole_json", |bencher| {
+        bencher.iter(|| abi_whole_json_flow(&plugin, black_box(&invocation), &ffi_answer))
     });
     group.bench_function("charge_flow_static_json_entry_points", |bencher| {
         bencher.iter(|| static_json_flow(black_box(&invocation), &ffi_answer))

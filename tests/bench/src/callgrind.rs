@@ -72,22 +72,31 @@ pub fn count_all(executable: &Path, requests: u64, work: &Path) -> anyhow::Resul
 
 fn one_run(executable: &Path, case: &str, requests: u64, work: &Path) -> anyhow::Result<u64> {
     let out_file = work.join(format!("callgrind.{case}.{requests}.out"));
+    instructions(
+        executable,
+        &[RUN_ARGUMENT, case, &requests.to_string()],
+        &out_file,
+    )
+}
+
+/// The instructions `executable` run with `arguments` executes under callgrind.
+pub fn instructions(executable: &Path, arguments: &[&str], out_file: &Path) -> anyhow::Result<u64> {
     let status = Command::new("valgrind")
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out_file.display()))
         .arg(executable)
-        .args([RUN_ARGUMENT, case, &requests.to_string()])
+        .args(arguments)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .context("running valgrind (is it installed? Debian: apt-get install valgrind)")?;
     if !status.success() {
-        bail!("the callgrind run of {case} ({requests} requests) failed: {status}");
+        bail!("the callgrind run of {arguments:?} failed: {status}");
     }
-    let text = std::fs::read_to_string(&out_file)
+    let text = std::fs::read_to_string(out_file)
         .with_context(|| format!("reading {}", out_file.display()))?;
-    let _ = std::fs::remove_file(&out_file);
+    let _ = std::fs::remove_file(out_file);
     total_instructions(&text)
         .with_context(|| format!("no instruction total in {}", out_file.display()))
 }

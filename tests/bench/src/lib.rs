@@ -10,6 +10,7 @@ pub mod callgrind;
 pub mod floor;
 pub mod host;
 pub mod measure;
+pub mod plugin_call;
 pub mod process;
 pub mod scenarios;
 pub mod served;

@@ -8,7 +8,7 @@ use abi_stable::std_types::{RSlice, RStr};
 use anyhow::{Context, bail};
 use gatehouse_core::loader::LoadedPlugin;
 use gatehouse_core::plugin_pool::PluginPool;
-use gatehouse_plugin_api::ffi::{FfiHttpResponse, HostStep};
+use gatehouse_plugin_api::ffi::{EncodedInvocation, FfiHttpResponse, HostStep, encode_account};
 use gatehouse_plugin_api::plugin::{ffi_resume, ffi_start};
 use gatehouse_plugin_api::{AccountConfig, HttpResponse, Invocation, Plugin, Secret, Step};
 use gatehouse_plugin_paygateglobal::PayGateGlobal;
@@ -81,9 +81,16 @@ pub async fn run_variant(
 /// of calling the same plugin code.
 #[derive(Debug, Clone)]
 pub struct PluginCallCost {
-    /// Through the loaded cdylib (`LoadedPlugin::start`/`resume`), the invocation serialized to
-    /// JSON as the host does once per dispatch.
+    /// Through the loaded cdylib as dispatch drives it (`LoadedPlugin::start_flow`/`resume_flow`):
+    /// the command encoded per dispatch, the account's text encoded once (as the host does once
+    /// per resolution of the account), the invocation passed in pieces (`start_v2`/`resume_v2`).
     pub abi: Duration,
+    /// Before `start_v2`/`resume_v2`: the first release's entry points (`LoadedPlugin::start`/
+    /// `resume`), the whole invocation serialized to JSON per dispatch and parsed by each call.
+    pub abi_whole_json: Duration,
+    /// The host's half alone: the account's text encoded once and spliced into the one JSON
+    /// text `start`/`resume` take (what a plugin built before `start_v2` gets), parsed by each call.
+    pub abi_whole_json_account_kept: Duration,
     /// The same `extern "C"` entry points linked statically: JSON in and out, no dynamic call.
     pub static_json: Duration,
     /// Direct trait calls on the statically linked plugin: typed values, no JSON.
@@ -127,8 +134,63 @@ pub fn pay_answer() -> HttpResponse {
     }
 }
 
-/// One charge flow through the loaded library, as `Flow::drive` makes it (without the pool).
-pub fn abi_flow(plugin: &LoadedPlugin, invocation: &Invocation, answer: &FfiHttpResponse) {
+/// What the host keeps per resolution of the account: its text for the boundary.
+pub fn account_json(invocation: &Invocation) -> Arc<str> {
+    encode_account(&invocation.account).unwrap_or_else(|_| Arc::from(""))
+}
+
+/// The invocation as dispatch encodes it: the command per dispatch, the account's kept text.
+pub fn encoded(invocation: &Invocation, account_json: &Arc<str>) -> EncodedInvocation {
+    EncodedInvocation::new(
+        &invocation.command,
+        account_json.clone(),
+        invocation.reference.clone(),
+        invocation.now_unix,
+    )
+    .unwrap_or_else(|error| panic!("the command encodes: {error}"))
+}
+
+/// One charge flow through the loaded library, as `Flow::drive` makes it (without the pool): the
+/// invocation in pieces when the plugin takes them.
+pub fn abi_flow(
+    plugin: &LoadedPlugin,
+    invocation: &Invocation,
+    account_json: &Arc<str>,
+    answer: &FfiHttpResponse,
+) {
+    let invocation = encoded(invocation, account_json);
+    let HostStep::Send { state, .. } = plugin.start_flow(&invocation, b"") else {
+        panic!("the charge flow did not ask to send its request");
+    };
+    let done = plugin.resume_flow(&invocation, &state, answer);
+    assert!(
+        matches!(done, HostStep::Done(_)),
+        "the charge flow did not finish: {done:?}"
+    );
+}
+
+/// The same flow through the first release's entry points, the account's text kept by the host
+/// and spliced into the one JSON text they take.
+pub fn abi_whole_json_account_kept_flow(
+    plugin: &LoadedPlugin,
+    invocation: &Invocation,
+    account_json: &Arc<str>,
+    answer: &FfiHttpResponse,
+) {
+    let invocation = encoded(invocation, account_json);
+    let HostStep::Send { state, .. } = plugin.start(invocation.whole_json(), b"") else {
+        panic!("the charge flow did not ask to send its request");
+    };
+    let done = plugin.resume(invocation.whole_json(), &state, answer);
+    assert!(
+        matches!(done, HostStep::Done(_)),
+        "the charge flow did not finish: {done:?}"
+    );
+}
+
+/// The same flow as dispatch made it before `start_v2`/`resume_v2`: the whole invocation
+/// serialized per dispatch, the first release's entry points.
+pub fn abi_whole_json_flow(plugin: &LoadedPlugin, invocation: &Invocation, answer: &FfiHttpResponse) {
     let invocation_json = serde_json::to_string(invocation).unwrap_or_default();
     let HostStep::Send { state, .. } = plugin.start(&invocation_json, b"") else {
         panic!("the charge flow did not ask to send its request");
@@ -185,17 +247,43 @@ pub async fn plugin_call_cost(
         .registry()
         .get(PROVIDER)
         .context("paygateglobal is not loaded")?;
+    plugin_call_cost_of(&plugin, simulator_base_url, window, rounds).await
+}
+
+/// [`plugin_call_cost`] of a plugin loaded by the caller.
+pub async fn plugin_call_cost_of(
+    plugin: &Arc<LoadedPlugin>,
+    simulator_base_url: &str,
+    window: Duration,
+    rounds: u32,
+) -> anyhow::Result<PluginCallCost> {
+    if !plugin.takes_invocation_in_pieces() {
+        bail!("the loaded paygateglobal has no start_v2/resume_v2");
+    }
+    let plugin = plugin.clone();
     let invocation = Arc::new(charge_invocation(simulator_base_url));
+    let account = account_json(&invocation);
     let answer = pay_answer();
     let ffi_answer = Arc::new(FfiHttpResponse::from(answer.clone()));
     // Warm every variant once (page faults of the library's code, allocator).
-    abi_flow(&plugin, &invocation, &ffi_answer);
+    abi_flow(&plugin, &invocation, &account, &ffi_answer);
+    abi_whole_json_flow(&plugin, &invocation, &ffi_answer);
+    abi_whole_json_account_kept_flow(&plugin, &invocation, &account, &ffi_answer);
     static_json_flow(&invocation, &ffi_answer);
     static_typed_flow(&invocation, &answer);
-    let (mut abi, mut static_json, mut static_typed) =
+    let (mut abi, mut abi_whole_json, mut abi_whole_json_account_kept) =
         (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut static_json, mut static_typed) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..rounds {
-        abi += time_per_iteration(window, || abi_flow(&plugin, &invocation, &ffi_answer));
+        abi += time_per_iteration(window, || {
+            abi_flow(&plugin, &invocation, &account, &ffi_answer)
+        });
+        abi_whole_json += time_per_iteration(window, || {
+            abi_whole_json_flow(&plugin, &invocation, &ffi_answer)
+        });
+        abi_whole_json_account_kept += time_per_iteration(window, || {
+            abi_whole_json_account_kept_flow(&plugin, &invocation, &account, &ffi_answer)
+        });
         static_json += time_per_iteration(window, || static_json_flow(&invocation, &ffi_answer));
         static_typed += time_per_iteration(window, || static_typed_flow(&invocation, &answer));
     }
@@ -204,7 +292,7 @@ pub async fn plugin_call_cost(
     let started = Instant::now();
     let mut flows = 0_u32;
     while started.elapsed() < window * rounds {
-        pool_flow(&pool, &plugin, &invocation, &ffi_answer).await?;
+        pool_flow(&pool, &plugin, &invocation, &account, &ffi_answer).await?;
         flows += 1;
     }
     let abi_via_pool = started.elapsed() / flows.max(1);
@@ -212,11 +300,13 @@ pub async fn plugin_call_cost(
     for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let started = Instant::now();
-        pool_flow(&pool, &plugin, &invocation, &ffi_answer).await?;
+        pool_flow(&pool, &plugin, &invocation, &account, &ffi_answer).await?;
         paced_flows.push(started.elapsed());
     }
     Ok(PluginCallCost {
         abi: abi / rounds,
+        abi_whole_json: abi_whole_json / rounds,
+        abi_whole_json_account_kept: abi_whole_json_account_kept / rounds,
         static_json: static_json / rounds,
         static_typed: static_typed / rounds,
         abi_via_pool,
@@ -229,14 +319,15 @@ async fn pool_flow(
     pool: &PluginPool,
     plugin: &Arc<LoadedPlugin>,
     invocation: &Invocation,
+    account_json: &Arc<str>,
     ffi_answer: &Arc<FfiHttpResponse>,
 ) -> anyhow::Result<()> {
     let budget = Duration::from_secs(2);
-    let invocation_json: Arc<str> = serde_json::to_string(invocation).unwrap_or_default().into();
+    let invocation = Arc::new(encoded(invocation, account_json));
     let (for_start, for_resume) = (plugin.clone(), plugin.clone());
-    let json = invocation_json.clone();
+    let for_start_invocation = invocation.clone();
     let step = pool
-        .run(budget, move || for_start.start(&json, b""))
+        .run(budget, move || for_start.start_flow(&for_start_invocation, b""))
         .await
         .map_err(|failure| anyhow::anyhow!("plugin pool: {failure:?}"))?;
     let HostStep::Send { state, .. } = step else {
@@ -245,7 +336,7 @@ async fn pool_flow(
     let ffi_answer = ffi_answer.clone();
     let done = pool
         .run(budget, move || {
-            for_resume.resume(&invocation_json, &state, &ffi_answer)
+            for_resume.resume_flow(&invocation, &state, &ffi_answer)
         })
         .await
         .map_err(|failure| anyhow::anyhow!("plugin pool: {failure:?}"))?;

@@ -508,6 +508,66 @@ async fn a_change_without_an_event_is_found_by_the_periodic_rescan() {
     assert!(served, "the periodic rescan did not load the new version");
 }
 
+/// A plugin built before `start_v2`/`resume_v2` were appended (`tests/standalone/previous-contract`:
+/// the PayGateGlobal sources against the root module without them) loads in today's host, reads
+/// them as absent and is driven through `start`/`resume`, the invocation as one JSON text; today's
+/// build of the same sources takes the invocation in pieces. Both serve the same flow.
+#[tokio::test]
+async fn a_plugin_built_before_start_v2_is_driven_through_start_and_resume() {
+    let previous_plugin = standalone_library(
+        "previous-contract",
+        "gatehouse-fixture-previous-contract-plugin",
+    );
+    let (host, _simulator, running) = paygate_host().await;
+    let today = host
+        .gateway
+        .registry()
+        .get("paygateglobal")
+        .expect("loaded");
+    assert!(
+        today.takes_invocation_in_pieces(),
+        "today's plugin has start_v2/resume_v2"
+    );
+    let today_outcome = host
+        .call("paygateglobal", "main", json!({"operation": "balance"}))
+        .await
+        .expect("today's plugin serves");
+
+    install(
+        &previous_plugin,
+        &host.plugins_dir(),
+        &plugin_file_name("paygateglobal"),
+    );
+    let events = host.gateway.reload_plugins();
+    assert!(
+        events
+            .iter()
+            .any(|event| matches!(event, ScanEvent::Loaded { provider, .. } if provider == "paygateglobal")),
+        "the previous-contract plugin was not loaded: {events:?}"
+    );
+    let serving = host
+        .gateway
+        .registry()
+        .get("paygateglobal")
+        .expect("loaded");
+    let previous_bytes = std::fs::read(&previous_plugin).expect("fixture bytes");
+    assert_eq!(
+        serving.sha256,
+        gatehouse_core::loader::sha256_hex(&previous_bytes),
+        "the host serves the previous-contract build"
+    );
+    assert!(serving.module().start_v2().is_none() && serving.module().resume_v2().is_none());
+    assert!(!serving.takes_invocation_in_pieces());
+    let before = running.calls.all().len();
+    let outcome = host
+        .call("paygateglobal", "main", json!({"operation": "balance"}))
+        .await
+        .expect("the older plugin serves through start/resume");
+    assert!(running.calls.all().len() > before, "it sent its request");
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded);
+    assert_eq!(outcome.details, today_outcome.details);
+}
+
 /// The contract evolves append-only, proved both ways with real libraries: the PayGateGlobal
 /// plugin built against the next minor contract (`tests/standalone/next-contract`: one root-module
 /// function appended after `resume`, one manifest field this host does not know) loads and serves

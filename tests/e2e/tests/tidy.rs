@@ -151,9 +151,10 @@ fn the_host_crates_depend_only_downward() {
     }
 }
 
-/// The `next-contract-fixture` feature of plugin-api grows the contract for the evolution tests
-/// only: no crate of the workspace may turn it on (cargo would unify it into every plugin and the
-/// host); only the standalone fixture `tests/standalone/next-contract` does.
+/// The `next-contract-fixture` and `previous-contract-fixture` features of plugin-api grow and
+/// shrink the contract for the evolution tests only: no crate of the workspace may turn them on
+/// (cargo would unify them into every plugin and the host); only the standalone fixtures
+/// `tests/standalone/next-contract` and `tests/standalone/previous-contract` do.
 #[test]
 fn no_workspace_crate_enables_the_next_contract_fixture() {
     let mut manifests = Vec::new();
@@ -184,11 +185,13 @@ fn no_workspace_crate_enables_the_next_contract_fixture() {
     );
     for manifest in manifests {
         let text = std::fs::read_to_string(&manifest).expect("manifest");
-        assert!(
-            !text.contains("next-contract-fixture"),
-            "{} enables plugin-api's next-contract-fixture",
-            manifest.display()
-        );
+        for feature in ["next-contract-fixture", "previous-contract-fixture"] {
+            assert!(
+                !text.contains(feature),
+                "{} enables plugin-api's {feature}",
+                manifest.display()
+            );
+        }
     }
 }
 
