@@ -270,7 +270,9 @@ mod tests {
     #[test]
     fn a_remembered_code_parses_as_the_first_time() {
         for _ in 0..3 {
-            for code in ["XOF", "USD", "KWD", "JPY", "EUR", "XAF", "GBP", "CHF", "SEK", "NOK"] {
+            for code in [
+                "XOF", "USD", "KWD", "JPY", "EUR", "XAF", "GBP", "CHF", "SEK", "NOK",
+            ] {
                 let currency = Currency::from_code(code).expect(code);
                 assert_eq!(currency.code(), code);
                 let read: Currency =

@@ -344,9 +344,12 @@ mod v2 {
     }
 
     fn assemble_invocation(invocation: &FfiInvocation<'_>) -> Result<Invocation, ProviderError> {
-        let command: Command = serde_json::from_str(invocation.command.as_str()).map_err(|error| {
-            ProviderError::invalid_request(format!("the plugin cannot read the command: {error}"))
-        })?;
+        let command: Command =
+            serde_json::from_str(invocation.command.as_str()).map_err(|error| {
+                ProviderError::invalid_request(format!(
+                    "the plugin cannot read the command: {error}"
+                ))
+            })?;
         let account = parsed_account(invocation.account.as_str())?;
         Ok(Invocation {
             command,
@@ -551,7 +554,11 @@ mod tests {
 
     #[test]
     fn the_whole_json_is_what_serde_writes_for_the_invocation() {
-        for reference in [None, Some("gh_1"), Some("with \"quotes\" and \\ and \u{e9}")] {
+        for reference in [
+            None,
+            Some("gh_1"),
+            Some("with \"quotes\" and \\ and \u{e9}"),
+        ] {
             let invocation = invocation("main", reference);
             let encoded = EncodedInvocation::from_invocation(&invocation).expect("encodes");
             assert_eq!(
@@ -652,16 +659,16 @@ mod tests {
         };
         assert_eq!(outcome.amount.map(|amount| amount.minor_units), Some(501));
         // The flow's own invocation is forgotten once it ends.
-        let done = ffi_resume_v2::<Probe>(&pieces, RStr::from_str(&state), &answer(200))
-            .into_host_step();
+        let done =
+            ffi_resume_v2::<Probe>(&pieces, RStr::from_str(&state), &answer(200)).into_host_step();
         assert!(matches!(done, HostStep::Done(_)), "{done:?}");
         assert!(!v2::flow_is_kept(&pieces));
     }
 
     #[test]
     fn a_panic_in_resume_v2_is_a_plugin_fault_for_that_call() {
-        let encoded =
-            EncodedInvocation::from_invocation(&invocation("panic-account", None)).expect("encodes");
+        let encoded = EncodedInvocation::from_invocation(&invocation("panic-account", None))
+            .expect("encodes");
         let done = ffi_resume_v2::<Probe>(
             &encoded.as_ffi(),
             RStr::from_str("\"panic-account\""),
@@ -672,7 +679,11 @@ mod tests {
             panic!("a panic is a failed step: {done:?}");
         };
         assert_eq!(error.kind, crate::ErrorKind::PluginFault);
-        assert!(error.message.contains("panicked in resume"), "{}", error.message);
+        assert!(
+            error.message.contains("panicked in resume"),
+            "{}",
+            error.message
+        );
     }
 
     /// serde quotes the value it fails on; in the account's text, values are credentials.

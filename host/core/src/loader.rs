@@ -110,7 +110,11 @@ impl LoadedPlugin {
     /// when the plugin has that entry point, as one JSON text (`start`) when it was built before
     /// it. The plugin's entry points catch their own panics.
     pub fn start_flow(&self, invocation: &EncodedInvocation, inbound_body: &[u8]) -> HostStep {
-        match self.module.start_v2().filter(|_| self.module.resume_v2().is_some()) {
+        match self
+            .module
+            .start_v2()
+            .filter(|_| self.module.resume_v2().is_some())
+        {
             Some(start_v2) => {
                 start_v2(&invocation.as_ffi(), RSlice::from_slice(inbound_body)).into_host_step()
             }
@@ -126,7 +130,11 @@ impl LoadedPlugin {
         state: &str,
         response: &FfiHttpResponse,
     ) -> HostStep {
-        match self.module.resume_v2().filter(|_| self.module.start_v2().is_some()) {
+        match self
+            .module
+            .resume_v2()
+            .filter(|_| self.module.start_v2().is_some())
+        {
             Some(resume_v2) => {
                 resume_v2(&invocation.as_ffi(), RStr::from_str(state), response).into_host_step()
             }

@@ -100,8 +100,9 @@ pub fn resolve_account(
         secrets,
     };
     // Strings in string maps: serializing cannot fail, and says nothing of the values if it did.
-    let config_json = encode_account(&config)
-        .map_err(|_| vec!["the account's configuration cannot be encoded for the plugin".to_string()])?;
+    let config_json = encode_account(&config).map_err(|_| {
+        vec!["the account's configuration cannot be encoded for the plugin".to_string()]
+    })?;
     Ok(ResolvedAccount {
         config,
         config_json,

@@ -68,7 +68,9 @@ fn main() -> ExitCode {
             profile(dispatches)
         }
         Some("served") => served_only(),
-        Some("plugin-call") => plugin_call_only(arguments.next().and_then(|text| text.parse().ok())),
+        Some("plugin-call") => {
+            plugin_call_only(arguments.next().and_then(|text| text.parse().ok()))
+        }
         Some(gatehouse_bench::plugin_call::RUN_ARGUMENT) => {
             let case = arguments.next().unwrap_or_default();
             let flows = arguments
@@ -414,7 +416,10 @@ fn plugin_call_only(callgrind_flows: Option<u64>) -> anyhow::Result<()> {
         let (instructions, instruction_ratio) = match &counts {
             Some(counts) => (
                 format!("{:.0}", counts[index].1),
-                format!("{:.2}", counts[index].1 / static_typed_instructions.max(1.0)),
+                format!(
+                    "{:.2}",
+                    counts[index].1 / static_typed_instructions.max(1.0)
+                ),
             ),
             None => (String::new(), String::new()),
         };

@@ -29,7 +29,10 @@ const BASE_URL: &str = "http://127.0.0.1:9";
 
 /// The ways of calling, by name on the child's command line, with what each is.
 pub const CASES: [(&str, &str); 5] = [
-    ("static-typed", "static, direct trait calls (typed values, no JSON)"),
+    (
+        "static-typed",
+        "static, direct trait calls (typed values, no JSON)",
+    ),
     (
         "static-json",
         "static, the first release's `extern \"C\"` entry points (whole invocation as JSON)",
@@ -81,7 +84,11 @@ pub fn run_flows(case: &str, flows: u64) -> anyhow::Result<()> {
 }
 
 /// Instructions per flow of every case: `(total(2N) - total(N)) / N` under callgrind.
-pub fn count_all(executable: &Path, flows: u64, work: &Path) -> anyhow::Result<Vec<(&'static str, f64)>> {
+pub fn count_all(
+    executable: &Path,
+    flows: u64,
+    work: &Path,
+) -> anyhow::Result<Vec<(&'static str, f64)>> {
     let mut counts = Vec::new();
     for (case, _) in CASES {
         eprintln!("callgrind: {case}, {flows} and {} flows...", 2 * flows);
@@ -95,7 +102,10 @@ pub fn count_all(executable: &Path, flows: u64, work: &Path) -> anyhow::Result<V
             &[RUN_ARGUMENT, case, &(2 * flows).to_string()],
             &work.join(format!("callgrind.{case}.{}.out", 2 * flows)),
         )?;
-        counts.push((case, large.saturating_sub(small) as f64 / flows.max(1) as f64));
+        counts.push((
+            case,
+            large.saturating_sub(small) as f64 / flows.max(1) as f64,
+        ));
     }
     Ok(counts)
 }

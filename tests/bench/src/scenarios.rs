@@ -190,7 +190,11 @@ pub fn abi_whole_json_account_kept_flow(
 
 /// The same flow as dispatch made it before `start_v2`/`resume_v2`: the whole invocation
 /// serialized per dispatch, the first release's entry points.
-pub fn abi_whole_json_flow(plugin: &LoadedPlugin, invocation: &Invocation, answer: &FfiHttpResponse) {
+pub fn abi_whole_json_flow(
+    plugin: &LoadedPlugin,
+    invocation: &Invocation,
+    answer: &FfiHttpResponse,
+) {
     let invocation_json = serde_json::to_string(invocation).unwrap_or_default();
     let HostStep::Send { state, .. } = plugin.start(&invocation_json, b"") else {
         panic!("the charge flow did not ask to send its request");
@@ -327,7 +331,9 @@ async fn pool_flow(
     let (for_start, for_resume) = (plugin.clone(), plugin.clone());
     let for_start_invocation = invocation.clone();
     let step = pool
-        .run(budget, move || for_start.start_flow(&for_start_invocation, b""))
+        .run(budget, move || {
+            for_start.start_flow(&for_start_invocation, b"")
+        })
         .await
         .map_err(|failure| anyhow::anyhow!("plugin pool: {failure:?}"))?;
     let HostStep::Send { state, .. } = step else {
