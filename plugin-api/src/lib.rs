@@ -11,6 +11,12 @@
 //! [`HttpResponse`]. Plugins link no tokio and no HTTP client; they are testable with
 //! [`testkit`] (feature `testkit`) without sockets.
 //!
+//! The invocation crosses as JSON in one of two ways: as one text (`start`/`resume`, the first
+//! release's entry points) or in pieces ([`ffi::FfiInvocation`], `start_v2`/`resume_v2`, appended
+//! later), the account's configuration as a text of its own that the host encodes once per
+//! resolution and the plugin parses once per text. A host uses the pieces when the plugin has
+//! them; [`export_plugin!`] exports both, and the testkit's `run` checks they agree.
+//!
 //! ## Compatibility rules
 //! Two things are versioned: the **layout** of the types in [`ffi`], checked by abi_stable at load
 //! time, and the **JSON schema** of commands, outcomes and manifests, tied to this crate's version
