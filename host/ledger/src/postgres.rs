@@ -32,14 +32,16 @@ use std::fmt;
 use std::time::Duration;
 
 use gatehouse_plugin_api::{Outcome, Secret, WebhookEvent};
+use postgres::Row;
 use postgres::error::SqlState;
 use postgres::types::ToSql;
-use postgres::{GenericClient, Row};
-use r2d2_postgres::PostgresConnectionManager;
 
 mod accounts;
+mod connection;
 mod fleet;
 mod tls;
+
+use connection::{Manager, Sql, Transaction};
 
 use super::rules::{self, EntryRow};
 use super::sqlite::unix_now;
@@ -153,10 +155,66 @@ fn seconds(duration: Duration) -> f64 {
 /// How long a starting host waits for another host's migration before giving up.
 const MIGRATION_LOCK_TIMEOUT: &str = "60s";
 
+/// The columns [`entry_row`] expects, in its order (a macro, for `concat!`).
+macro_rules! entry_columns {
+    () => {
+        "id, provider, account, operation, idempotency_key, request_hash, command_json, state, \
+         amount_minor_units, amount_currency, provider_reference, outcome_json, refusal_code, \
+         refusal_message, operator_flag, created_at_unix, updated_at_unix, actor"
+    };
+}
+
 /// The columns [`entry_row`] expects, in its order.
-const ENTRY_COLUMNS: &str = "id, provider, account, operation, idempotency_key, request_hash, \
-    command_json, state, amount_minor_units, amount_currency, provider_reference, outcome_json, \
-    refusal_code, refusal_message, operator_flag, created_at_unix, updated_at_unix, actor";
+const ENTRY_COLUMNS: &str = entry_columns!();
+
+/// [`Ledger::begin`]'s one statement: the entry in state `sending` and its first history row, or
+/// nothing when its key is taken (`ON CONFLICT ... DO NOTHING`; another unique violation, the id,
+/// is an error). Returns the entry's [`ENTRY_COLUMNS`].
+const BEGIN_ENTRY: &str = concat!(
+    "WITH created AS ( \
+         INSERT INTO entries (id, provider, account, operation, idempotency_key, request_hash, \
+             command_json, state, amount_minor_units, amount_currency, created_at_unix, \
+             updated_at_unix, sender_instance, actor) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'sending', $8, $9, $10, $10, $11, $12) \
+         ON CONFLICT ON CONSTRAINT entries_idempotency_key DO NOTHING \
+         RETURNING ",
+    entry_columns!(),
+    "), \
+     history AS ( \
+         INSERT INTO entry_history (entry_id, at_unix, state, detail, actor) \
+         SELECT id, $10, 'sending', 'created', NULL FROM created) \
+     SELECT ",
+    entry_columns!(),
+    " FROM created"
+);
+
+/// Writes an entry's mutable columns back and appends one history row with its (new) state: $1
+/// id, $2 state, $3 provider reference, $4 outcome JSON, $5 and $6 the refusal's code and message,
+/// $7 the operator flag, $8 now, $9 the history's detail, $10 its actor.
+const SAVE_ENTRY: &str = "WITH saved AS ( \
+         UPDATE entries SET state = $2, provider_reference = $3, outcome_json = $4, \
+             refusal_code = $5, refusal_message = $6, operator_flag = $7, updated_at_unix = $8 \
+         WHERE id = $1 RETURNING id) \
+     INSERT INTO entry_history (entry_id, at_unix, state, detail, actor) \
+     SELECT id, $8, $2, $9, $10 FROM saved";
+
+/// [`SAVE_ENTRY`] only if the entry still holds what it held when read: $11 to $17 the state,
+/// provider reference, outcome JSON, refusal code and message, operator flag and update time
+/// read (every column a rule reads besides those a write never changes). Counts 1 when saved, 0
+/// when another write came first (the UPDATE re-checks its condition on the latest row).
+const SAVE_ENTRY_IF_UNCHANGED: &str = "WITH saved AS ( \
+         UPDATE entries SET state = $2, provider_reference = $3, outcome_json = $4, \
+             refusal_code = $5, refusal_message = $6, operator_flag = $7, updated_at_unix = $8 \
+         WHERE id = $1 AND state = $11 AND provider_reference IS NOT DISTINCT FROM $12 \
+             AND outcome_json IS NOT DISTINCT FROM $13 AND refusal_code IS NOT DISTINCT FROM $14 \
+             AND refusal_message IS NOT DISTINCT FROM $15 \
+             AND operator_flag IS NOT DISTINCT FROM $16 AND updated_at_unix = $17 \
+         RETURNING id) \
+     INSERT INTO entry_history (entry_id, at_unix, state, detail, actor) \
+     SELECT id, $8, $2, $9, $10 FROM saved";
+
+/// An entry by id, unlocked.
+const ENTRY_BY_ID: &str = concat!("SELECT ", entry_columns!(), " FROM entries WHERE id = $1");
 
 /// Where a PostgreSQL ledger lives and how to reach it.
 #[derive(Clone, Debug)]
@@ -202,7 +260,7 @@ fn default_instance_id() -> String {
     format!("{}-{nanos}", std::process::id())
 }
 
-type Pool = r2d2::Pool<PostgresConnectionManager<tls::Connector>>;
+type Pool = r2d2::Pool<Manager>;
 
 /// The pool, dropped on a thread of its own: every pooled client owns a small tokio runtime (the
 /// synchronous driver's), tokio refuses to drop a runtime on an async worker, and the last handle
@@ -325,7 +383,7 @@ impl PostgresLedger {
         let (mut config, location) = client_config(options)?;
         let connector = tls::connector(&mut config, options.ca_file.as_deref(), &location)?;
         migrate(&config, connector.clone(), &location, unix_now())?;
-        let manager = PostgresConnectionManager::new(config, connector);
+        let manager = Manager::new(config, connector);
         let pool = r2d2::Pool::builder()
             .max_size(options.max_connections.max(1))
             // Connections are opened when needed, not all at start (a fleet of hosts would
@@ -427,11 +485,7 @@ impl PostgresLedger {
         ))
     }
 
-    fn client(
-        &self,
-        action: &str,
-    ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<tls::Connector>>, LedgerError>
-    {
+    fn client(&self, action: &str) -> Result<r2d2::PooledConnection<Manager>, LedgerError> {
         let pool = self
             .pool
             .0
@@ -443,27 +497,42 @@ impl PostgresLedger {
     }
 
     /// Runs `body` in one transaction and commits it; an error (or a panic) in `body` rolls it
-    /// back. `body` gets the clock's reading.
+    /// back. `body` gets the clock's reading. A transaction a stale prepared statement failed
+    /// (see `connection.rs`) is run once more, its statements prepared afresh.
     fn write<T>(
         &self,
         action: &str,
-        body: impl FnOnce(&mut postgres::Transaction<'_>, i64) -> Result<T, LedgerError>,
+        mut body: impl FnMut(&mut Transaction<'_>, i64) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
         let now = (self.clock)();
         let mut client = self.client(action)?;
-        let mut transaction = client
-            .transaction()
-            .map_err(|error| self.storage_error(action, error))?;
-        let value = body(&mut transaction, now)?;
-        transaction
-            .commit()
-            .map_err(|error| self.storage_error(&format!("{action}: commit failed"), error))?;
-        Ok(value)
+        let _ = client.take_stale();
+        let mut retried = false;
+        loop {
+            let mut transaction = client
+                .transaction()
+                .map_err(|error| self.storage_error(action, error))?;
+            match body(&mut transaction, now) {
+                Ok(value) => {
+                    transaction.commit().map_err(|error| {
+                        self.storage_error(&format!("{action}: commit failed"), error)
+                    })?;
+                    return Ok(value);
+                }
+                Err(error) => {
+                    drop(transaction);
+                    if retried || !client.take_stale() {
+                        return Err(error);
+                    }
+                    retried = true;
+                }
+            }
+        }
     }
 
     fn entries(
         &self,
-        client: &mut impl GenericClient,
+        client: &mut impl Sql,
         action: &str,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
@@ -482,20 +551,27 @@ impl PostgresLedger {
 
     fn entry_by_id(
         &self,
-        client: &mut impl GenericClient,
+        client: &mut impl Sql,
         action: &str,
         id: &str,
         for_update: bool,
     ) -> Result<Option<Entry>, LedgerError> {
-        let lock = if for_update { " FOR UPDATE" } else { "" };
-        let sql = format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1{lock}");
-        Ok(self.entries(client, action, &sql, &[&id])?.pop())
+        let sql = if for_update {
+            concat!(
+                "SELECT ",
+                entry_columns!(),
+                " FROM entries WHERE id = $1 FOR UPDATE"
+            )
+        } else {
+            ENTRY_BY_ID
+        };
+        Ok(self.entries(client, action, sql, &[&id])?.pop())
     }
 
     /// The entry, locked until the transaction ends, or [`LedgerError::NotFound`].
     fn locked_entry(
         &self,
-        transaction: &mut postgres::Transaction<'_>,
+        transaction: &mut Transaction<'_>,
         action: &str,
         id: &str,
     ) -> Result<Entry, LedgerError> {
@@ -505,7 +581,7 @@ impl PostgresLedger {
 
     fn entry_by_key(
         &self,
-        client: &mut impl GenericClient,
+        client: &mut impl Sql,
         action: &str,
         provider: &str,
         account: &str,
@@ -529,49 +605,30 @@ impl PostgresLedger {
     /// history with the entry's (new) state; the host's own steps name no actor.
     fn save(
         &self,
-        transaction: &mut postgres::Transaction<'_>,
+        transaction: &mut Transaction<'_>,
         action: &str,
         entry: &mut Entry,
         now: i64,
         detail: &str,
     ) -> Result<(), LedgerError> {
-        self.save_entry(transaction, action, entry, now)?;
-        self.append_history(
-            transaction,
-            action,
-            &entry.id,
-            now,
-            entry.state,
-            detail,
-            None,
-        )
+        self.save_as(transaction, action, entry, now, detail, None)
     }
 
-    /// Writes the mutable part of `entry` back and stamps it `now`, without history.
-    fn save_entry(
+    /// [`Self::save`] with the history row naming `actor` (an operator's step): one statement.
+    fn save_as(
         &self,
-        transaction: &mut postgres::Transaction<'_>,
+        transaction: &mut Transaction<'_>,
         action: &str,
         entry: &mut Entry,
         now: i64,
+        detail: &str,
+        actor: Option<&str>,
     ) -> Result<(), LedgerError> {
         entry.updated_at_unix = now;
-        let outcome_json = entry
-            .outcome
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|error| {
-                self.storage_error(
-                    &format!("{action}: cannot serialize the outcome of `{}`", entry.id),
-                    error,
-                )
-            })?;
+        let outcome_json = self.outcome_json(action, entry)?;
         transaction
             .execute(
-                "UPDATE entries SET state = $2, provider_reference = $3, outcome_json = $4, \
-                 refusal_code = $5, refusal_message = $6, operator_flag = $7, updated_at_unix = $8 \
-                 WHERE id = $1",
+                SAVE_ENTRY,
                 &[
                     &entry.id,
                     &entry.state.as_str(),
@@ -581,31 +638,85 @@ impl PostgresLedger {
                     &entry.refusal.as_ref().map(|refusal| &refusal.message),
                     &entry.operator_flag,
                     &now,
+                    &detail,
+                    &actor,
                 ],
             )
             .map_err(|error| self.storage_error(action, error))?;
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn append_history(
+    /// The entry's outcome as the JSON text stored.
+    fn outcome_json(&self, action: &str, entry: &Entry) -> Result<Option<String>, LedgerError> {
+        entry
+            .outcome
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|error| {
+                self.storage_error(
+                    &format!("{action}: cannot serialize the outcome of `{}`", entry.id),
+                    error,
+                )
+            })
+    }
+
+    /// Applies `apply` to entry `id` and saves it with its history row in two statements and no
+    /// transaction: the entry read unlocked, then written back only if it still holds what was
+    /// read ([`SAVE_ENTRY_IF_UNCHANGED`]). The rules decide from those columns alone, so the
+    /// result is what the locked read-apply-write would have written. `None`: another write
+    /// came in between; the caller does the locked one.
+    fn save_unless_changed(
         &self,
-        transaction: &mut postgres::Transaction<'_>,
         action: &str,
         id: &str,
-        now: i64,
-        state: EntryState,
-        detail: &str,
-        actor: Option<&str>,
-    ) -> Result<(), LedgerError> {
-        transaction
+        apply: impl FnOnce(&mut Entry) -> String,
+    ) -> Result<Option<Entry>, LedgerError> {
+        let now = (self.clock)();
+        let mut client = self.client(action)?;
+        let row = client
+            .query_opt(ENTRY_BY_ID, &[&id])
+            .map_err(|error| self.storage_error(action, error))?
+            .ok_or_else(|| LedgerError::NotFound { id: id.to_string() })?;
+        let read = entry_row(&row).map_err(|error| self.storage_error(action, error))?;
+        let before = (
+            read.state.clone(),
+            read.provider_reference.clone(),
+            read.outcome_json.clone(),
+            read.refusal_code.clone(),
+            read.refusal_message.clone(),
+            read.operator_flag.clone(),
+            read.updated_at_unix,
+        );
+        let mut entry = read.into_entry()?;
+        let detail = apply(&mut entry);
+        entry.updated_at_unix = now;
+        let outcome_json = self.outcome_json(action, &entry)?;
+        let saved = client
             .execute(
-                "INSERT INTO entry_history (entry_id, at_unix, state, detail, actor) \
-                 VALUES ($1, $2, $3, $4, $5)",
-                &[&id, &now, &state.as_str(), &detail, &actor],
+                SAVE_ENTRY_IF_UNCHANGED,
+                &[
+                    &entry.id,
+                    &entry.state.as_str(),
+                    &entry.provider_reference,
+                    &outcome_json,
+                    &entry.refusal.as_ref().map(|refusal| &refusal.code),
+                    &entry.refusal.as_ref().map(|refusal| &refusal.message),
+                    &entry.operator_flag,
+                    &now,
+                    &detail,
+                    &None::<&str>,
+                    &before.0,
+                    &before.1,
+                    &before.2,
+                    &before.3,
+                    &before.4,
+                    &before.5,
+                    &before.6,
+                ],
             )
             .map_err(|error| self.storage_error(action, error))?;
-        Ok(())
+        Ok((saved == 1).then_some(entry))
     }
 
     fn unresolved_query(
@@ -728,29 +839,17 @@ impl Ledger for PostgresLedger {
                 error,
             )
         })?;
-        self.write(action, |transaction, now| {
-            if let Some(key) = &new.idempotency_key
-                && let Some(existing) =
-                    self.entry_by_key(transaction, action, &new.provider, &new.account, key)?
-            {
-                return Self::existing_for(&new, existing, key);
-            }
-            if self
-                .entry_by_id(transaction, action, &new.id, false)?
-                .is_some()
-            {
-                return Err(LedgerError::DuplicateId { id: new.id.clone() });
-            }
-            let amount = new.command.amount();
-            // A concurrent begin of the same key (another host) makes this insert wait for its
-            // commit and then do nothing: the entry it made is the one to answer with.
-            let inserted = transaction
-                .execute(
-                    "INSERT INTO entries (id, provider, account, operation, idempotency_key, \
-                     request_hash, command_json, state, amount_minor_units, amount_currency, \
-                     created_at_unix, updated_at_unix, sender_instance, actor) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'sending', $8, $9, $10, $10, $11, $12) \
-                     ON CONFLICT ON CONSTRAINT entries_idempotency_key DO NOTHING",
+        let now = (self.clock)();
+        let amount = new.command.amount();
+        let mut client = self.client(action)?;
+        // One statement, so its own transaction: the entry and its first history row, or
+        // nothing when the key is taken. A concurrent begin of the same key (another host) makes
+        // the insert wait for its commit and then do nothing: the entry it made is the one to
+        // answer with, read by the next statement (which sees that commit).
+        for _ in 0..3 {
+            let created = client
+                .query_opt(
+                    BEGIN_ENTRY,
                     &[
                         &new.id,
                         &new.provider,
@@ -773,35 +872,38 @@ impl Ledger for PostgresLedger {
                         self.storage_error(action, error)
                     }
                 })?;
-            if inserted == 0 {
-                let key = new.idempotency_key.as_deref().unwrap_or_default();
-                let existing = self
-                    .entry_by_key(transaction, action, &new.provider, &new.account, key)?
-                    .ok_or_else(|| {
-                        self.storage_error(
-                            action,
-                            format!("the entry holding key `{key}` vanished"),
-                        )
-                    })?;
+            if let Some(row) = created {
+                return entry_row(&row)
+                    .map_err(|error| self.storage_error(action, error))?
+                    .into_entry()
+                    .map(Begin::Created);
+            }
+            let key = new.idempotency_key.as_deref().unwrap_or_default();
+            // `None`: the entry that held the key let it go in between (a "not now" refusal
+            // releases its key); the insert is tried again.
+            if let Some(existing) =
+                self.entry_by_key(&mut *client, action, &new.provider, &new.account, key)?
+            {
                 return Self::existing_for(&new, existing, key);
             }
-            self.append_history(
-                transaction,
-                action,
-                &new.id,
-                now,
-                EntryState::Sending,
-                "created",
-                None,
-            )?;
-            self.entry_by_id(transaction, action, &new.id, false)?
-                .ok_or_else(|| LedgerError::NotFound { id: new.id.clone() })
-                .map(Begin::Created)
-        })
+        }
+        Err(self.storage_error(
+            action,
+            format!(
+                "the key `{}` was taken and released three times over",
+                new.idempotency_key.as_deref().unwrap_or_default()
+            ),
+        ))
     }
 
     fn record_outcome(&self, id: &str, outcome: &Outcome) -> Result<Entry, LedgerError> {
         let action = "record an outcome";
+        // The common case, one host recording on an entry nobody else touches: two statements.
+        if let Some(entry) =
+            self.save_unless_changed(action, id, |entry| rules::apply_outcome(entry, outcome))?
+        {
+            return Ok(entry);
+        }
         self.write(action, |transaction, now| {
             let mut entry = self.locked_entry(transaction, action, id)?;
             let detail = rules::apply_outcome(&mut entry, outcome);
@@ -866,13 +968,11 @@ impl Ledger for PostgresLedger {
             }
             let detail = settlement.describe(entry.state);
             settlement.apply(&mut entry);
-            self.save_entry(transaction, action, &mut entry, now)?;
-            self.append_history(
+            self.save_as(
                 transaction,
                 action,
-                id,
+                &mut entry,
                 now,
-                entry.state,
                 &detail,
                 Some(&settlement.actor),
             )?;

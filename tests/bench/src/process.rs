@@ -72,6 +72,34 @@ pub fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, Duration> {
     by_name
 }
 
+/// CPU time the children of process `parent` used so far, summed (`/proc/<pid>/schedstat` of
+/// every process whose parent it is): a database server's connections and background workers.
+pub fn children_cpu(parent: u32) -> Duration {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    let mut total = Duration::ZERO;
+    for process in processes.flatten() {
+        let path = process.path();
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        // After the command name's `)`: state, then the parent's id.
+        let parent_of = stat
+            .rsplit_once(')')
+            .and_then(|(_, after)| after.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if parent_of != Some(parent) {
+            continue;
+        }
+        let nanos = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        total += Duration::from_nanos(nanos);
+    }
+    total
+}
+
 fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf only reads a system constant.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

@@ -17,7 +17,7 @@ use tempfile::TempDir;
 
 use crate::artifacts::{target_dir, workspace_root};
 use crate::host::{API_KEY, prepare_folder, work_dir};
-use crate::process::{Process, thread_cpu};
+use crate::process::{Process, children_cpu, thread_cpu};
 use crate::simulator::AUTH_TOKEN;
 use crate::stats::Latencies;
 
@@ -213,6 +213,9 @@ pub struct ServedRun {
     pub server_cpu: Duration,
     /// The same, by thread name (see [`thread_cpu`]): where the server's time goes.
     pub threads: BTreeMap<String, Duration>,
+    /// CPU the database server's processes used meanwhile (a PostgreSQL path; zero otherwise).
+    /// The paths run one at a time, so the server's CPU in a path's window is that path's.
+    pub database_cpu: Duration,
     pub first_error: Option<String>,
 }
 
@@ -223,6 +226,7 @@ impl ServedRun {
         self.elapsed += other.elapsed;
         self.latencies.extend(other.latencies);
         self.server_cpu += other.server_cpu;
+        self.database_cpu += other.database_cpu;
         for (name, cpu) in other.threads {
             *self.threads.entry(name).or_insert(Duration::ZERO) += cpu;
         }
@@ -240,11 +244,19 @@ impl ServedRun {
     }
 
     pub fn server_cpu_micros_per_call(&self) -> f64 {
-        if self.completed == 0 {
-            0.0
-        } else {
-            self.server_cpu.as_secs_f64() * 1e6 / self.completed as f64
-        }
+        micros_per_call(self.server_cpu, self.completed)
+    }
+
+    pub fn database_cpu_micros_per_call(&self) -> f64 {
+        micros_per_call(self.database_cpu, self.completed)
+    }
+}
+
+fn micros_per_call(cpu: Duration, calls: u64) -> f64 {
+    if calls == 0 {
+        0.0
+    } else {
+        cpu.as_secs_f64() * 1e6 / calls as f64
     }
 }
 
@@ -252,6 +264,9 @@ impl ServedRun {
 pub struct ServedPath {
     pub label: String,
     pub servers: Vec<ServerProcess>,
+    /// The database server's process id (PostgreSQL's postmaster), whose children's CPU is
+    /// counted as [`ServedRun::database_cpu`].
+    pub database_server: Option<u32>,
 }
 
 /// The clients' shared state for one run.
@@ -333,8 +348,10 @@ pub async fn closed_loop(
         }
         total
     };
+    let database_cpu = || path.database_server.map_or(Duration::ZERO, children_cpu);
     let threads_before = threads();
     let cpu_before = cpu();
+    let database_before = database_cpu();
     let started = Instant::now();
     let deadline = started + window;
     let mut tasks = Vec::with_capacity(concurrency);
@@ -366,6 +383,7 @@ pub async fn closed_loop(
     }
     total.elapsed = started.elapsed();
     total.server_cpu = cpu().saturating_sub(cpu_before);
+    total.database_cpu = database_cpu().saturating_sub(database_before);
     total.threads = threads()
         .into_iter()
         .map(|(name, after)| {

@@ -33,6 +33,8 @@ pub const BASELINE_HOST: &str = "baseline gatehouse serve ($GATEHOUSE_BENCH_BASE
 pub const BASELINE_VARIABLE: &str = "GATEHOUSE_BENCH_BASELINE";
 pub const POSTGRES_HOST: &str = "gatehouse serve, PostgreSQL";
 pub const POSTGRES_FLEET: &str = "3 × gatehouse serve, one PostgreSQL";
+pub const BASELINE_POSTGRES_HOST: &str = "baseline gatehouse serve, PostgreSQL";
+pub const BASELINE_POSTGRES_FLEET: &str = "baseline 3 × gatehouse serve, one PostgreSQL";
 
 /// What the section measured.
 pub struct ServedSection {
@@ -74,12 +76,14 @@ pub async fn measure(gatehouse: &Path, simulator_base_url: &str) -> anyhow::Resu
         Ok(binary) => paths.push(ServedPath {
             label: REFERENCE.into(),
             servers: vec![spawn_refsvc(&binary, simulator_base_url).await?],
+            database_server: None,
         }),
         Err(error) => notes.push(format!("reference service not measured: {error:#}")),
     }
     paths.push(ServedPath {
         label: SQLITE_HOST.into(),
         servers: vec![spawn_gatehouse(gatehouse, simulator_base_url, &LedgerChoice::Sqlite).await?],
+        database_server: None,
     });
     // Another build of `gatehouse` (the previous code, say) beside this one, for a change's
     // before and after in one run.
@@ -95,6 +99,7 @@ pub async fn measure(gatehouse: &Path, simulator_base_url: &str) -> anyhow::Resu
                 .await
                 .context("starting the baseline gatehouse")?,
             ],
+            database_server: None,
         });
     }
     eprintln!("served paths: a durable PostgreSQL cluster (fsync on)...");
@@ -109,29 +114,46 @@ pub async fn measure(gatehouse: &Path, simulator_base_url: &str) -> anyhow::Resu
         }
     };
     if let Some(cluster) = &cluster {
-        let cluster = cluster.clone();
-        let (single, fleet) = tokio::task::spawn_blocking(move || {
-            (cluster.create_database(), cluster.create_database())
-        })
-        .await
-        .context("creating the databases")?;
-        let choice = |database: &Database| LedgerChoice::Postgres {
-            url: database.url(),
-            password: database.password.clone(),
-        };
-        paths.push(ServedPath {
-            label: POSTGRES_HOST.into(),
-            servers: vec![spawn_gatehouse(gatehouse, simulator_base_url, &choice(&single)).await?],
-        });
-        let mut servers = Vec::new();
-        // One after another: the first applies the schema, the others find it applied.
-        for _ in 0..FLEET_HOSTS {
-            servers.push(spawn_gatehouse(gatehouse, simulator_base_url, &choice(&fleet)).await?);
+        let database_server = cluster.server_pid();
+        // This tree's gatehouse, then the baseline's (when given), each on databases of its own.
+        let mut builds = vec![(gatehouse.to_path_buf(), POSTGRES_HOST, POSTGRES_FLEET)];
+        if let Some(baseline) = std::env::var_os(BASELINE_VARIABLE) {
+            builds.push((
+                baseline.into(),
+                BASELINE_POSTGRES_HOST,
+                BASELINE_POSTGRES_FLEET,
+            ));
         }
-        paths.push(ServedPath {
-            label: POSTGRES_FLEET.into(),
-            servers,
-        });
+        for (executable, single_label, fleet_label) in builds {
+            let cluster = cluster.clone();
+            let (single, fleet) = tokio::task::spawn_blocking(move || {
+                (cluster.create_database(), cluster.create_database())
+            })
+            .await
+            .context("creating the databases")?;
+            let choice = |database: &Database| LedgerChoice::Postgres {
+                url: database.url(),
+                password: database.password.clone(),
+            };
+            paths.push(ServedPath {
+                label: single_label.into(),
+                servers: vec![
+                    spawn_gatehouse(&executable, simulator_base_url, &choice(&single)).await?,
+                ],
+                database_server,
+            });
+            let mut servers = Vec::new();
+            // One after another: the first applies the schema, the others find it applied.
+            for _ in 0..FLEET_HOSTS {
+                servers
+                    .push(spawn_gatehouse(&executable, simulator_base_url, &choice(&fleet)).await?);
+            }
+            paths.push(ServedPath {
+                label: fleet_label.into(),
+                servers,
+                database_server,
+            });
+        }
     }
 
     let all: Vec<&ServedPath> = paths.iter().collect();
@@ -250,11 +272,11 @@ pub fn render(section: &mut ServedSection, out: &mut String) -> Vec<TargetRow> {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| path | charges/s | × reference | × 1 SQLite host | failed | p50 | p90 | p99 | p99.9 | max | server CPU µs/charge |"
+        "| path | charges/s | × reference | × 1 SQLite host | failed | p50 | p90 | p99 | p99.9 | max | server CPU µs/charge | PostgreSQL CPU µs/charge |"
     );
     let _ = writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let reference = section.charge(REFERENCE).map(ServedRun::per_second);
     let reference_cpu = section
@@ -269,7 +291,7 @@ pub fn render(section: &mut ServedSection, out: &mut String) -> Vec<TargetRow> {
         let per_second = run.per_second();
         let _ = writeln!(
             out,
-            "| {label} | {per_second:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
+            "| {label} | {per_second:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} |",
             ratio(per_second, reference),
             ratio(per_second, sqlite),
             run.failed,
@@ -279,9 +301,14 @@ pub fn render(section: &mut ServedSection, out: &mut String) -> Vec<TargetRow> {
             human(run.latencies.quantile(0.999)),
             human(run.latencies.quantile(1.0)),
             run.server_cpu_micros_per_call(),
+            if run.database_cpu.is_zero() {
+                "–".to_string()
+            } else {
+                format!("{:.0}", run.database_cpu_micros_per_call())
+            },
         );
         if let Some(error) = &run.first_error {
-            let _ = writeln!(out, "|  first error: {error} | | | | | | | | | | |");
+            let _ = writeln!(out, "|  first error: {error} | | | | | | | | | | | |");
         }
     }
 

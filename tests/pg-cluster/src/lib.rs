@@ -296,6 +296,16 @@ impl Cluster {
         self.port
     }
 
+    /// The server's (postmaster's) process id, while it runs: its connections and background
+    /// workers are its child processes (the bench reads their CPU time).
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(Child::id)
+    }
+
     /// The PEM file of the CA that signed the server's TLS certificate (for 127.0.0.1).
     pub fn ca_file(&self) -> PathBuf {
         self.root.join("ca.pem")

@@ -8,6 +8,7 @@
 use postgres::Row;
 
 use super::PostgresLedger;
+use super::connection::Sql;
 use crate::LedgerError;
 use crate::coordination::{
     AccountCoordination, AccountKey, AccountReport, FleetSnapshot, ProbeClaim, SharedAccountState,

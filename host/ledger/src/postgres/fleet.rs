@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use super::connection::Sql;
 use super::{ENTRY_COLUMNS, PostgresLedger, seconds, sql_limit};
 use crate::fleet::{FleetHost, Forwarding, ForwardingLease, HostRegistration, ServedPlugin};
 use crate::{Entry, LedgerError};

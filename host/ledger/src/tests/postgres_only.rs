@@ -283,6 +283,36 @@ fn a_broken_connection_is_replaced_by_the_pool() {
 }
 
 #[test]
+fn the_ledger_keeps_working_when_a_column_changes_type_under_its_prepared_statements() {
+    // Each pooled connection prepares a statement once; a column changing type (a migration by
+    // hand, a newer host's) makes the prepared ones fail with "cached plan must not change
+    // result type". They are prepared again: no call fails, in a transaction or not.
+    let store = postgres_store();
+    created(store.ledger.as_ref(), "gh_1");
+    store
+        .ledger
+        .record_outcome("gh_1", &gatehouse_plugin_api::Outcome::pending())
+        .expect("record");
+    assert!(store.ledger.get("gh_1").expect("read").is_some());
+    store.execute_sql("ALTER TABLE entries ALTER COLUMN refusal_message TYPE VARCHAR(2000)");
+    store.execute_sql("ALTER TABLE entries ALTER COLUMN outcome_json TYPE VARCHAR(100000)");
+    assert!(store.ledger.get("gh_1").expect("read after").is_some());
+    created(store.ledger.as_ref(), "gh_2");
+    created(store.ledger.as_ref(), "gh_3");
+    let recorded = store
+        .ledger
+        .record_outcome("gh_2", &gatehouse_plugin_api::Outcome::pending())
+        .expect("record after");
+    assert_eq!(recorded.state, EntryState::Pending);
+    store
+        .ledger
+        .record_refusal("gh_3", "invalid_request", "no")
+        .expect("refusal after");
+    assert_eq!(store.ledger.history("gh_2").expect("history").len(), 2);
+    assert_eq!(store.ledger.history("gh_3").expect("history").len(), 2);
+}
+
+#[test]
 fn a_peer_sees_an_entry_sending_while_its_sender_holds_a_live_lease() {
     let database = gatehouse_pg_cluster::shared().create_database();
     let host = |name: &str| {

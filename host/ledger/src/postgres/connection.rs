@@ -1,0 +1,368 @@
+//! The pool's connections, each preparing every statement once.
+//!
+//! `postgres::Client::execute` with SQL text prepares an unnamed statement on every call: a
+//! Parse/Describe round trip, then the Bind/Execute one, and the server parses and plans the text
+//! each time. A [`Connection`] keeps the statements it prepared, by their text, for as long as it
+//! lives, so a statement costs one round trip from its second use on and the server reuses its
+//! plan.
+//!
+//! A prepared statement can go stale while its connection lives: a column's type changed under
+//! it (the server answers "cached plan must not change result type", `0A000`) or the session's
+//! statements were dropped (`DISCARD ALL` behind a pooler: "prepared statement does not exist",
+//! `26000`). Either error empties the connection's statements. A statement run on its own is then
+//! prepared again and retried once at once (the error came before it ran); one inside a
+//! transaction marks the connection [`Connection::take_stale`] and the caller reruns the whole
+//! transaction, which the error rolled back. A connection the server dropped (a restart) is
+//! replaced by the pool's check-out test, and its statements go with it.
+
+use std::collections::HashMap;
+
+use postgres::error::SqlState;
+use postgres::types::ToSql;
+use postgres::{GenericClient, Row, Statement};
+
+use super::tls;
+
+/// Opens [`Connection`]s for the r2d2 pool (what `r2d2_postgres` does for a bare client).
+pub(super) struct Manager {
+    config: postgres::Config,
+    connector: tls::Connector,
+}
+
+impl Manager {
+    pub(super) fn new(config: postgres::Config, connector: tls::Connector) -> Self {
+        Self { config, connector }
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Connection;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<Connection, postgres::Error> {
+        Ok(Connection {
+            client: self.config.connect(self.connector.clone())?,
+            statements: Statements::default(),
+        })
+    }
+
+    /// The check-out test: an empty query, so a connection the server dropped is replaced
+    /// before a call uses it.
+    fn is_valid(&self, connection: &mut Connection) -> Result<(), postgres::Error> {
+        connection.client.simple_query("").map(|_| ())
+    }
+
+    fn has_broken(&self, connection: &mut Connection) -> bool {
+        connection.client.is_closed()
+    }
+}
+
+/// The statements one connection prepared, by SQL text.
+#[derive(Default)]
+struct Statements {
+    prepared: HashMap<String, Statement>,
+    /// A statement failed as stale inside a transaction since [`Connection::take_stale`].
+    stale: bool,
+    /// Statements prepared over the connection's life.
+    #[cfg(test)]
+    prepares: u64,
+}
+
+impl Statements {
+    fn get(
+        &mut self,
+        client: &mut impl GenericClient,
+        sql: &str,
+    ) -> Result<Statement, postgres::Error> {
+        if let Some(statement) = self.prepared.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = client.prepare(sql)?;
+        #[cfg(test)]
+        {
+            self.prepares += 1;
+        }
+        self.prepared.insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+
+    /// Forgets every statement when `error` says one went stale; whether it did.
+    fn forget_if_stale(&mut self, error: &postgres::Error) -> bool {
+        let stale = matches!(
+            error.code(),
+            Some(&SqlState::FEATURE_NOT_SUPPORTED | &SqlState::INVALID_SQL_STATEMENT_NAME)
+        );
+        if stale {
+            self.prepared.clear();
+        }
+        stale
+    }
+}
+
+/// What the ledger runs statements on: a [`Connection`] (each statement its own transaction) or
+/// a [`Transaction`] on one. The methods are the `postgres` client's, with prepared statements.
+pub(super) trait Sql {
+    fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, postgres::Error>;
+
+    fn execute(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, postgres::Error>;
+
+    fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, postgres::Error>;
+
+    fn query_one(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, postgres::Error>;
+}
+
+/// A pooled client and the statements it prepared.
+pub(super) struct Connection {
+    client: postgres::Client,
+    statements: Statements,
+}
+
+impl Connection {
+    /// Begins a transaction; dropped without [`Transaction::commit`], it rolls back.
+    pub(super) fn transaction(&mut self) -> Result<Transaction<'_>, postgres::Error> {
+        let Connection { client, statements } = self;
+        Ok(Transaction {
+            transaction: client.transaction()?,
+            statements,
+        })
+    }
+
+    /// Whether a statement went stale in a transaction since the last call (the transaction is
+    /// worth running again: its statements will be prepared afresh).
+    pub(super) fn take_stale(&mut self) -> bool {
+        std::mem::take(&mut self.statements.stale)
+    }
+
+    /// How many statements this connection prepared so far.
+    #[cfg(test)]
+    pub(super) fn prepares(&self) -> u64 {
+        self.statements.prepares
+    }
+
+    /// Runs `run` with `sql` prepared; a stale statement is prepared again and run once more.
+    fn with_statement<T>(
+        &mut self,
+        sql: &str,
+        mut run: impl FnMut(&mut postgres::Client, &Statement) -> Result<T, postgres::Error>,
+    ) -> Result<T, postgres::Error> {
+        let statement = self.statements.get(&mut self.client, sql)?;
+        match run(&mut self.client, &statement) {
+            Err(error) if self.statements.forget_if_stale(&error) => {
+                let statement = self.statements.get(&mut self.client, sql)?;
+                run(&mut self.client, &statement)
+            }
+            result => result,
+        }
+    }
+}
+
+impl Sql for Connection {
+    fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, postgres::Error> {
+        self.with_statement(sql, |client, statement| client.query(statement, params))
+    }
+
+    fn execute(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, postgres::Error> {
+        self.with_statement(sql, |client, statement| client.execute(statement, params))
+    }
+
+    fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, postgres::Error> {
+        self.with_statement(sql, |client, statement| client.query_opt(statement, params))
+    }
+
+    fn query_one(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, postgres::Error> {
+        self.with_statement(sql, |client, statement| client.query_one(statement, params))
+    }
+}
+
+/// A transaction on a [`Connection`], using (and filling) its statements.
+pub(super) struct Transaction<'a> {
+    transaction: postgres::Transaction<'a>,
+    statements: &'a mut Statements,
+}
+
+impl Transaction<'_> {
+    pub(super) fn commit(self) -> Result<(), postgres::Error> {
+        self.transaction.commit()
+    }
+
+    /// Runs `run` with `sql` prepared. A stale statement aborted the transaction: noted for
+    /// [`Connection::take_stale`], the error returned.
+    fn with_statement<T>(
+        &mut self,
+        sql: &str,
+        run: impl FnOnce(&mut postgres::Transaction<'_>, &Statement) -> Result<T, postgres::Error>,
+    ) -> Result<T, postgres::Error> {
+        let statement = self.statements.get(&mut self.transaction, sql)?;
+        run(&mut self.transaction, &statement).inspect_err(|error| {
+            if self.statements.forget_if_stale(error) {
+                self.statements.stale = true;
+            }
+        })
+    }
+}
+
+impl Sql for Transaction<'_> {
+    fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, postgres::Error> {
+        self.with_statement(sql, |client, statement| client.query(statement, params))
+    }
+
+    fn execute(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, postgres::Error> {
+        self.with_statement(sql, |client, statement| client.execute(statement, params))
+    }
+
+    fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, postgres::Error> {
+        self.with_statement(sql, |client, statement| client.query_opt(statement, params))
+    }
+
+    fn query_one(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, postgres::Error> {
+        self.with_statement(sql, |client, statement| client.query_one(statement, params))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use r2d2::ManageConnection;
+
+    use super::*;
+
+    fn manager(database: &gatehouse_pg_cluster::Database) -> Manager {
+        let mut config = database.config();
+        let connector = tls::connector(&mut config, None, "test").expect("connector");
+        Manager::new(config, connector)
+    }
+
+    const READ: &str = "SELECT label FROM things WHERE id = $1";
+
+    fn label(sql: &mut impl Sql, id: i64) -> String {
+        sql.query_one(READ, &[&id])
+            .expect("the read runs")
+            .try_get(0)
+            .expect("a text column")
+    }
+
+    #[test]
+    fn a_statement_is_prepared_once_per_connection() {
+        let database = gatehouse_pg_cluster::shared().create_database();
+        database
+            .connect()
+            .batch_execute(
+                "CREATE TABLE things (id BIGINT PRIMARY KEY, label TEXT NOT NULL); \
+                 INSERT INTO things VALUES (1, 'one'), (2, 'two');",
+            )
+            .expect("schema");
+        let manager = manager(&database);
+        let mut connection = manager.connect().expect("connects");
+        assert_eq!(label(&mut connection, 1), "one");
+        assert_eq!(label(&mut connection, 2), "two");
+        let mut transaction = connection.transaction().expect("begin");
+        assert_eq!(label(&mut transaction, 1), "one");
+        transaction.commit().expect("commit");
+        assert_eq!(connection.prepares(), 1, "one statement, prepared once");
+        manager.is_valid(&mut connection).expect("valid");
+        assert!(!manager.has_broken(&mut connection));
+    }
+
+    #[test]
+    fn a_statement_gone_stale_is_prepared_again_instead_of_failing() {
+        let database = gatehouse_pg_cluster::shared().create_database();
+        let mut admin = database.connect();
+        admin
+            .batch_execute(
+                "CREATE TABLE things (id BIGINT PRIMARY KEY, label TEXT NOT NULL); \
+                 INSERT INTO things VALUES (1, 'one');",
+            )
+            .expect("schema");
+        let mut connection = manager(&database).connect().expect("connects");
+        assert_eq!(label(&mut connection, 1), "one");
+
+        // A column's type changes under the prepared statement (a migration): its result type
+        // changed, which the server refuses for a prepared statement ("cached plan must not
+        // change result type").
+        admin
+            .batch_execute("ALTER TABLE things ALTER COLUMN label TYPE VARCHAR(100)")
+            .expect("alter");
+        assert_eq!(
+            label(&mut connection, 1),
+            "one",
+            "on its own: retried at once"
+        );
+        assert_eq!(connection.prepares(), 2);
+
+        admin
+            .batch_execute("ALTER TABLE things ALTER COLUMN label TYPE TEXT")
+            .expect("alter back");
+        // In a transaction the error aborts it: the connection says so, and the caller's second
+        // run of the transaction (as `PostgresLedger::write` does) prepares afresh.
+        assert!(!connection.take_stale());
+        let mut transaction = connection.transaction().expect("begin");
+        let failed = transaction.query_one(READ, &[&1_i64]);
+        assert!(
+            failed.is_err(),
+            "the stale statement fails in the transaction"
+        );
+        drop(transaction);
+        assert!(connection.take_stale(), "and the connection says why");
+        assert!(!connection.take_stale(), "once");
+        let mut transaction = connection.transaction().expect("begin again");
+        assert_eq!(label(&mut transaction, 1), "one");
+        transaction.commit().expect("commit");
+        assert_eq!(connection.prepares(), 3);
+
+        // The session's statements dropped behind the connection's back (`DISCARD ALL` by a
+        // pooler): "prepared statement does not exist", prepared again.
+        connection
+            .client
+            .batch_execute("DEALLOCATE ALL")
+            .expect("deallocate");
+        assert_eq!(label(&mut connection, 1), "one");
+        assert_eq!(connection.prepares(), 4);
+    }
+}
