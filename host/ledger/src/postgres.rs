@@ -3,12 +3,18 @@
 //! Same contract as the SQLite ledger, to the letter (the same test suite runs against both,
 //! `tests.rs`); what differs is how atomicity is had once several processes write at the same time:
 //!
-//! - Every write is one transaction (`READ COMMITTED`) on a pooled connection. The entry it
-//!   changes is read `FOR UPDATE`, so two hosts recording on one entry run one after the other and
-//!   the second sees the first's change (SQLite gets the same from its single writer).
-//! - [`Ledger::begin`] inserts with `ON CONFLICT ON CONSTRAINT entries_idempotency_key DO
-//!   NOTHING`: a concurrent begin of the same key waits for the first one's commit and then finds
-//!   its entry, so one key makes one entry across every host.
+//! - Every write is atomic (`READ COMMITTED`) on a pooled connection, in as few round trips as
+//!   it can be, every statement prepared once per connection (`postgres/connection.rs`).
+//!   [`Ledger::record_outcome`] reads the entry, applies the rule and writes it back with its
+//!   history row in one statement that matches only if the entry still holds what was read
+//!   ([`SAVE_ENTRY_IF_UNCHANGED`]); when another write came in between (another host), it is
+//!   redone as the other writes are: one transaction with the entry read `FOR UPDATE`, so two
+//!   hosts recording on one entry run one after the other and the second sees the first's change
+//!   (SQLite gets the same from its single writer).
+//! - [`Ledger::begin`] is one statement ([`BEGIN_ENTRY`]: the entry, its history row, the entry
+//!   returned) inserting with `ON CONFLICT ON CONSTRAINT entries_idempotency_key DO NOTHING`: a
+//!   concurrent begin of the same key waits for the first one's commit and then finds its entry,
+//!   so one key makes one entry across every host.
 //! - Webhook events are numbered under a transaction-scoped advisory lock: sequence numbers are
 //!   then handed out in commit order, and a feed reader that resumes after the last number it saw
 //!   cannot miss an event that commits later with a smaller one (a plain identity column would
