@@ -42,7 +42,9 @@
 //!
 //! ## Panics and secrets
 //! Every exported entry point runs under `catch_unwind`; a panic becomes a
-//! [`ErrorKind::PluginFault`] error for that one request. Secrets arrive as [`Secret`] (whose
+//! [`ErrorKind::PluginFault`] error for that one request, naming the panic's message and
+//! `file:line`. The plugin's own panic hook stays silent for it (the library links its own
+//! `std`, whose default hook would print the raw message, unredacted, to the host's stderr). Secrets arrive as [`Secret`] (whose
 //! `Debug` prints `***`); a plugin must never put one in an error or outcome, and the host scrubs
 //! known secret values from everything a plugin returns as a second line of defence.
 
@@ -54,6 +56,7 @@ pub mod http;
 pub mod manifest;
 pub mod money;
 pub mod outcome;
+mod panic_report;
 pub mod plugin;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -2,7 +2,6 @@
 //! [`export_plugin!`](crate::export_plugin) it.
 
 use std::any::Any;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use abi_stable::std_types::{RResult, RSlice, RStr, RString};
 use serde::Serialize;
@@ -14,6 +13,7 @@ use crate::ffi::{FfiHttpResponse, FfiStep, PluginModule, PluginModuleRef};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::manifest::Manifest;
 use crate::outcome::Outcome;
+use crate::panic_report;
 
 /// One step of a flow, as a plugin returns it.
 // A step lives for one exchange and is moved, never stored: boxing the larger variant would
@@ -132,12 +132,10 @@ pub extern "C" fn ffi_contract_version() -> RString {
 }
 
 pub extern "C" fn ffi_manifest<P: Plugin>() -> RResult<RString, RString> {
-    match catch_unwind(manifest_json::<P>) {
+    match panic_report::catch(manifest_json::<P>) {
         Ok(Ok(json)) => RResult::ROk(json.into()),
         Ok(Err(error)) => RResult::RErr(format!("manifest is not serializable: {error}").into()),
-        Err(panic) => {
-            RResult::RErr(format!("manifest() panicked: {}", panic_message(&*panic)).into())
-        }
+        Err(panic) => RResult::RErr(format!("manifest() panicked: {}", panic_text(&panic)).into()),
     }
 }
 
@@ -183,12 +181,12 @@ fn guarded<S: Serialize>(
     entry_point: &str,
     body: impl FnOnce() -> Result<Step<S>, ProviderError>,
 ) -> FfiStep {
-    match catch_unwind(AssertUnwindSafe(body)) {
+    match panic_report::catch(body) {
         Ok(Ok(step)) => step_to_ffi(step),
         Ok(Err(error)) => failed(&error),
         Err(panic) => failed(&ProviderError::plugin_fault(format!(
             "plugin panicked in {entry_point}: {}",
-            panic_message(&*panic)
+            panic_text(&panic)
         ))),
     }
 }
@@ -221,6 +219,15 @@ fn failed(error: &ProviderError) -> FfiStep {
         r#"{"kind":"plugin_fault","message":"error is not serializable"}"#.to_string()
     });
     FfiStep::Failed { error: json.into() }
+}
+
+/// The panic's message, then where it happened when known.
+fn panic_text(panic: &panic_report::CaughtPanic) -> String {
+    let message = panic_message(&*panic.payload);
+    match &panic.location {
+        Some(location) => format!("{message} (at {location})"),
+        None => message,
+    }
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
