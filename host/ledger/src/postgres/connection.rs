@@ -172,39 +172,47 @@ impl Connection {
     }
 }
 
-impl Sql for Connection {
-    fn query(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, postgres::Error> {
-        self.with_statement(sql, |client, statement| client.query(statement, params))
-    }
+/// [`Sql`] for a type with a `with_statement` (a [`Connection`] or a [`Transaction`]): each
+/// call runs on the statement prepared once per connection.
+macro_rules! sql_through_statements {
+    ($type:ty) => {
+        impl Sql for $type {
+            fn query(
+                &mut self,
+                sql: &str,
+                params: &[&(dyn ToSql + Sync)],
+            ) -> Result<Vec<Row>, postgres::Error> {
+                self.with_statement(sql, |client, statement| client.query(statement, params))
+            }
 
-    fn execute(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64, postgres::Error> {
-        self.with_statement(sql, |client, statement| client.execute(statement, params))
-    }
+            fn execute(
+                &mut self,
+                sql: &str,
+                params: &[&(dyn ToSql + Sync)],
+            ) -> Result<u64, postgres::Error> {
+                self.with_statement(sql, |client, statement| client.execute(statement, params))
+            }
 
-    fn query_opt(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, postgres::Error> {
-        self.with_statement(sql, |client, statement| client.query_opt(statement, params))
-    }
+            fn query_opt(
+                &mut self,
+                sql: &str,
+                params: &[&(dyn ToSql + Sync)],
+            ) -> Result<Option<Row>, postgres::Error> {
+                self.with_statement(sql, |client, statement| client.query_opt(statement, params))
+            }
 
-    fn query_one(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Row, postgres::Error> {
-        self.with_statement(sql, |client, statement| client.query_one(statement, params))
-    }
+            fn query_one(
+                &mut self,
+                sql: &str,
+                params: &[&(dyn ToSql + Sync)],
+            ) -> Result<Row, postgres::Error> {
+                self.with_statement(sql, |client, statement| client.query_one(statement, params))
+            }
+        }
+    };
 }
+
+sql_through_statements!(Connection);
 
 /// A transaction on a [`Connection`], using (and filling) its statements.
 pub(super) struct Transaction<'a> {
@@ -233,39 +241,7 @@ impl Transaction<'_> {
     }
 }
 
-impl Sql for Transaction<'_> {
-    fn query(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, postgres::Error> {
-        self.with_statement(sql, |client, statement| client.query(statement, params))
-    }
-
-    fn execute(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64, postgres::Error> {
-        self.with_statement(sql, |client, statement| client.execute(statement, params))
-    }
-
-    fn query_opt(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, postgres::Error> {
-        self.with_statement(sql, |client, statement| client.query_opt(statement, params))
-    }
-
-    fn query_one(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Row, postgres::Error> {
-        self.with_statement(sql, |client, statement| client.query_one(statement, params))
-    }
-}
+sql_through_statements!(Transaction<'_>);
 
 #[cfg(test)]
 mod tests {
