@@ -30,6 +30,39 @@ async fn paygate_host() -> (TestHost, PayGateSimulator, RunningSimulator) {
     (host, simulator, running)
 }
 
+/// Puts `library` in place as the PayGateGlobal plugin, reloads, and returns the plugin now
+/// serving, checked to be that very file (by SHA-256); `what` names it in a failure.
+fn install_paygateglobal_and_reload(
+    host: &TestHost,
+    library: &std::path::Path,
+    what: &str,
+) -> std::sync::Arc<gatehouse_core::loader::LoadedPlugin> {
+    install(
+        library,
+        &host.plugins_dir(),
+        &plugin_file_name("paygateglobal"),
+    );
+    let events = host.gateway.reload_plugins();
+    assert!(
+        events
+            .iter()
+            .any(|event| matches!(event, ScanEvent::Loaded { provider, .. } if provider == "paygateglobal")),
+        "{what}: the plugin was not loaded: {events:?}"
+    );
+    let serving = host
+        .gateway
+        .registry()
+        .get("paygateglobal")
+        .expect("loaded");
+    let bytes = std::fs::read(library).expect("fixture bytes");
+    assert_eq!(
+        serving.sha256,
+        gatehouse_core::loader::sha256_hex(&bytes),
+        "{what}"
+    );
+    serving
+}
+
 fn version_of(host: &TestHost, provider: &str) -> Option<String> {
     host.gateway
         .registry()
@@ -533,28 +566,10 @@ async fn a_plugin_built_before_start_v2_is_driven_through_start_and_resume() {
         .await
         .expect("today's plugin serves");
 
-    install(
+    let serving = install_paygateglobal_and_reload(
+        &host,
         &previous_plugin,
-        &host.plugins_dir(),
-        &plugin_file_name("paygateglobal"),
-    );
-    let events = host.gateway.reload_plugins();
-    assert!(
-        events
-            .iter()
-            .any(|event| matches!(event, ScanEvent::Loaded { provider, .. } if provider == "paygateglobal")),
-        "the previous-contract plugin was not loaded: {events:?}"
-    );
-    let serving = host
-        .gateway
-        .registry()
-        .get("paygateglobal")
-        .expect("loaded");
-    let previous_bytes = std::fs::read(&previous_plugin).expect("fixture bytes");
-    assert_eq!(
-        serving.sha256,
-        gatehouse_core::loader::sha256_hex(&previous_bytes),
-        "the host serves the previous-contract build"
+        "the host serves the previous-contract build",
     );
     assert!(serving.module().start_v2().is_none() && serving.module().resume_v2().is_none());
     assert!(!serving.takes_invocation_in_pieces());
@@ -582,28 +597,10 @@ async fn the_contract_evolves_append_only_both_ways() {
 
     // A newer plugin in today's host: loaded (its extra manifest field ignored) and serving.
     let (host, _simulator, running) = paygate_host().await;
-    install(
+    install_paygateglobal_and_reload(
+        &host,
         &next_plugin,
-        &host.plugins_dir(),
-        &plugin_file_name("paygateglobal"),
-    );
-    let events = host.gateway.reload_plugins();
-    assert!(
-        events
-            .iter()
-            .any(|event| matches!(event, ScanEvent::Loaded { provider, .. } if provider == "paygateglobal")),
-        "the next-contract plugin was not loaded: {events:?}"
-    );
-    let serving = host
-        .gateway
-        .registry()
-        .get("paygateglobal")
-        .expect("loaded");
-    let next_bytes = std::fs::read(&next_plugin).expect("fixture bytes");
-    assert_eq!(
-        serving.sha256,
-        gatehouse_core::loader::sha256_hex(&next_bytes),
-        "today's host serves the next-contract build"
+        "today's host serves the next-contract build",
     );
     let before = running.calls.all().len();
     let outcome = host
