@@ -346,6 +346,32 @@ pub struct NewEntry {
     pub actor: Option<String>,
 }
 
+impl NewEntry {
+    /// The entry [`Ledger::begin`] writes for this one at `at`: `sending`, nothing recorded yet.
+    /// A backend answers with it instead of reading back what it just wrote.
+    pub(crate) fn into_sending_entry(self, at: i64) -> Entry {
+        let amount = self.command.amount();
+        Entry {
+            id: self.id,
+            provider: self.provider,
+            account: self.account,
+            operation: self.operation,
+            idempotency_key: self.idempotency_key,
+            request_hash: self.request_hash,
+            command: self.command,
+            state: EntryState::Sending,
+            amount,
+            provider_reference: None,
+            outcome: None,
+            refusal: None,
+            operator_flag: None,
+            actor: self.actor,
+            created_at_unix: at,
+            updated_at_unix: at,
+        }
+    }
+}
+
 /// What an operator decided about an entry ([`Ledger::settle`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settlement {
@@ -656,33 +682,66 @@ pub fn request_hash(provider: &str, account: &str, command: &Command) -> String 
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part.as_bytes());
     }
-    match serde_json::to_value(command) {
-        Ok(value) => hasher.update(canonical_json(&value).to_string().as_bytes()),
+    let written = serde_json::to_value(command)
+        .map_err(std::io::Error::other)
+        .and_then(|value| write_canonical_json(&value, &mut HashWriter(&mut hasher)));
+    if written.is_err() {
         // A `Command` is plain data with string keys and cannot fail to serialize; should it
         // ever, its Debug form still tells different commands apart (more strictly than needed,
         // which errs on the side of refusing a reused key).
-        Err(_) => hasher.update(format!("{command:?}").as_bytes()),
+        hasher.update(format!("{command:?}").as_bytes());
     }
     hex::encode(hasher.finalize())
 }
 
-/// `value` with every object's keys in sorted order.
-fn canonical_json(value: &serde_json::Value) -> serde_json::Value {
+/// Writes `value` as compact JSON with every object's keys in sorted order: the bytes a stored
+/// hash was made of, whatever order `serde_json`'s maps keep (a dependency enabling its
+/// `preserve_order` feature would change it). Written straight into the hasher: no sorted copy
+/// of the tree and no string of it (they were most of a charge's hashing).
+fn write_canonical_json(
+    value: &serde_json::Value,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
     match value {
         serde_json::Value::Object(members) => {
             let mut sorted: Vec<(&String, &serde_json::Value)> = members.iter().collect();
             sorted.sort_by(|left, right| left.0.cmp(right.0));
-            serde_json::Value::Object(
-                sorted
-                    .into_iter()
-                    .map(|(key, member)| (key.clone(), canonical_json(member)))
-                    .collect(),
-            )
+            out.write_all(b"{")?;
+            for (index, (key, member)) in sorted.into_iter().enumerate() {
+                if index > 0 {
+                    out.write_all(b",")?;
+                }
+                serde_json::to_writer(&mut *out, key)?;
+                out.write_all(b":")?;
+                write_canonical_json(member, out)?;
+            }
+            out.write_all(b"}")
         }
         serde_json::Value::Array(items) => {
-            serde_json::Value::Array(items.iter().map(canonical_json).collect())
+            out.write_all(b"[")?;
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.write_all(b",")?;
+                }
+                write_canonical_json(item, out)?;
+            }
+            out.write_all(b"]")
         }
-        other => other.clone(),
+        leaf => Ok(serde_json::to_writer(out, leaf)?),
+    }
+}
+
+/// Feeds what is written to a hasher.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -175,24 +175,18 @@ const ENTRY_COLUMNS: &str = entry_columns!();
 
 /// [`Ledger::begin`]'s one statement: the entry in state `sending` and its first history row, or
 /// nothing when its key is taken (`ON CONFLICT ... DO NOTHING`; another unique violation, the id,
-/// is an error). Returns the entry's [`ENTRY_COLUMNS`].
-const BEGIN_ENTRY: &str = concat!(
-    "WITH created AS ( \
+/// is an error). Returns the new entry's id (the caller has the rest).
+const BEGIN_ENTRY: &str = "WITH created AS ( \
          INSERT INTO entries (id, provider, account, operation, idempotency_key, request_hash, \
              command_json, state, amount_minor_units, amount_currency, created_at_unix, \
              updated_at_unix, sender_instance, actor) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'sending', $8, $9, $10, $10, $11, $12) \
          ON CONFLICT ON CONSTRAINT entries_idempotency_key DO NOTHING \
-         RETURNING ",
-    entry_columns!(),
-    "), \
+         RETURNING id), \
      history AS ( \
          INSERT INTO entry_history (entry_id, at_unix, state, detail, actor) \
          SELECT id, $10, 'sending', 'created', NULL FROM created) \
-     SELECT ",
-    entry_columns!(),
-    " FROM created"
-);
+     SELECT id FROM created";
 
 /// Writes an entry's mutable columns back and appends one history row with its (new) state: $1
 /// id, $2 state, $3 provider reference, $4 outcome JSON, $5 and $6 the refusal's code and message,
@@ -878,11 +872,10 @@ impl Ledger for PostgresLedger {
                         self.storage_error(action, error)
                     }
                 })?;
-            if let Some(row) = created {
-                return entry_row(&row)
-                    .map_err(|error| self.storage_error(action, error))?
-                    .into_entry()
-                    .map(Begin::Created);
+            if created.is_some() {
+                // What the insert wrote, built from what it was given rather than sent back
+                // and its command parsed again on every charge.
+                return Ok(Begin::Created(new.into_sending_entry(now)));
             }
             let key = new.idempotency_key.as_deref().unwrap_or_default();
             // `None`: the entry that held the key let it go in between (a "not now" refusal

@@ -601,19 +601,16 @@ impl Ledger for SqliteLedger {
                 error,
             )
         })?;
-        self.write(action, |transaction, now| {
+        let inserted = self.write(action, |transaction, now| {
             if let Some(key) = &new.idempotency_key
                 && let Some(existing) =
                     self.entry_by_key(transaction, action, &new.provider, &new.account, key)?
             {
                 return if existing.request_hash == new.request_hash {
-                    Ok(Begin::Existing(existing))
+                    Ok(Inserted::Existing(existing))
                 } else {
                     Err(LedgerError::KeyReused { key: key.clone() })
                 };
-            }
-            if self.entry_by_id(transaction, action, &new.id)?.is_some() {
-                return Err(LedgerError::DuplicateId { id: new.id.clone() });
             }
             let amount = new.command.amount();
             execute_cached(
@@ -636,7 +633,15 @@ impl Ledger for SqliteLedger {
                     new.actor,
                 ],
             )
-            .map_err(|error| self.storage_error(action, error))?;
+            .map_err(|error| {
+                // The key was looked up above in this write, so the one unique column left to
+                // collide is the id (no separate look-up: it was a read of every charge).
+                if is_unique_violation_of(&error, "entries.id") {
+                    LedgerError::DuplicateId { id: new.id.clone() }
+                } else {
+                    self.storage_error(action, error)
+                }
+            })?;
             self.append_history(
                 transaction,
                 action,
@@ -646,8 +651,13 @@ impl Ledger for SqliteLedger {
                 "created",
                 None,
             )?;
-            self.required_entry(transaction, action, &new.id)
-                .map(Begin::Created)
+            Ok(Inserted::New { at: now })
+        })?;
+        Ok(match inserted {
+            Inserted::Existing(entry) => Begin::Existing(entry),
+            // What the insert wrote, built from what it was given rather than read back (and
+            // its command parsed again) on every charge.
+            Inserted::New { at } => Begin::Created(new.into_sending_entry(at)),
         })
     }
 
@@ -1057,6 +1067,27 @@ fn execute_cached(
     params: impl Params,
 ) -> rusqlite::Result<usize> {
     connection.prepare_cached(sql)?.execute(params)
+}
+
+/// What [`Ledger::begin`]'s write did.
+// Made once per begin and matched at once (the reasoning of `Begin`): boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
+enum Inserted {
+    /// The key was there, with the same request.
+    Existing(Entry),
+    /// A new entry, written at this time.
+    New { at: i64 },
+}
+
+/// Whether `error` is a UNIQUE constraint of `column` (`table.column`, as SQLite names it).
+fn is_unique_violation_of(error: &rusqlite::Error, column: &str) -> bool {
+    match error {
+        rusqlite::Error::SqliteFailure(failure, Some(message)) => {
+            failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                && message.strip_prefix("UNIQUE constraint failed: ") == Some(column)
+        }
+        _ => false,
+    }
 }
 
 /// SQLite's `LIMIT` takes a signed 64-bit integer; anything larger means "no limit" anyway.

@@ -190,6 +190,61 @@ fn request_hash_is_canonical_and_scoped() {
     assert_ne!(request_hash("pa", "", &one), request_hash("p", "a", &one));
 }
 
+/// The hash as the ledger made it before it was written straight into the hasher (a sorted copy
+/// of the tree, then its string): every stored entry's hash, which a retry must still match.
+fn request_hash_as_first_made(provider: &str, account: &str, command: &Command) -> String {
+    fn sorted(value: &serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(members) => {
+                let mut members: Vec<_> = members.iter().collect();
+                members.sort_by(|left, right| left.0.cmp(right.0));
+                serde_json::Value::Object(
+                    members
+                        .into_iter()
+                        .map(|(key, member)| (key.clone(), sorted(member)))
+                        .collect(),
+                )
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(sorted).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    let mut hasher = Sha256::new();
+    for part in [provider, account] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let value = serde_json::to_value(command).expect("a command serializes");
+    hasher.update(sorted(&value).to_string().as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+#[test]
+fn request_hash_is_the_one_stored_entries_were_made_with() {
+    let commands = [
+        charge(500),
+        command(
+            json!({"operation": "charge", "amount": {"minor_units": 0, "currency": "XOF"},
+            "extra": {}}),
+        ),
+        command(json!({"operation": "charge",
+            "amount": {"minor_units": 9_007_199_254_740_993_i64, "currency": "EUR"},
+            "extra": {"z": [[], {}, [{"b": null, "a": true}]], "\u{0}\"\\\n": "é\u{1F600}</script>",
+                "A": -1.5e300, "a": [1, "2", false], "": ""}})),
+        command(json!({"operation": "refund", "transaction_id": "tx-1",
+            "amount": {"minor_units": 1, "currency": "XOF"}})),
+    ];
+    for command in &commands {
+        assert_eq!(
+            request_hash("paygateglobal", "main", command),
+            request_hash_as_first_made("paygateglobal", "main", command),
+            "{command:?}"
+        );
+    }
+}
+
 pub(super) fn tick(clock: &AtomicI64) {
     clock.fetch_add(1, Ordering::SeqCst);
 }
