@@ -213,6 +213,18 @@ const SAVE_ENTRY_IF_UNCHANGED: &str = "WITH saved AS ( \
      INSERT INTO entry_history (entry_id, at_unix, state, detail, actor) \
      SELECT id, $8, $2, $9, $10 FROM saved";
 
+/// What [`SAVE_ENTRY_IF_UNCHANGED`] compares ($11 to $17): the columns a write changes.
+#[derive(Default)]
+struct Mutable {
+    state: String,
+    provider_reference: Option<String>,
+    outcome_json: Option<String>,
+    refusal_code: Option<String>,
+    refusal_message: Option<String>,
+    operator_flag: Option<String>,
+    updated_at_unix: i64,
+}
+
 /// An entry by id, unlocked.
 const ENTRY_BY_ID: &str = concat!("SELECT ", entry_columns!(), " FROM entries WHERE id = $1");
 
@@ -672,23 +684,36 @@ impl PostgresLedger {
         id: &str,
         apply: impl FnOnce(&mut Entry) -> String,
     ) -> Result<Option<Entry>, LedgerError> {
-        let now = (self.clock)();
         let mut client = self.client(action)?;
         let row = client
             .query_opt(ENTRY_BY_ID, &[&id])
             .map_err(|error| self.storage_error(action, error))?
             .ok_or_else(|| LedgerError::NotFound { id: id.to_string() })?;
         let read = entry_row(&row).map_err(|error| self.storage_error(action, error))?;
-        let before = (
-            read.state.clone(),
-            read.provider_reference.clone(),
-            read.outcome_json.clone(),
-            read.refusal_code.clone(),
-            read.refusal_message.clone(),
-            read.operator_flag.clone(),
-            read.updated_at_unix,
-        );
-        let mut entry = read.into_entry()?;
+        let before = Mutable {
+            state: read.state.clone(),
+            provider_reference: read.provider_reference.clone(),
+            outcome_json: read.outcome_json.clone(),
+            refusal_code: read.refusal_code.clone(),
+            refusal_message: read.refusal_message.clone(),
+            operator_flag: read.operator_flag.clone(),
+            updated_at_unix: read.updated_at_unix,
+        };
+        let entry = read.into_entry()?;
+        self.save_if_still(action, &mut *client, entry, &before, apply)
+    }
+
+    /// Applies `apply` to `entry` and saves it with its history row in one statement, only if
+    /// the stored entry's mutable columns still hold `before`. `None`: they do not.
+    fn save_if_still(
+        &self,
+        action: &str,
+        client: &mut dyn Sql,
+        mut entry: Entry,
+        before: &Mutable,
+        apply: impl FnOnce(&mut Entry) -> String,
+    ) -> Result<Option<Entry>, LedgerError> {
+        let now = (self.clock)();
         let detail = apply(&mut entry);
         entry.updated_at_unix = now;
         let outcome_json = self.outcome_json(action, &entry)?;
@@ -706,13 +731,13 @@ impl PostgresLedger {
                     &now,
                     &detail,
                     &None::<&str>,
-                    &before.0,
-                    &before.1,
-                    &before.2,
-                    &before.3,
-                    &before.4,
-                    &before.5,
-                    &before.6,
+                    &before.state,
+                    &before.provider_reference,
+                    &before.outcome_json,
+                    &before.refusal_code,
+                    &before.refusal_message,
+                    &before.operator_flag,
+                    &before.updated_at_unix,
                 ],
             )
             .map_err(|error| self.storage_error(action, error))?;
@@ -909,6 +934,34 @@ impl Ledger for PostgresLedger {
             self.save(transaction, action, &mut entry, now, &detail)?;
             Ok(entry)
         })
+    }
+
+    fn record_outcome_of_begun(
+        &self,
+        begun: Entry,
+        outcome: &Outcome,
+    ) -> Result<Entry, LedgerError> {
+        if !begun.is_as_begun() {
+            return self.record_outcome(&begun.id, outcome);
+        }
+        let action = "record an outcome";
+        let id = begun.id.clone();
+        // What `begin` wrote is known: one statement, the entry not read first.
+        let before = Mutable {
+            state: EntryState::Sending.as_str().to_string(),
+            updated_at_unix: begun.updated_at_unix,
+            ..Mutable::default()
+        };
+        let saved = {
+            let mut client = self.client(action)?;
+            self.save_if_still(action, &mut *client, begun, &before, |entry| {
+                rules::apply_outcome(entry, outcome)
+            })?
+        };
+        match saved {
+            Some(entry) => Ok(entry),
+            None => self.record_outcome(&id, outcome),
+        }
     }
 
     fn record_refusal(&self, id: &str, code: &str, message: &str) -> Result<Entry, LedgerError> {

@@ -491,15 +491,9 @@ impl SqliteLedger {
         )
     }
 
-    /// Writes the mutable part of `entry` back, stamped `now`, without a history event.
-    fn save_entry(
-        &self,
-        transaction: &Connection,
-        action: &str,
-        entry: &Entry,
-        now: i64,
-    ) -> Result<(), LedgerError> {
-        let outcome_json = entry
+    /// The entry's outcome as the `outcome_json` column keeps it.
+    fn outcome_json(&self, action: &str, entry: &Entry) -> Result<Option<String>, LedgerError> {
+        entry
             .outcome
             .as_ref()
             .map(serde_json::to_string)
@@ -509,7 +503,18 @@ impl SqliteLedger {
                     &format!("{action}: cannot serialize the outcome of `{}`", entry.id),
                     error,
                 )
-            })?;
+            })
+    }
+
+    /// Writes the mutable part of `entry` back, stamped `now`, without a history event.
+    fn save_entry(
+        &self,
+        transaction: &Connection,
+        action: &str,
+        entry: &Entry,
+        now: i64,
+    ) -> Result<(), LedgerError> {
+        let outcome_json = self.outcome_json(action, entry)?;
         execute_cached(
             transaction,
             "UPDATE entries SET state = ?2, provider_reference = ?3, outcome_json = ?4, \
@@ -668,6 +673,65 @@ impl Ledger for SqliteLedger {
             let detail = rules::apply_outcome(&mut entry, outcome);
             self.save(transaction, action, &mut entry, now, &detail)?;
             Ok(entry)
+        })
+    }
+
+    fn record_outcome_of_begun(
+        &self,
+        begun: Entry,
+        outcome: &Outcome,
+    ) -> Result<Entry, LedgerError> {
+        if !begun.is_as_begun() {
+            return self.record_outcome(&begun.id, outcome);
+        }
+        let action = "record an outcome";
+        self.write(action, |transaction, now| {
+            // The single writer holds the file: nothing writes between this update and the
+            // history row. The update matches only while the entry is still as begun.
+            let begun_at = begun.updated_at_unix;
+            let mut entry = begun;
+            let detail = rules::apply_outcome(&mut entry, outcome);
+            entry.updated_at_unix = now;
+            let outcome_json = self.outcome_json(action, &entry)?;
+            let saved = execute_cached(
+                transaction,
+                "UPDATE entries SET state = ?2, provider_reference = ?3, outcome_json = ?4, \
+                     refusal_code = ?5, refusal_message = ?6, operator_flag = ?7, \
+                     updated_at_unix = ?8 \
+                 WHERE id = ?1 AND state = 'sending' AND provider_reference IS NULL \
+                     AND outcome_json IS NULL AND refusal_code IS NULL \
+                     AND refusal_message IS NULL AND operator_flag IS NULL \
+                     AND updated_at_unix = ?9",
+                rusqlite::params![
+                    entry.id,
+                    entry.state.as_str(),
+                    entry.provider_reference,
+                    outcome_json,
+                    entry.refusal.as_ref().map(|refusal| &refusal.code),
+                    entry.refusal.as_ref().map(|refusal| &refusal.message),
+                    entry.operator_flag,
+                    now,
+                    begun_at,
+                ],
+            )
+            .map_err(|error| self.storage_error(action, error))?;
+            if saved == 1 {
+                self.append_history(
+                    transaction,
+                    action,
+                    &entry.id,
+                    now,
+                    entry.state,
+                    &detail,
+                    None,
+                )?;
+                return Ok(entry);
+            }
+            // Written in between (a webhook, the reconciler): record against what is stored.
+            let mut stored = self.required_entry(transaction, action, &entry.id)?;
+            let detail = rules::apply_outcome(&mut stored, outcome);
+            self.save(transaction, action, &mut stored, now, &detail)?;
+            Ok(stored)
         })
     }
 

@@ -137,6 +137,8 @@ contract_tests!(
     record_outcome_moves_the_state_and_keeps_final_states,
     record_outcome_flags_a_contradicted_final_state,
     record_outcome_of_an_unknown_entry_is_not_found,
+    record_outcome_of_begun_saves_what_record_outcome_would,
+    record_outcome_of_begun_sees_a_write_that_came_in_between,
     record_refusal_fails_only_an_entry_never_sent,
     a_transient_refusal_releases_the_key_for_a_retry,
     history_is_kept_in_order,

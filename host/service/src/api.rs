@@ -488,7 +488,10 @@ async fn run(
     match service.execute(provider, account, command, key).await {
         Ok(answer) => {
             let replayed = answer.replayed;
-            let outcome = observe::AnswerOutcome(answer.outcome.status.as_str());
+            let outcome = observe::AnswerOutcome {
+                status: answer.outcome.status.as_str(),
+                reference: answer.reference.clone(),
+            };
             let mut response = axum::Json(answer).into_response();
             response.extensions_mut().insert(outcome);
             if replayed {

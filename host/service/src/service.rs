@@ -374,18 +374,18 @@ impl Service {
         };
         let mut new_entry = command.new_entry(id, idempotency_key);
         new_entry.actor = Some(self.actor.to_string());
-        let reservation = match self
+        let (reservation, begun) = match self
             .ledger
             .call(move |ledger| reserve(ledger, new_entry))
             .await?
         {
-            Reserved::New(reservation) => {
-                tracing::info!(
+            Reserved::New(reservation, begun) => {
+                tracing::debug!(
                     entry = reservation.id(),
                     state = "sending",
                     "ledger entry reserved"
                 );
-                reservation
+                (reservation, begun)
             }
             Reserved::Existing(entry) => {
                 drop(guard);
@@ -399,7 +399,7 @@ impl Service {
         let span = tracing::Span::current();
         tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let answer = service.send_reserved(command, reservation).await;
+                let answer = service.send_reserved(command, reservation, begun).await;
                 drop(guard);
                 answer
             },
@@ -417,17 +417,18 @@ impl Service {
         &self,
         command: RecordedCommand,
         reservation: Reservation,
+        begun: Entry,
     ) -> Result<CommandAnswer, ServiceError> {
         let id = reservation.id().to_string();
         match self.gateway.dispatch_recorded(command, reservation).await {
             Ok(dispatched) => {
-                let (entry_id, outcome) = (id.clone(), dispatched.outcome.clone());
+                let outcome = dispatched.outcome.clone();
                 let recorded = self
                     .ledger
-                    .call(move |ledger| ledger.record_outcome(&entry_id, &outcome))
+                    .call(move |ledger| ledger.record_outcome_of_begun(begun, &outcome))
                     .await;
                 match &recorded {
-                    Ok(entry) => tracing::info!(
+                    Ok(entry) => tracing::debug!(
                         entry = %id,
                         state = entry.state.as_str(),
                         "ledger outcome recorded"

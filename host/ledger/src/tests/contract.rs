@@ -169,6 +169,78 @@ pub(super) fn record_outcome_of_an_unknown_entry_is_not_found(store: &Store) {
     );
 }
 
+pub(super) fn record_outcome_of_begun_saves_what_record_outcome_would(store: &Store) {
+    let ledger = store.ledger.as_ref();
+    created(ledger, "gh_by_id");
+    let begun = created(ledger, "gh_begun");
+    tick(&store.clock);
+    let outcome = Outcome::succeeded().with_provider_reference("tx-7");
+    let by_id = ledger.record_outcome("gh_by_id", &outcome).expect("record");
+    let of_begun = ledger
+        .record_outcome_of_begun(begun, &outcome)
+        .expect("record against the begun entry");
+    assert_eq!(of_begun.state, EntryState::Succeeded);
+    assert_eq!(of_begun.updated_at_unix, START + 1);
+    assert_eq!(
+        Entry {
+            id: "gh_by_id".into(),
+            ..of_begun.clone()
+        },
+        by_id
+    );
+    // What it answered is what it stored, history included.
+    assert_eq!(ledger.get("gh_begun").expect("get"), Some(of_begun));
+    let details = |id: &str| -> Vec<(EntryState, String)> {
+        let history = ledger.history(id).expect("history");
+        history
+            .into_iter()
+            .map(|event| (event.state, event.detail))
+            .collect()
+    };
+    assert_eq!(details("gh_begun"), details("gh_by_id"));
+    assert_eq!(details("gh_begun").len(), 2);
+}
+
+pub(super) fn record_outcome_of_begun_sees_a_write_that_came_in_between(store: &Store) {
+    let ledger = store.ledger.as_ref();
+    let begun = created(ledger, "gh_1");
+    // A webhook (or another host's reconciler) finished the entry while the flow ran, in the
+    // same second: the begun entry is stale and must not be written over.
+    let first = Outcome::succeeded().with_provider_reference("tx-1");
+    ledger.record_outcome("gh_1", &first).expect("record");
+    let entry = ledger
+        .record_outcome_of_begun(
+            begun,
+            &Outcome::failed(ProviderError::new(ErrorKind::Declined, "no funds")),
+        )
+        .expect("record against the begun entry");
+    assert_eq!(entry.state, EntryState::Succeeded);
+    assert_eq!(entry.outcome, Some(first));
+    assert!(entry.operator_flag.is_some());
+    assert_eq!(ledger.get("gh_1").expect("get"), Some(entry));
+    let history = ledger.history("gh_1").expect("history");
+    assert_eq!(history.len(), 3, "{history:?}");
+    assert!(history[2].detail.contains("contradicts"), "{history:?}");
+
+    // An entry that is not as `begin` wrote it is recorded by id; an unknown one is not found.
+    let mut recorded = ledger.get("gh_1").expect("get").expect("the entry");
+    recorded.id = "gh_missing".into();
+    assert_eq!(
+        ledger.record_outcome_of_begun(recorded, &Outcome::succeeded()),
+        Err(LedgerError::NotFound {
+            id: "gh_missing".into()
+        })
+    );
+    let mut missing = created(ledger, "gh_2");
+    missing.id = "gh_missing".into();
+    assert_eq!(
+        ledger.record_outcome_of_begun(missing, &Outcome::succeeded()),
+        Err(LedgerError::NotFound {
+            id: "gh_missing".into()
+        })
+    );
+}
+
 pub(super) fn record_refusal_fails_only_an_entry_never_sent(store: &Store) {
     let ledger = store.ledger.as_ref();
     created(ledger, "gh_1");
