@@ -506,6 +506,49 @@ impl SqliteLedger {
             })
     }
 
+    /// Writes the mutable part of `entry`, stamped `now`; with `begun_at`, only while the stored
+    /// entry is still as [`Ledger::begin`] wrote it at that time. Counts the rows written.
+    fn update_entry(
+        &self,
+        transaction: &Connection,
+        action: &str,
+        entry: &Entry,
+        now: i64,
+        begun_at: Option<i64>,
+    ) -> Result<usize, LedgerError> {
+        const SET: &str = "UPDATE entries SET state = ?2, provider_reference = ?3, \
+             outcome_json = ?4, refusal_code = ?5, refusal_message = ?6, operator_flag = ?7, \
+             updated_at_unix = ?8 WHERE id = ?1";
+        const SET_IF_AS_BEGUN: &str = "UPDATE entries SET state = ?2, provider_reference = ?3, \
+             outcome_json = ?4, refusal_code = ?5, refusal_message = ?6, operator_flag = ?7, \
+             updated_at_unix = ?8 WHERE id = ?1 AND state = 'sending' \
+             AND provider_reference IS NULL AND outcome_json IS NULL AND refusal_code IS NULL \
+             AND refusal_message IS NULL AND operator_flag IS NULL AND updated_at_unix = ?9";
+        let outcome_json = self.outcome_json(action, entry)?;
+        let refusal_code = entry.refusal.as_ref().map(|refusal| &refusal.code);
+        let refusal_message = entry.refusal.as_ref().map(|refusal| &refusal.message);
+        let state = entry.state.as_str();
+        let mut params: Vec<&dyn rusqlite::ToSql> = vec![
+            &entry.id,
+            &state,
+            &entry.provider_reference,
+            &outcome_json,
+            &refusal_code,
+            &refusal_message,
+            &entry.operator_flag,
+            &now,
+        ];
+        let sql = match &begun_at {
+            None => SET,
+            Some(at) => {
+                params.push(at);
+                SET_IF_AS_BEGUN
+            }
+        };
+        execute_cached(transaction, sql, params.as_slice())
+            .map_err(|error| self.storage_error(action, error))
+    }
+
     /// Writes the mutable part of `entry` back, stamped `now`, without a history event.
     fn save_entry(
         &self,
@@ -514,24 +557,7 @@ impl SqliteLedger {
         entry: &Entry,
         now: i64,
     ) -> Result<(), LedgerError> {
-        let outcome_json = self.outcome_json(action, entry)?;
-        execute_cached(
-            transaction,
-            "UPDATE entries SET state = ?2, provider_reference = ?3, outcome_json = ?4, \
-                 refusal_code = ?5, refusal_message = ?6, operator_flag = ?7, updated_at_unix = ?8 \
-                 WHERE id = ?1",
-            rusqlite::params![
-                entry.id,
-                entry.state.as_str(),
-                entry.provider_reference,
-                outcome_json,
-                entry.refusal.as_ref().map(|refusal| &refusal.code),
-                entry.refusal.as_ref().map(|refusal| &refusal.message),
-                entry.operator_flag,
-                now,
-            ],
-        )
-        .map_err(|error| self.storage_error(action, error))?;
+        self.update_entry(transaction, action, entry, now, None)?;
         Ok(())
     }
 
@@ -692,29 +718,7 @@ impl Ledger for SqliteLedger {
             let mut entry = begun;
             let detail = rules::apply_outcome(&mut entry, outcome);
             entry.updated_at_unix = now;
-            let outcome_json = self.outcome_json(action, &entry)?;
-            let saved = execute_cached(
-                transaction,
-                "UPDATE entries SET state = ?2, provider_reference = ?3, outcome_json = ?4, \
-                     refusal_code = ?5, refusal_message = ?6, operator_flag = ?7, \
-                     updated_at_unix = ?8 \
-                 WHERE id = ?1 AND state = 'sending' AND provider_reference IS NULL \
-                     AND outcome_json IS NULL AND refusal_code IS NULL \
-                     AND refusal_message IS NULL AND operator_flag IS NULL \
-                     AND updated_at_unix = ?9",
-                rusqlite::params![
-                    entry.id,
-                    entry.state.as_str(),
-                    entry.provider_reference,
-                    outcome_json,
-                    entry.refusal.as_ref().map(|refusal| &refusal.code),
-                    entry.refusal.as_ref().map(|refusal| &refusal.message),
-                    entry.operator_flag,
-                    now,
-                    begun_at,
-                ],
-            )
-            .map_err(|error| self.storage_error(action, error))?;
+            let saved = self.update_entry(transaction, action, &entry, now, Some(begun_at))?;
             if saved == 1 {
                 self.append_history(
                     transaction,

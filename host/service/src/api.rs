@@ -402,13 +402,15 @@ async fn command_route(
         .and_then(|command| idempotency_key(&headers).map(|key| (command, key)))
     {
         Ok((command, key)) => {
-            run(
+            // Boxed: axum moves the handler's future into a box of its own; this one holds
+            // the whole command's run, which is large, and is better made in place once.
+            Box::pin(run(
                 &service.acting_as(&caller.name),
                 &provider,
                 &account,
                 command,
                 key,
-            )
+            ))
             .await
         }
         Err(error) => error.into_response(),

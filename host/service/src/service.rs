@@ -399,7 +399,11 @@ impl Service {
         let span = tracing::Span::current();
         tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let answer = service.send_reserved(command, reservation, begun).await;
+                // Boxed: the dispatch's future is large (the flow, the HTTP exchange, the
+                // ledger calls), and tokio moves a task's whole future on every state change
+                // of the task (spawn, poll, output taken, handle dropped); a box makes those
+                // moves a pointer's (callgrind: ≈ 90 k instructions of memcpy per charge).
+                let answer = Box::pin(service.send_reserved(command, reservation, begun)).await;
                 drop(guard);
                 answer
             },
