@@ -12,8 +12,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use gatehouse_ledger::coordination::SharedPause;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::{Clock, MonotonicClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+
+/// A rate limiter on `std::time::Instant`. Governor's default clock (quanta) calibrates the TSC
+/// on first use, for a time-dependent number of instructions: it made the callgrind counts of
+/// the benchmark vary by tens of thousands per request between runs, for a clock read a
+/// callback confirmation pays once.
+type DirectRateLimiter =
+    RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<std::time::Instant>>;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -41,7 +50,7 @@ pub struct AccountRuntime {
     concurrency: ConcurrencyShare,
     /// The budget of requests confirming unsigned callbacks, apart from the commands' (anyone
     /// can POST a callback; the merchant's rate limit must not be theirs to spend).
-    confirmation_limiter: DefaultDirectRateLimiter,
+    confirmation_limiter: DirectRateLimiter,
     pub confirmations: Semaphore,
     pause: Mutex<Option<Pause>>,
     /// Whether the current credentials have been accepted by the provider at least once.
@@ -68,8 +77,9 @@ impl AccountRuntime {
             fingerprint,
             limiter: RateShare::new(per_minute.get(), live_hosts),
             concurrency: ConcurrencyShare::new(policy.max_concurrency, live_hosts),
-            confirmation_limiter: RateLimiter::direct(
+            confirmation_limiter: RateLimiter::direct_with_clock(
                 Quota::per_minute(confirmations_per_minute).allow_burst(confirmation_burst),
+                MonotonicClock,
             ),
             confirmations: Semaphore::new(policy.webhook_confirmations_max_concurrency.max(1)),
             policy,
@@ -201,12 +211,12 @@ impl AccountRuntime {
 }
 
 /// Takes a slot of `limiter`, waiting at most `max_wait`; otherwise says how long the wait would be.
-async fn take_slot(limiter: &DefaultDirectRateLimiter, max_wait: Duration) -> Result<(), Duration> {
+async fn take_slot(limiter: &DirectRateLimiter, max_wait: Duration) -> Result<(), Duration> {
     loop {
         match limiter.check() {
             Ok(()) => return Ok(()),
             Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let wait = not_until.wait_time_from(MonotonicClock.now());
                 if wait > max_wait {
                     return Err(wait);
                 }

@@ -17,7 +17,7 @@ use crate::loader::LoadedPlugin;
 use crate::metrics::Metrics;
 use crate::plugin_pool::{CallFailure, PluginPool};
 use crate::scrub::Scrubber;
-use crate::transport::{TransportFailure, loggable_url, same_origin, send_once};
+use crate::transport::{TransportFailure, loggable, loggable_url, same_origin, send_once};
 
 /// The longest a callback confirmation holding a slot waits for the confirmation rate.
 const CONFIRMATION_RATE_WAIT: Duration = Duration::from_secs(2);
@@ -35,6 +35,8 @@ pub(crate) struct Flow<'a> {
     /// empty, and free, for plugins that mark none.
     pub(crate) learned: Scrubber,
     pub(crate) base_url: &'a str,
+    /// `base_url` parsed (`None`: not a URL, every request is outside it).
+    pub(crate) parsed_base_url: Option<&'a url::Url>,
     pub(crate) provider: &'a str,
     pub(crate) account: &'a str,
     pub(crate) operation: Operation,
@@ -236,13 +238,18 @@ impl Flow<'_> {
     /// Sends one request the plugin asked for, under the account's policy.
     async fn perform(&mut self, request: &HttpRequest) -> Result<HttpResponse, TransportFailure> {
         self.learned.learn_sensitive_headers(request, self.scrubber);
-        if !same_origin(&request.url, self.base_url) {
+        // Parsed once: for the origin check, the log line and the client.
+        let url = url::Url::parse(&request.url).ok().filter(|url| {
+            self.parsed_base_url
+                .is_some_and(|base_url| same_origin(url, base_url))
+        });
+        let Some(url) = url else {
             return Err(TransportFailure::NotSent(format!(
                 "the plugin asked for {}, outside the account's base URL {}",
                 loggable_url(&request.url),
                 loggable_url(self.base_url)
             )));
-        }
+        };
         let policy = &self.runtime.policy;
         let timeout = Duration::from_millis(request.timeout_ms.unwrap_or(policy.timeout_ms));
         // A webhook's requests confirm a callback anyone could have sent: they spend a budget of
@@ -300,7 +307,14 @@ impl Flow<'_> {
                 )));
             }
             let started = Instant::now();
-            let result = send_once(self.client, request, timeout, self.max_response_bytes).await;
+            let result = send_once(
+                self.client,
+                url.clone(),
+                request,
+                timeout,
+                self.max_response_bytes,
+            )
+            .await;
             self.provider_requests += 1;
             let elapsed = started.elapsed();
             let status_label = match &result {
@@ -323,7 +337,7 @@ impl Flow<'_> {
                 provider = self.provider,
                 account = self.account,
                 method = request.method.as_str(),
-                url = %loggable_url(&request.url),
+                url = %loggable(&url),
                 status = %status_label,
                 elapsed_us = elapsed.as_micros() as u64,
                 attempt,

@@ -623,6 +623,7 @@ impl Gateway {
             scrubber: &resolved.scrubber,
             learned: Scrubber::default(),
             base_url: &resolved.config.base_url,
+            parsed_base_url: resolved.base_url.as_ref(),
             provider: &provider,
             account: &account,
             operation,

@@ -22,6 +22,9 @@ pub struct ResolvedAccount {
     pub fingerprint: String,
     /// The client for the account's outbound proxy (`None`: the gateway's shared client).
     pub client: Option<reqwest::Client>,
+    /// `config.base_url` parsed once, for the origin check of every provider request (`None`:
+    /// it is not a URL, so every request is refused as outside it).
+    pub base_url: Option<url::Url>,
 }
 
 /// Checks `section` against `manifest` and resolves its secrets. Every problem is reported,
@@ -104,6 +107,7 @@ pub fn resolve_account(
         vec!["the account's configuration cannot be encoded for the plugin".to_string()]
     })?;
     Ok(ResolvedAccount {
+        base_url: url::Url::parse(&config.base_url).ok(),
         config,
         config_json,
         scrubber,

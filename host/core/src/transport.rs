@@ -164,9 +164,10 @@ impl ClientCache {
     }
 }
 
-/// Sends `request` once.
+/// Sends `request` once, to `url` (its `url`, parsed).
 pub async fn send_once(
     client: &reqwest::Client,
+    url: url::Url,
     request: &HttpRequest,
     timeout: Duration,
     max_response_bytes: usize,
@@ -178,7 +179,7 @@ pub async fn send_once(
         Method::Delete => reqwest::Method::DELETE,
         Method::Patch => reqwest::Method::PATCH,
     };
-    let mut builder = client.request(method, &request.url).timeout(timeout);
+    let mut builder = client.request(method, url).timeout(timeout);
     for (name, value) in &request.headers {
         builder = builder.header(name.as_str(), value.as_str());
     }
@@ -239,29 +240,37 @@ fn classify(error: reqwest::Error) -> TransportFailure {
 /// `scheme://host:port/path` of a URL, without its query: what logs may show.
 pub fn loggable_url(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(parsed) => format!(
-            "{}://{}{}",
-            parsed.scheme(),
-            parsed.host_str().unwrap_or(""),
-            parsed.port().map_or_else(
-                || parsed.path().to_string(),
-                |port| format!(":{port}{}", parsed.path())
-            )
-        ),
+        Ok(parsed) => loggable(&parsed),
         Err(_) => "<invalid url>".into(),
     }
 }
 
+/// [`loggable_url`] of a parsed URL.
+pub fn loggable(url: &url::Url) -> String {
+    format!(
+        "{}://{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.port().map_or_else(
+            || url.path().to_string(),
+            |port| format!(":{port}{}", url.path())
+        )
+    )
+}
+
 /// Whether `url` is on the same origin (scheme, host, port) as `base_url`: a plugin may only
 /// send an account's credentials to that account's provider.
-pub fn same_origin(url: &str, base_url: &str) -> bool {
+pub fn same_origin(url: &url::Url, base_url: &url::Url) -> bool {
+    matches!(url.scheme(), "http" | "https")
+        && url.scheme() == base_url.scheme()
+        && url.host_str() == base_url.host_str()
+        && url.port_or_known_default() == base_url.port_or_known_default()
+}
+
+/// [`same_origin`] of two URLs not parsed yet (false when either is not a URL).
+pub fn same_origin_of(url: &str, base_url: &str) -> bool {
     match (url::Url::parse(url), url::Url::parse(base_url)) {
-        (Ok(url), Ok(base)) => {
-            matches!(url.scheme(), "http" | "https")
-                && url.scheme() == base.scheme()
-                && url.host_str() == base.host_str()
-                && url.port_or_known_default() == base.port_or_known_default()
-        }
+        (Ok(url), Ok(base_url)) => same_origin(&url, &base_url),
         _ => false,
     }
 }
@@ -269,6 +278,10 @@ pub fn same_origin(url: &str, base_url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn same_origin(url: &str, base_url: &str) -> bool {
+        same_origin_of(url, base_url)
+    }
 
     #[test]
     fn origins() {

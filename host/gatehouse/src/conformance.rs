@@ -39,7 +39,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use gatehouse_core::loader::{LoadError, LoadedPlugin, load_plugin};
-use gatehouse_core::transport::{loggable_url, same_origin};
+use gatehouse_core::transport::{loggable_url, same_origin_of};
 use gatehouse_plugin_api::flow::{self, MAX_FLOW_STEPS};
 
 /// The base URL of the canned account. `.invalid` never resolves (RFC 2606), so even a request
@@ -955,7 +955,7 @@ fn same_origin_check(runs: &[FlowRun]) -> CheckResult {
     for run in runs {
         for request in &run.requests {
             requests += 1;
-            if !same_origin(&request.url, BASE_URL) {
+            if !same_origin_of(&request.url, BASE_URL) {
                 findings.add(
                     format!(
                         "`{}` asked for {}, outside the account's base URL {BASE_URL}: the host refuses to send it",
