@@ -478,8 +478,26 @@ impl SqliteLedger {
         now: i64,
         detail: &str,
     ) -> Result<(), LedgerError> {
+        self.save_unless_changed(transaction, action, entry, now, detail, None)
+            .map(|_| ())
+    }
+
+    /// [`SqliteLedger::save`]; with `begun_at`, only while the stored entry is still as
+    /// [`Ledger::begin`] wrote it then. Whether it was saved.
+    fn save_unless_changed(
+        &self,
+        transaction: &Connection,
+        action: &str,
+        entry: &mut Entry,
+        now: i64,
+        detail: &str,
+        begun_at: Option<i64>,
+    ) -> Result<bool, LedgerError> {
         entry.updated_at_unix = now;
-        self.save_entry(transaction, action, entry, now)?;
+        let saved = self.update_entry(transaction, action, entry, now, begun_at)?;
+        if begun_at.is_some() && saved == 0 {
+            return Ok(false);
+        }
         self.append_history(
             transaction,
             action,
@@ -488,7 +506,8 @@ impl SqliteLedger {
             entry.state,
             detail,
             None,
-        )
+        )?;
+        Ok(true)
     }
 
     /// The entry's outcome as the `outcome_json` column keeps it.
@@ -717,18 +736,14 @@ impl Ledger for SqliteLedger {
             let begun_at = begun.updated_at_unix;
             let mut entry = begun;
             let detail = rules::apply_outcome(&mut entry, outcome);
-            entry.updated_at_unix = now;
-            let saved = self.update_entry(transaction, action, &entry, now, Some(begun_at))?;
-            if saved == 1 {
-                self.append_history(
-                    transaction,
-                    action,
-                    &entry.id,
-                    now,
-                    entry.state,
-                    &detail,
-                    None,
-                )?;
+            if self.save_unless_changed(
+                transaction,
+                action,
+                &mut entry,
+                now,
+                &detail,
+                Some(begun_at),
+            )? {
                 return Ok(entry);
             }
             // Written in between (a webhook, the reconciler): record against what is stored.
