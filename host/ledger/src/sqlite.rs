@@ -535,14 +535,20 @@ impl SqliteLedger {
         now: i64,
         begun_at: Option<i64>,
     ) -> Result<usize, LedgerError> {
-        const SET: &str = "UPDATE entries SET state = ?2, provider_reference = ?3, \
-             outcome_json = ?4, refusal_code = ?5, refusal_message = ?6, operator_flag = ?7, \
-             updated_at_unix = ?8 WHERE id = ?1";
-        const SET_IF_AS_BEGUN: &str = "UPDATE entries SET state = ?2, provider_reference = ?3, \
-             outcome_json = ?4, refusal_code = ?5, refusal_message = ?6, operator_flag = ?7, \
-             updated_at_unix = ?8 WHERE id = ?1 AND state = 'sending' \
-             AND provider_reference IS NULL AND outcome_json IS NULL AND refusal_code IS NULL \
-             AND refusal_message IS NULL AND operator_flag IS NULL AND updated_at_unix = ?9";
+        macro_rules! set {
+            () => {
+                "UPDATE entries SET state = ?2, provider_reference = ?3, outcome_json = ?4, \
+                 refusal_code = ?5, refusal_message = ?6, operator_flag = ?7, \
+                 updated_at_unix = ?8 WHERE id = ?1"
+            };
+        }
+        const SET: &str = set!();
+        const SET_IF_AS_BEGUN: &str = concat!(
+            set!(),
+            " AND state = 'sending' AND provider_reference IS NULL AND outcome_json IS NULL \
+             AND refusal_code IS NULL AND refusal_message IS NULL AND operator_flag IS NULL \
+             AND updated_at_unix = ?9"
+        );
         let outcome_json = self.outcome_json(action, entry)?;
         let refusal_code = entry.refusal.as_ref().map(|refusal| &refusal.code);
         let refusal_message = entry.refusal.as_ref().map(|refusal| &refusal.message);

@@ -402,7 +402,7 @@ impl Service {
                 // Boxed: the dispatch's future is large (the flow, the HTTP exchange, the
                 // ledger calls), and tokio moves a task's whole future on every state change
                 // of the task (spawn, poll, output taken, handle dropped); a box makes those
-                // moves a pointer's (callgrind: ≈ 90 k instructions of memcpy per charge).
+                // moves a pointer's (callgrind: memcpy 187 k → 64 k instructions per charge).
                 let answer = Box::pin(service.send_reserved(command, reservation, begun)).await;
                 drop(guard);
                 answer
