@@ -38,11 +38,17 @@ use super::tls;
 pub(super) struct Manager {
     config: postgres::Config,
     connector: tls::Connector,
+    /// [`ALIVE_WITHOUT_TEST`], but for tests that must not depend on the machine's speed.
+    alive_without_test: Duration,
 }
 
 impl Manager {
     pub(super) fn new(config: postgres::Config, connector: tls::Connector) -> Self {
-        Self { config, connector }
+        Self {
+            config,
+            connector,
+            alive_without_test: ALIVE_WITHOUT_TEST,
+        }
     }
 }
 
@@ -54,7 +60,7 @@ impl r2d2::ManageConnection for Manager {
         Ok(Connection {
             client: self.config.connect(self.connector.clone())?,
             statements: Statements::default(),
-            answered_at: Instant::now(),
+            liveness: Liveness::answered_now(),
             #[cfg(test)]
             tests: 0,
         })
@@ -63,11 +69,13 @@ impl r2d2::ManageConnection for Manager {
     /// The check-out test: an empty query, so a connection the server dropped is replaced
     /// before a call uses it; skipped for one that answered within [`ALIVE_WITHOUT_TEST`].
     fn is_valid(&self, connection: &mut Connection) -> Result<(), postgres::Error> {
-        if connection.answered_at.elapsed() < ALIVE_WITHOUT_TEST && !connection.client.is_closed() {
+        let window = self.alive_without_test;
+        if connection.liveness.answered_within(window) && !connection.client.is_closed() {
             return Ok(());
         }
-        connection.client.simple_query("")?;
-        connection.answered_at = Instant::now();
+        let tested = connection.client.simple_query("").map(drop);
+        connection.liveness.saw(&tested);
+        tested?;
         #[cfg(test)]
         {
             connection.tests += 1;
@@ -75,13 +83,62 @@ impl r2d2::ManageConnection for Manager {
         Ok(())
     }
 
+    /// Closed, or a call saw the session end: the driver may not have noticed the closed
+    /// socket yet when it hands back the server's last (FATAL) message.
     fn has_broken(&self, connection: &mut Connection) -> bool {
-        connection.client.is_closed()
+        connection.liveness.lost || connection.client.is_closed()
     }
 }
 
 /// How long after its last answer a connection is handed out without the check-out test.
 pub(super) const ALIVE_WITHOUT_TEST: Duration = Duration::from_millis(500);
+
+/// What the connection's calls said of its session: when the server last answered, and whether
+/// an answer ended the session.
+struct Liveness {
+    answered_at: Instant,
+    lost: bool,
+}
+
+impl Liveness {
+    fn answered_now() -> Self {
+        Self {
+            answered_at: Instant::now(),
+            lost: false,
+        }
+    }
+
+    /// Whether the server answered within `window` and nothing since said the session ended.
+    fn answered_within(&self, window: Duration) -> bool {
+        !self.lost && self.answered_at.elapsed() < window
+    }
+
+    /// Notes what a call's result says of the session.
+    fn saw<T>(&mut self, result: &Result<T, postgres::Error>) {
+        match result {
+            Ok(_) => self.answered_at = Instant::now(),
+            Err(error) if ends_the_session(error) => self.lost = true,
+            // The server's own error (a constraint, a stale statement): it answered.
+            Err(_) => self.answered_at = Instant::now(),
+        }
+    }
+}
+
+/// Whether `error` means the session is over: the connection closed or cut (no SQLSTATE), or
+/// the server's last word on it (a FATAL or PANIC, such as `pg_terminate_backend`'s 57P01, or a
+/// connection exception, class 08).
+fn ends_the_session(error: &postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    let Some(server) = error.as_db_error() else {
+        return error.code().is_none();
+    };
+    matches!(
+        server.parsed_severity(),
+        Some(postgres::error::Severity::Fatal | postgres::error::Severity::Panic)
+    ) || server.code().code().starts_with("08")
+}
 
 /// The statements one connection prepared, by SQL text.
 #[derive(Default)]
@@ -157,8 +214,9 @@ pub(super) trait Sql {
 pub(super) struct Connection {
     client: postgres::Client,
     statements: Statements,
-    /// When the server last answered a statement (or the check-out test) on this connection.
-    answered_at: Instant,
+    /// When the server last answered a statement (or the check-out test) on this connection,
+    /// and whether one of its answers ended the session.
+    liveness: Liveness,
     /// Check-out tests run over the connection's life.
     #[cfg(test)]
     tests: u64,
@@ -170,15 +228,15 @@ impl Connection {
         let Connection {
             client,
             statements,
-            answered_at,
+            liveness,
             ..
         } = self;
-        let transaction = client.transaction()?;
-        *answered_at = Instant::now();
+        let begun = client.transaction();
+        liveness.saw(&begun);
         Ok(Transaction {
-            transaction,
+            transaction: begun?,
             statements,
-            answered_at,
+            liveness,
         })
     }
 
@@ -214,9 +272,7 @@ impl Connection {
             }
             result => result,
         };
-        if answered(&result) {
-            self.answered_at = Instant::now();
-        }
+        self.liveness.saw(&result);
         result
     }
 }
@@ -267,14 +323,14 @@ sql_through_statements!(Connection);
 pub(super) struct Transaction<'a> {
     transaction: postgres::Transaction<'a>,
     statements: &'a mut Statements,
-    answered_at: &'a mut Instant,
+    liveness: &'a mut Liveness,
 }
 
 impl Transaction<'_> {
     pub(super) fn commit(self) -> Result<(), postgres::Error> {
-        self.transaction.commit()?;
-        *self.answered_at = Instant::now();
-        Ok(())
+        let committed = self.transaction.commit();
+        self.liveness.saw(&committed);
+        committed
     }
 
     /// Runs `run` with `sql` prepared. A stale statement aborted the transaction: noted for
@@ -290,23 +346,12 @@ impl Transaction<'_> {
                 self.statements.stale = true;
             }
         });
-        if answered(&result) {
-            *self.answered_at = Instant::now();
-        }
+        self.liveness.saw(&result);
         result
     }
 }
 
 sql_through_statements!(Transaction<'_>);
-
-/// Whether the server answered: a result, or an error of its own (a constraint, a stale
-/// statement), as opposed to one of the connection (closed, cut, timed out).
-fn answered<T>(result: &Result<T, postgres::Error>) -> bool {
-    match result {
-        Ok(_) => true,
-        Err(error) => error.code().is_some(),
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -428,9 +473,31 @@ mod tests {
     }
 
     #[test]
+    fn an_error_of_the_statement_leaves_the_connection_alive_and_untested() {
+        let database = gatehouse_pg_cluster::shared().create_database();
+        let manager = Manager {
+            alive_without_test: Duration::from_secs(60),
+            ..manager(&database)
+        };
+        let mut connection = manager.connect().expect("connects");
+        let error = connection
+            .query_one("SELECT 1 / 0", &[])
+            .expect_err("division by zero");
+        assert_eq!(error.code(), Some(&SqlState::DIVISION_BY_ZERO));
+        assert!(!manager.has_broken(&mut connection), "the server answered");
+        manager.is_valid(&mut connection).expect("valid");
+        assert_eq!(connection.tests(), 0, "and it counts as an answer");
+    }
+
+    #[test]
     fn a_connection_terminated_within_the_window_fails_one_call_and_is_then_dropped() {
         let database = gatehouse_pg_cluster::shared().create_database();
-        let manager = manager(&database);
+        // A window no loaded machine outlasts between the answer and the check-out below.
+        let window = Duration::from_secs(60);
+        let manager = Manager {
+            alive_without_test: window,
+            ..manager(&database)
+        };
         let mut connection = manager.connect().expect("connects");
         let pid: i32 = connection
             .query_one("SELECT pg_backend_pid()", &[])
@@ -443,7 +510,7 @@ mod tests {
             .get(0);
         assert!(terminated);
         assert!(
-            connection.answered_at.elapsed() < ALIVE_WITHOUT_TEST,
+            connection.liveness.answered_within(window),
             "still inside the window"
         );
         manager
