@@ -97,6 +97,10 @@ pub struct HostSettings {
     /// (`plugin_unavailable`) until a new version of it is loaded or the host restarts, so a hung
     /// plugin cannot grow the thread count without end.
     pub max_abandoned_plugin_threads: u64,
+    /// `gatehouse serve` reconciles unresolved entries this often (seconds, 1 to 86400). A pass
+    /// takes at most 500 entries and asks about them at reconciliation's pace (a quarter of each
+    /// account's rate limit), so a shorter period settles entries sooner, not faster.
+    pub reconcile_interval_secs: u64,
 }
 
 /// `[ledger]`: a PostgreSQL ledger that several hosts can share. Without `url`, the ledger is the
@@ -260,6 +264,7 @@ impl Default for HostSettings {
             max_response_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
             max_abandoned_plugin_threads: 16,
+            reconcile_interval_secs: 60,
         }
     }
 }
@@ -819,6 +824,15 @@ impl Config {
         }
         self.egress.check("egress", text, &invalid)?;
         self.ledger.check(text, &invalid)?;
+        if !(1..=86_400).contains(&self.host.reconcile_interval_secs) {
+            return Err(invalid(
+                0,
+                format!(
+                    "host.reconcile_interval_secs is {}: it must be between 1 and 86400 (a day)",
+                    self.host.reconcile_interval_secs
+                ),
+            ));
+        }
         let server = &self.server;
         if server.header_read_timeout_ms == 0
             || server.idle_timeout_ms == 0
@@ -1485,6 +1499,10 @@ secrets = { auth_token = "${GATEHOUSE_TEST_TOKEN_A}" }
             (
                 "[ledger]\nurl = \"postgres://g@db/l\"\nlease_ms = 200\n",
                 "ledger.lease_ms is 200: it must be between 1000 (1 s) and 3600000 (1 h)",
+            ),
+            (
+                "[host]\nreconcile_interval_secs = 0\n",
+                "host.reconcile_interval_secs is 0: it must be between 1 and 86400",
             ),
         ] {
             let message = parse(text).expect_err("refused").to_string();

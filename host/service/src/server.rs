@@ -69,7 +69,8 @@ pub async fn serve(
         |address| address.to_string(),
     );
     let registration = crate::fleet::spawn_registration(service.clone(), listen_address).await;
-    let reconciler = service.spawn_reconciler(Duration::from_secs(60));
+    let reconciler =
+        service.spawn_reconciler(Duration::from_secs(config.host.reconcile_interval_secs));
     let forwarder =
         crate::forward::spawn_forwarder(service.clone(), crate::forward::cursor_file(&config));
     let limits = RequestLimits {

@@ -16,5 +16,6 @@ pub mod scenarios;
 pub mod served;
 pub mod served_section;
 pub mod simulator;
+pub mod soak;
 pub mod stats;
 pub mod targets;

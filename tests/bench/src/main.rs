@@ -6,6 +6,7 @@
 //! cargo run --release -p gatehouse-bench -- served         # only the disk's floor and the served paths
 //! cargo run --release -p gatehouse-bench -- callgrind 100  # instructions per request, per path
 //! cargo run --release -p gatehouse-bench -- plugin-call 2000 # the plugin boundary alone: times, instructions per flow
+//! cargo run --release -p gatehouse-bench -- soak [seconds] [interval] # reconciliation passes under load (130 s, 60 s)
 //! ```
 //!
 //! Every figure is measured in the same run as its baseline, the variants interleaved, and
@@ -68,6 +69,16 @@ fn main() -> ExitCode {
             profile(dispatches)
         }
         Some("served") => served_only(),
+        Some("soak") => {
+            let mut settings = gatehouse_bench::soak::SoakSettings::default();
+            if let Some(seconds) = arguments.next().and_then(|text| text.parse().ok()) {
+                settings.duration = Duration::from_secs(seconds);
+            }
+            if let Some(seconds) = arguments.next().and_then(|text| text.parse().ok()) {
+                settings.interval = Duration::from_secs(seconds);
+            }
+            soak_only(settings)
+        }
         Some("plugin-call") => {
             plugin_call_only(arguments.next().and_then(|text| text.parse().ok()))
         }
@@ -97,7 +108,7 @@ fn main() -> ExitCode {
         None | Some("run") => run(),
         Some(other) => {
             eprintln!(
-                "gatehouse-bench: unknown command `{other}`; use no argument, `profile [dispatches]`, `served`, `callgrind [requests]` or `plugin-call [flows under callgrind]`"
+                "gatehouse-bench: unknown command `{other}`; use no argument, `profile [dispatches]`, `served`, `soak [seconds] [interval]`, `callgrind [requests]` or `plugin-call [flows under callgrind]`"
             );
             return ExitCode::from(2);
         }
@@ -350,6 +361,43 @@ fn served_only() -> anyhow::Result<()> {
     for (name, wanted, measured, verdict) in rows {
         let _ = writeln!(out, "| {name} | {wanted} | {measured} | {verdict} |");
     }
+    print!("{out}");
+    Ok(())
+}
+
+/// Reconciliation passes under a fixed load, beside a server that runs none (see `soak.rs`).
+fn soak_only(settings: gatehouse_bench::soak::SoakSettings) -> anyhow::Result<()> {
+    build_release_libraries()?;
+    let gatehouse = build_release_gatehouse()?;
+    let executable = std::env::current_exe().context("locating this executable")?;
+    let simulator = SimulatorProcess::spawn(&executable)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let load_before = load_average();
+    eprintln!(
+        "soak: {} s at {}/s per server, reconciling every {} s...",
+        settings.duration.as_secs(),
+        settings.rate_per_server,
+        settings.interval.as_secs()
+    );
+    let mut run = runtime.block_on(gatehouse_bench::soak::run(
+        &gatehouse,
+        &simulator.base_url,
+        settings,
+    ))?;
+    let mut out = String::new();
+    let _ = writeln!(out, "# gatehouse-bench soak");
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "machine: {}; load average {load_before} before, {} after",
+        machine_description(),
+        load_average()
+    );
+    let _ = writeln!(out);
+    run.render(&mut out);
     print!("{out}");
     Ok(())
 }

@@ -70,6 +70,16 @@ pub async fn spawn_gatehouse(
     simulator_base_url: &str,
     ledger: &LedgerChoice,
 ) -> anyhow::Result<ServerProcess> {
+    spawn_gatehouse_with(executable, simulator_base_url, ledger, "").await
+}
+
+/// [`spawn_gatehouse`] with `host_settings` (TOML lines) added to its `[host]` table.
+pub async fn spawn_gatehouse_with(
+    executable: &Path,
+    simulator_base_url: &str,
+    ledger: &LedgerChoice,
+    host_settings: &str,
+) -> anyhow::Result<ServerProcess> {
     let dir = work_dir()?;
     let listen = format!("127.0.0.1:{}", free_port()?);
     let config_path = prepare_folder(dir.path(), simulator_base_url, &listen)?;
@@ -81,7 +91,8 @@ pub async fn spawn_gatehouse(
         .replace(
             &format!("keys = [\"{API_KEY}\"]"),
             &format!("keys = [\"${{{API_KEY_VARIABLE}}}\"]"),
-        );
+        )
+        .replacen("[host]\n", &format!("[host]\n{host_settings}"), 1);
     command.env(API_KEY_VARIABLE, API_KEY);
     if let LedgerChoice::Postgres { url, password } = ledger {
         config.push_str(&format!(
