@@ -1,6 +1,7 @@
 //! What operators see: request ids followed through the real `gatehouse serve`'s JSON logs,
 //! `/metrics` parsed by a real OpenMetrics parser and opened by a scrape key, bounded metric
-//! labels under a flood of random webhook paths, and cursor paging through the ledger.
+//! labels under a flood of random webhook paths, cursor paging through the ledger, and the
+//! background reconciler at its configured period.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
@@ -557,6 +558,15 @@ struct ServeProcess {
 impl ServeProcess {
     /// Starts the host and waits until it is ready; `log` receives its stderr, in JSON lines.
     async fn start(running: &RunningSimulator, log: Option<&std::path::Path>) -> Self {
+        Self::start_with(running, log, "").await
+    }
+
+    /// [`ServeProcess::start`] with `host_settings` (TOML lines) in its `[host]` table.
+    async fn start_with(
+        running: &RunningSimulator,
+        log: Option<&std::path::Path>,
+        host_settings: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("folder");
         let plugins = dir.path().join("plugins");
         std::fs::create_dir(&plugins).expect("plugins");
@@ -570,7 +580,7 @@ impl ServeProcess {
         std::fs::write(
             &config,
             format!(
-                "[host]\nplugins_dir = \"plugins\"\nledger = \"ledger.sqlite\"\nlisten = \"127.0.0.1:{port}\"\n\n[api]\nkeys = [\"{API_KEY}\"]\nmetrics_keys = [\"{METRICS_KEY}\"]\n\n[providers.paygateglobal.accounts.main]\nbase_url = \"{}\"\nsecrets = {{ auth_token = \"{TOKEN}\" }}\n",
+                "[host]\nplugins_dir = \"plugins\"\nledger = \"ledger.sqlite\"\nlisten = \"127.0.0.1:{port}\"\n{host_settings}\n[api]\nkeys = [\"{API_KEY}\"]\nmetrics_keys = [\"{METRICS_KEY}\"]\n\n[providers.paygateglobal.accounts.main]\nbase_url = \"{}\"\nsecrets = {{ auth_token = \"{TOKEN}\" }}\n",
                 running.base_url()
             ),
         )
@@ -602,6 +612,62 @@ impl ServeProcess {
         }
         panic!("the host did not become ready at {}", serve.base);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reconciles_in_the_background_every_configured_interval() {
+    let (simulator, running) = PayGateSimulator::start(TOKEN).await.expect("simulator");
+    let serve = ServeProcess::start_with(&running, None, "reconcile_interval_secs = 1\n").await;
+    let client = reqwest::Client::new();
+    let charge: Value = client
+        .post(format!("{}{CHARGES}", serve.base))
+        .bearer_auth(API_KEY)
+        .json(&charge_body())
+        .send()
+        .await
+        .expect("charge")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(charge["status"], "pending", "{charge}");
+    let reference = charge["reference"].as_str().expect("reference").to_string();
+    // The customer confirms on their phone; no webhook is configured, so only a status call by
+    // the reconciler can learn it.
+    assert!(
+        simulator
+            .settle(&reference, gatehouse_sim_paygateglobal::PAID)
+            .await,
+        "a pending payment"
+    );
+    let mut state = Value::Null;
+    for _ in 0..100 {
+        let entry: Value = client
+            .get(format!("{}/v1/ledger/{reference}", serve.base))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .expect("entry")
+            .json()
+            .await
+            .expect("JSON");
+        state = entry["entry"]["state"].clone();
+        if state == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        state, "succeeded",
+        "settled by a background pass within 10 s of a 1 s period"
+    );
+    assert!(
+        simulator
+            .status_asked()
+            .get(&reference)
+            .is_some_and(|asked| *asked >= 1),
+        "by asking the provider: {:?}",
+        simulator.status_asked()
+    );
 }
 
 impl Drop for ServeProcess {
