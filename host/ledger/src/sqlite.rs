@@ -178,6 +178,19 @@ impl Drop for Checkpointer {
     }
 }
 
+/// A read-only connection to the ledger file at `path` (see [`SqliteLedger::scanner`]).
+fn open_scanner(path: &Path) -> Option<Connection> {
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = Connection::open_with_flags(path, flags)
+        .inspect_err(|error| {
+            tracing::warn!(%error, "no read-only ledger connection; counts read through the writer's")
+        })
+        .ok()?;
+    connection.busy_timeout(BUSY_TIMEOUT).ok()?;
+    Some(connection)
+}
+
 /// The embedded [`Ledger`]: a SQLite file (or memory, for tests).
 pub struct SqliteLedger {
     shared: Mutex<Shared>,
@@ -188,6 +201,11 @@ pub struct SqliteLedger {
     waiting_writers: AtomicUsize,
     /// The background checkpoints of an on-disk ledger (none in memory).
     checkpointer: Option<Checkpointer>,
+    /// A read-only connection of its own (on disk; none in memory) for the reads that scan the
+    /// whole table (`count_by_state`, a `/metrics` scrape): under WAL it reads beside the
+    /// writer, so a scan that grows with the ledger never holds the writers' lock. What it
+    /// cannot see is the open batch, whose writers have not been answered yet.
+    scanner: Option<Mutex<Connection>>,
     /// The file's path (or `:memory:`), for error messages.
     location: String,
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
@@ -241,6 +259,8 @@ impl SqliteLedger {
                 ledger.checkpointer = Some(checkpointer);
             }
         }
+        // Without it, the scans read through the shared connection as every read does.
+        ledger.scanner = open_scanner(path).map(Mutex::new);
         Ok(ledger)
     }
 
@@ -304,6 +324,7 @@ impl SqliteLedger {
             batch_ended: Condvar::new(),
             waiting_writers: AtomicUsize::new(0),
             checkpointer: None,
+            scanner: None,
             location,
             clock: Box::new(unix_now),
         })
@@ -895,13 +916,15 @@ impl Ledger for SqliteLedger {
 
     fn count_by_state(&self) -> Result<Vec<(EntryState, u64)>, LedgerError> {
         let action = "count entries by state";
-        let connection = self.connection();
-        let rows = query_rows(
-            &connection,
-            "SELECT state, COUNT(*) FROM entries GROUP BY state",
-            [],
-            |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
-        )
+        const COUNT: &str = "SELECT state, COUNT(*) FROM entries GROUP BY state";
+        let counted = |row: &Row<'_>| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?));
+        let rows = match &self.scanner {
+            Some(scanner) => {
+                let scanner = scanner.lock().unwrap_or_else(PoisonError::into_inner);
+                query_rows(&scanner, COUNT, [], counted)
+            }
+            None => query_rows(&self.connection(), COUNT, [], counted),
+        }
         .map_err(|error| self.storage_error(action, error))?;
         rows.into_iter()
             .map(|(state, count)| {

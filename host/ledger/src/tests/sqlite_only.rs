@@ -200,3 +200,37 @@ fn a_version_1_ledger_file_migrates_and_keeps_its_entries_without_an_actor() {
         .expect("an old entry settles");
     assert_eq!(settled.state, EntryState::Failed);
 }
+
+#[test]
+fn counting_entries_reads_beside_the_writer_instead_of_holding_it() {
+    // `count_by_state` scans the whole table (a `/metrics` scrape): on a file it runs on a
+    // read-only connection of its own, so it needs nothing the writers hold. Here the writers'
+    // lock is held for the whole count; through the shared connection it would never return.
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let ledger = Arc::new(SqliteLedger::open(&folder.path().join("ledger.sqlite")).expect("open"));
+    for index in 0..3 {
+        created(&*ledger, &format!("gh_{index}"));
+    }
+    ledger
+        .record_outcome("gh_0", &gatehouse_plugin_api::Outcome::succeeded())
+        .expect("record");
+    let held = ledger.lock_shared();
+    let (counted, counts) = std::sync::mpsc::channel();
+    let counter = Arc::clone(&ledger);
+    let thread = std::thread::spawn(move || {
+        let _ = counted.send(counter.count_by_state());
+    });
+    let counts = counts
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the count returns while the writers' lock is held")
+        .expect("counted");
+    drop(held);
+    thread.join().expect("the counting thread");
+    let mut counts = counts;
+    counts.sort_by_key(|(state, _)| state.as_str());
+    assert_eq!(
+        counts,
+        vec![(EntryState::Sending, 2), (EntryState::Succeeded, 1)],
+        "what was committed"
+    );
+}
