@@ -333,20 +333,35 @@ async fn measure_everything(
     })
 }
 
-/// The disk's floor and the served paths only (reference, SQLite, PostgreSQL, three hosts).
-fn served_only() -> anyhow::Result<()> {
-    build_release_libraries()?;
-    let gatehouse = build_release_gatehouse()?;
-    let executable = std::env::current_exe().context("locating this executable")?;
-    let simulator = SimulatorProcess::spawn(&executable)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    let load_before = load_average();
-    let mut section = runtime.block_on(served_section::measure(&gatehouse, &simulator.base_url))?;
-    let mut out = String::new();
-    let _ = writeln!(out, "# gatehouse-bench served");
+/// What the subcommands that start `gatehouse serve` share: the release builds, the simulator
+/// child and a runtime.
+struct ServedSetup {
+    gatehouse: std::path::PathBuf,
+    simulator: SimulatorProcess,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl ServedSetup {
+    fn start() -> anyhow::Result<Self> {
+        build_release_libraries()?;
+        let gatehouse = build_release_gatehouse()?;
+        let executable = std::env::current_exe().context("locating this executable")?;
+        let simulator = SimulatorProcess::spawn(&executable)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        Ok(Self {
+            gatehouse,
+            simulator,
+            runtime,
+        })
+    }
+}
+
+/// A subcommand report's title and machine line.
+fn report_header(out: &mut String, command: &str, load_before: &str) {
+    let _ = writeln!(out, "# gatehouse-bench {command}");
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -354,6 +369,18 @@ fn served_only() -> anyhow::Result<()> {
         machine_description(),
         load_average()
     );
+}
+
+/// The disk's floor and the served paths only (reference, SQLite, PostgreSQL, three hosts).
+fn served_only() -> anyhow::Result<()> {
+    let setup = ServedSetup::start()?;
+    let load_before = load_average();
+    let mut section = setup.runtime.block_on(served_section::measure(
+        &setup.gatehouse,
+        &setup.simulator.base_url,
+    ))?;
+    let mut out = String::new();
+    report_header(&mut out, "served", &load_before);
     let rows = served_section::render(&mut section, &mut out);
     let _ = writeln!(out);
     let _ = writeln!(out, "| target | wanted | measured | |");
@@ -367,14 +394,7 @@ fn served_only() -> anyhow::Result<()> {
 
 /// Reconciliation passes under a fixed load, beside a server that runs none (see `soak.rs`).
 fn soak_only(settings: gatehouse_bench::soak::SoakSettings) -> anyhow::Result<()> {
-    build_release_libraries()?;
-    let gatehouse = build_release_gatehouse()?;
-    let executable = std::env::current_exe().context("locating this executable")?;
-    let simulator = SimulatorProcess::spawn(&executable)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let setup = ServedSetup::start()?;
     let load_before = load_average();
     eprintln!(
         "soak: {} s at {}/s per server, reconciling every {} s...",
@@ -382,20 +402,13 @@ fn soak_only(settings: gatehouse_bench::soak::SoakSettings) -> anyhow::Result<()
         settings.rate_per_server,
         settings.interval.as_secs()
     );
-    let mut run = runtime.block_on(gatehouse_bench::soak::run(
-        &gatehouse,
-        &simulator.base_url,
+    let mut run = setup.runtime.block_on(gatehouse_bench::soak::run(
+        &setup.gatehouse,
+        &setup.simulator.base_url,
         settings,
     ))?;
     let mut out = String::new();
-    let _ = writeln!(out, "# gatehouse-bench soak");
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "machine: {}; load average {load_before} before, {} after",
-        machine_description(),
-        load_average()
-    );
+    report_header(&mut out, "soak", &load_before);
     let _ = writeln!(out);
     run.render(&mut out);
     print!("{out}");

@@ -292,38 +292,58 @@ impl Clients {
     async fn call(&self, call: ServedCall) -> Result<(), String> {
         let n = self.sequence.fetch_add(1, Ordering::Relaxed);
         let base = &self.urls[(n as usize) % self.urls.len()];
-        let request = match call {
-            ServedCall::LedgeredCharge => self
-                .http
-                .post(format!("{base}/v1/paygateglobal/main/charges"))
-                .header("content-type", "application/json")
-                .header("idempotency-key", format!("served-{n:024x}"))
-                .body(CHARGE_BODY),
-            ServedCall::Balance => self
-                .http
-                .get(format!("{base}/v1/paygateglobal/main/balance")),
-        };
-        let response = request
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .map_err(|error| format!("{base}: {error}"))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|error| format!("{base} body: {error}"))?;
-        let answer: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|error| format!("{base} answer: {error}"))?;
-        let expected = match call {
-            ServedCall::LedgeredCharge => "pending",
-            ServedCall::Balance => "succeeded",
-        };
-        if status.is_success() && answer["status"] == expected {
-            Ok(())
-        } else {
-            Err(format!("{base}: HTTP {status}: {answer}"))
+        match call {
+            ServedCall::LedgeredCharge => {
+                ledgered_charge(&self.http, base, &format!("served-{n:024x}")).await
+            }
+            ServedCall::Balance => {
+                let request = self
+                    .http
+                    .get(format!("{base}/v1/paygateglobal/main/balance"));
+                expect_status(request, base, "succeeded").await
+            }
         }
+    }
+}
+
+/// `POST {base}/v1/paygateglobal/main/charges` with `idempotency_key`: the ledgered charge,
+/// answered `pending` (PayGateGlobal's customer confirms on their phone).
+pub async fn ledgered_charge(
+    http: &reqwest::Client,
+    base: &str,
+    idempotency_key: &str,
+) -> Result<(), String> {
+    let request = http
+        .post(format!("{base}/v1/paygateglobal/main/charges"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", idempotency_key)
+        .body(CHARGE_BODY);
+    expect_status(request, base, "pending").await
+}
+
+/// Sends `request` with the bench's key; an answer other than a success whose `status` is
+/// `expected` is the error, naming `base`.
+async fn expect_status(
+    request: reqwest::RequestBuilder,
+    base: &str,
+    expected: &str,
+) -> Result<(), String> {
+    let response = request
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .map_err(|error| format!("{base}: {error}"))?;
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|error| format!("{base} body: {error}"))?;
+    let answer: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|error| format!("{base} answer: {error}"))?;
+    if status.is_success() && answer["status"] == expected {
+        Ok(())
+    } else {
+        Err(format!("{base}: HTTP {status}: {answer}"))
     }
 }
 

@@ -15,14 +15,12 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use crate::host::API_KEY;
-use crate::served::{CHARGE_BODY, LedgerChoice, spawn_gatehouse_with};
+use crate::served::{LedgerChoice, ledgered_charge, spawn_gatehouse_with};
 use crate::stats::{Latencies, human};
 
 /// What one soak run does.
@@ -116,10 +114,9 @@ pub async fn run(
     let (sender, mut receiver) =
         tokio::sync::mpsc::unbounded_channel::<(usize, Duration, Duration, Result<(), String>)>();
     let period = Duration::from_secs(1) / (settings.rate_per_server * 2).max(1);
-    let sequence = Arc::new(AtomicU64::new(0));
-    let urls: Vec<String> = servers
+    let bases: Vec<String> = servers
         .iter()
-        .map(|server| format!("{}/v1/paygateglobal/main/charges", server.base_url))
+        .map(|server| server.base_url.clone())
         .collect();
     let mut sent: u32 = 0;
     loop {
@@ -130,11 +127,11 @@ pub async fn run(
         tokio::time::sleep_until(due.into()).await;
         let server = (sent % 2) as usize;
         let http = http.clone();
-        let url = urls[server].clone();
+        let base = bases[server].clone();
         let sender = sender.clone();
-        let n = sequence.fetch_add(1, Ordering::Relaxed);
+        let key = format!("soak-{sent:024x}");
         tokio::spawn(async move {
-            let result = charge(&http, &url, n).await;
+            let result = ledgered_charge(&http, &base, &key).await;
             let _ = sender.send((server, due - started, due.elapsed(), result));
         });
         sent += 1;
@@ -200,30 +197,6 @@ pub async fn run(
 
 fn window_of(offset: Duration, window: Duration, count: usize) -> usize {
     ((offset.as_secs_f64() / window.as_secs_f64()) as usize).min(count - 1)
-}
-
-async fn charge(http: &reqwest::Client, url: &str, n: u64) -> Result<(), String> {
-    let response = http
-        .post(url)
-        .bearer_auth(API_KEY)
-        .header("content-type", "application/json")
-        .header("idempotency-key", format!("soak-{n:024x}"))
-        .body(CHARGE_BODY)
-        .send()
-        .await
-        .map_err(|error| format!("{url}: {error}"))?;
-    let status = response.status();
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|error| format!("{url} body: {error}"))?;
-    let answer: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|error| format!("{url} answer: {error}"))?;
-    if status.is_success() && answer["status"] == "pending" {
-        Ok(())
-    } else {
-        Err(format!("{url}: HTTP {status}: {answer}"))
-    }
 }
 
 /// Every second until `duration` is over: (offset, entries examined, passes) of each server.
