@@ -19,8 +19,10 @@
 //!   then handed out in commit order, and a feed reader that resumes after the last number it saw
 //!   cannot miss an event that commits later with a smaller one (a plain identity column would
 //!   allow exactly that). Webhooks are rare next to charges; entries are not serialized this way.
-//! - Group commit is PostgreSQL's own: concurrent transactions on separate connections share WAL
-//!   flushes, so nothing like the SQLite ledger's batching is needed here.
+//! - Group commit: concurrent transactions on separate connections share WAL flushes by
+//!   themselves, but each still costs the server a transaction; begins and outcomes queued at
+//!   once are written as one statement by a writer thread (`postgres/group_commit.rs`, which
+//!   says what it saves and how a batch that cannot decide a write hands it back).
 //!
 //! Entry paging keys on `seq` (an identity column) as SQLite's does. Identity values are taken at
 //! insert time, not commit time, so an entry whose insert was still running while a page was read
@@ -45,9 +47,11 @@ use postgres::types::ToSql;
 mod accounts;
 mod connection;
 mod fleet;
+mod group_commit;
 mod tls;
 
 use connection::{Manager, Sql, Transaction};
+use group_commit::{BeginWrite, Failed, GroupCommit, OutcomeWrite, Write, Written};
 
 use super::rules::{self, EntryRow};
 use super::sqlite::unix_now;
@@ -314,6 +318,8 @@ impl Drop for Heartbeat {
 pub struct PostgresLedger {
     /// Declared first so it stops (and gives the lease up) before the pool goes.
     heartbeat: Option<Heartbeat>,
+    /// The queue batching begins and outcomes (`group_commit.rs`).
+    group: GroupCommit,
     pool: OwnedPool,
     instance_id: String,
     lease: Duration,
@@ -407,6 +413,7 @@ impl PostgresLedger {
             .build_unchecked(manager);
         let mut ledger = Self {
             heartbeat: None,
+            group: GroupCommit::new(&options.instance_id),
             pool: OwnedPool(Some(pool)),
             instance_id: options.instance_id.clone(),
             lease: options.lease.max(Duration::from_secs(1)),
@@ -417,6 +424,16 @@ impl PostgresLedger {
         ledger.renew_lease()?;
         ledger.heartbeat = Some(ledger.start_heartbeat()?);
         Ok(ledger)
+    }
+
+    /// How many group-commit statements this ledger ran, and how many writes (begins and
+    /// outcomes) they carried: their ratio is the mean batch.
+    pub fn group_commits(&self) -> (u64, u64) {
+        let counts = &self.group.counts;
+        (
+            counts.batches.load(std::sync::atomic::Ordering::Relaxed),
+            counts.writes.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// This instance's name in the lease table.
@@ -497,13 +514,15 @@ impl PostgresLedger {
         ))
     }
 
-    fn client(&self, action: &str) -> Result<r2d2::PooledConnection<Manager>, LedgerError> {
-        let pool = self
-            .pool
+    fn pool(&self, action: &str) -> Result<&Pool, LedgerError> {
+        self.pool
             .0
             .as_ref()
-            .ok_or_else(|| self.storage_error(action, "the ledger is closing".to_string()))?;
-        pool.get().map_err(|error| {
+            .ok_or_else(|| self.storage_error(action, "the ledger is closing".to_string()))
+    }
+
+    fn client(&self, action: &str) -> Result<r2d2::PooledConnection<Manager>, LedgerError> {
+        self.pool(action)?.get().map_err(|error| {
             self.storage_error(&format!("{action}: no database connection"), error)
         })
     }
@@ -865,6 +884,15 @@ impl Ledger for PostgresLedger {
             )
         })?;
         let now = (self.clock)();
+        // The common case: one statement shared with the other writes queued meanwhile.
+        let write = Write::Begin(BeginWrite::new(&new, command_json.clone(), now));
+        match self.group.write(self.pool(action)?, write) {
+            Ok(Written::Yes) => return Ok(Begin::Created(new.into_sending_entry(now))),
+            // The key is taken (its entry is read below), or the batch was refused as a whole
+            // (the insert is tried alone below, and gets its own answer).
+            Ok(Written::No) | Err(Failed::Unwritten) => {}
+            Err(Failed::Lost(error)) => return Err(self.storage_error(action, error)),
+        }
         let amount = new.command.amount();
         let mut client = self.client(action)?;
         // One statement, so its own transaction: the entry and its first history row, or
@@ -946,21 +974,21 @@ impl Ledger for PostgresLedger {
         }
         let action = "record an outcome";
         let id = begun.id.clone();
-        // What `begin` wrote is known: one statement, the entry not read first.
-        let before = Mutable {
-            state: EntryState::Sending.as_str().to_string(),
-            updated_at_unix: begun.updated_at_unix,
-            ..Mutable::default()
-        };
-        let saved = {
-            let mut client = self.client(action)?;
-            self.save_if_still(action, &mut *client, begun, &before, |entry| {
-                rules::apply_outcome(entry, outcome)
-            })?
-        };
-        match saved {
-            Some(entry) => Ok(entry),
-            None => self.record_outcome(&id, outcome),
+        // What `begin` wrote is known: the entry is not read first, and the write is saved only
+        // while the entry is still as begun, in one statement shared with the other writes
+        // queued meanwhile.
+        let begun_at = begun.updated_at_unix;
+        let mut entry = begun;
+        let detail = rules::apply_outcome(&mut entry, outcome);
+        entry.updated_at_unix = (self.clock)();
+        let outcome_json = self.outcome_json(action, &entry)?;
+        let write = Write::Outcome(OutcomeWrite::new(&entry, outcome_json, detail, begun_at));
+        match self.group.write(self.pool(action)?, write) {
+            Ok(Written::Yes) => Ok(entry),
+            // Another write came in between (a webhook, another host), or the batch was refused
+            // as a whole: recorded the locked way.
+            Ok(Written::No) | Err(Failed::Unwritten) => self.record_outcome(&id, outcome),
+            Err(Failed::Lost(error)) => Err(self.storage_error(action, error)),
         }
     }
 

@@ -127,7 +127,7 @@ impl Liveness {
 /// Whether `error` means the session is over: the connection closed or cut (no SQLSTATE), or
 /// the server's last word on it (a FATAL or PANIC, such as `pg_terminate_backend`'s 57P01, or a
 /// connection exception, class 08).
-fn ends_the_session(error: &postgres::Error) -> bool {
+pub(super) fn ends_the_session(error: &postgres::Error) -> bool {
     if error.is_closed() {
         return true;
     }
