@@ -21,7 +21,7 @@
 //!   allow exactly that). Webhooks are rare next to charges; entries are not serialized this way.
 //! - Group commit: concurrent transactions on separate connections share WAL flushes by
 //!   themselves, but each still costs the server a transaction; begins and outcomes queued at
-//!   once are written as one statement by a writer thread (`postgres/group_commit.rs`, which
+//!   once are written as one statement by the caller leading the queue (`postgres/group_commit.rs`, which
 //!   says what it saves and how a batch that cannot decide a write hands it back).
 //!
 //! Entry paging keys on `seq` (an identity column) as SQLite's does. Identity values are taken at
@@ -218,7 +218,6 @@ const SAVE_ENTRY_IF_UNCHANGED: &str = "WITH saved AS ( \
      SELECT id, $8, $2, $9, $10 FROM saved";
 
 /// What [`SAVE_ENTRY_IF_UNCHANGED`] compares ($11 to $17): the columns a write changes.
-#[derive(Default)]
 struct Mutable {
     state: String,
     provider_reference: Option<String>,
@@ -427,8 +426,9 @@ impl PostgresLedger {
     }
 
     /// How many group-commit statements this ledger ran, and how many writes (begins and
-    /// outcomes) they carried: their ratio is the mean batch.
-    pub fn group_commits(&self) -> (u64, u64) {
+    /// outcomes) they carried.
+    #[cfg(test)]
+    pub(super) fn group_commits(&self) -> (u64, u64) {
         let counts = &self.group.counts;
         (
             counts.batches.load(std::sync::atomic::Ordering::Relaxed),

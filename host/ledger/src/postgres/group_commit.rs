@@ -36,6 +36,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
+#[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel::Sender;
@@ -214,7 +215,8 @@ enum Turn {
     },
 }
 
-/// Counts kept for tests and the bench's understanding of a run.
+/// What the tests count: statements run and the writes they carried.
+#[cfg(test)]
 #[derive(Default)]
 pub(super) struct Counts {
     /// Statements run.
@@ -233,6 +235,7 @@ struct Queue {
 pub(super) struct GroupCommit {
     instance_id: String,
     queue: Mutex<Queue>,
+    #[cfg(test)]
     pub(super) counts: Counts,
 }
 
@@ -244,6 +247,7 @@ impl GroupCommit {
                 leaders: 0,
                 waiting: VecDeque::new(),
             }),
+            #[cfg(test)]
             counts: Counts::default(),
         }
     }
@@ -305,10 +309,13 @@ impl GroupCommit {
                     .collect()
             }
         };
-        self.counts.batches.fetch_add(1, Ordering::Relaxed);
-        self.counts
-            .writes
-            .fetch_add(writes.len() as u64, Ordering::Relaxed);
+        #[cfg(test)]
+        {
+            self.counts.batches.fetch_add(1, Ordering::Relaxed);
+            self.counts
+                .writes
+                .fetch_add(writes.len() as u64, Ordering::Relaxed);
+        }
         let mut answers = answers.into_iter();
         let mine = answers
             .next()
@@ -357,6 +364,11 @@ impl Drop for Leading<'_> {
     }
 }
 
+/// One statement parameter: `pick` of every row, as an array.
+fn column<'a, T, V>(rows: &[&'a T], pick: impl Fn(&'a T) -> V) -> Vec<V> {
+    rows.iter().map(|row| pick(row)).collect()
+}
+
 /// Runs `batch` as one statement; the answers in the batch's order.
 fn write_batch(sql: &mut dyn Sql, instance_id: &str, batch: &[&Write]) -> Vec<Answer> {
     let mut begins: Vec<&BeginWrite> = Vec::new();
@@ -382,33 +394,27 @@ fn write_batch(sql: &mut dyn Sql, instance_id: &str, batch: &[&Write]) -> Vec<An
             &b.idempotency_key,
         ))
     });
-    let column = |pick: fn(&BeginWrite) -> Option<&str>| -> Vec<Option<&str>> {
-        begins.iter().map(|begin| pick(begin)).collect()
-    };
-    let begin_ids = column(|b| Some(&b.id));
-    let providers = column(|b| Some(&b.provider));
-    let accounts = column(|b| Some(&b.account));
-    let operations = column(|b| Some(b.operation));
-    let keys = column(|b| b.idempotency_key.as_deref());
-    let hashes = column(|b| Some(&b.request_hash));
-    let commands = column(|b| Some(&b.command_json));
-    let minor_units: Vec<Option<i64>> = begins.iter().map(|b| b.amount_minor_units).collect();
-    let currencies = column(|b| b.amount_currency);
-    let begun_at: Vec<i64> = begins.iter().map(|b| b.at_unix).collect();
-    let actors = column(|b| b.actor.as_deref());
-    let text = |pick: fn(&OutcomeWrite) -> Option<&str>| -> Vec<Option<&str>> {
-        outcomes.iter().map(|outcome| pick(outcome)).collect()
-    };
-    let outcome_ids = text(|o| Some(&o.id));
-    let states = text(|o| Some(o.state));
-    let references = text(|o| o.provider_reference.as_deref());
-    let outcome_jsons = text(|o| o.outcome_json.as_deref());
-    let refusal_codes = text(|o| o.refusal_code.as_deref());
-    let refusal_messages = text(|o| o.refusal_message.as_deref());
-    let flags = text(|o| o.operator_flag.as_deref());
-    let recorded_at: Vec<i64> = outcomes.iter().map(|o| o.at_unix).collect();
-    let details = text(|o| Some(&o.detail));
-    let as_begun_at: Vec<i64> = outcomes.iter().map(|o| o.begun_at_unix).collect();
+    let begin_ids = column(&begins, |b| Some(&b.id));
+    let providers = column(&begins, |b| Some(&b.provider));
+    let accounts = column(&begins, |b| Some(&b.account));
+    let operations = column(&begins, |b| Some(b.operation));
+    let keys = column(&begins, |b| b.idempotency_key.as_deref());
+    let hashes = column(&begins, |b| Some(&b.request_hash));
+    let commands = column(&begins, |b| Some(&b.command_json));
+    let minor_units = column(&begins, |b| b.amount_minor_units);
+    let currencies = column(&begins, |b| b.amount_currency);
+    let begun_at = column(&begins, |b| b.at_unix);
+    let actors = column(&begins, |b| b.actor.as_deref());
+    let outcome_ids = column(&outcomes, |o| Some(&o.id));
+    let states = column(&outcomes, |o| Some(o.state));
+    let references = column(&outcomes, |o| o.provider_reference.as_deref());
+    let outcome_jsons = column(&outcomes, |o| o.outcome_json.as_deref());
+    let refusal_codes = column(&outcomes, |o| o.refusal_code.as_deref());
+    let refusal_messages = column(&outcomes, |o| o.refusal_message.as_deref());
+    let flags = column(&outcomes, |o| o.operator_flag.as_deref());
+    let recorded_at = column(&outcomes, |o| o.at_unix);
+    let details = column(&outcomes, |o| Some(&o.detail));
+    let as_begun_at = column(&outcomes, |o| o.begun_at_unix);
     let params: [&(dyn ToSql + Sync); 22] = [
         &begin_ids,
         &providers,
