@@ -39,7 +39,8 @@ fn the_file_records_its_schema_version() {
             row.get(0)
         })
         .expect("schema version");
-    assert_eq!(version, 2);
+    assert_eq!(version, super::super::sqlite::MIGRATIONS.len() as i64);
+    assert_eq!(version, 3);
 }
 
 #[test]
@@ -199,6 +200,226 @@ fn a_version_1_ledger_file_migrates_and_keeps_its_entries_without_an_actor() {
         )
         .expect("an old entry settles");
     assert_eq!(settled.state, EntryState::Failed);
+}
+
+/// A version-2 file (the schema before the tables were rebuilt) with two entries and their
+/// history, as a host of that version left it.
+fn version_2_file(path: &std::path::Path) {
+    let connection = rusqlite::Connection::open(path).expect("create");
+    connection
+        .execute_batch(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, \
+             applied_at_unix INTEGER NOT NULL) STRICT;",
+        )
+        .expect("version table");
+    for (index, migration) in super::super::sqlite::MIGRATIONS[..2].iter().enumerate() {
+        connection.execute_batch(migration).expect("old migration");
+        connection
+            .execute("INSERT INTO schema_version VALUES (?1, 0)", [index + 1])
+            .expect("record the version");
+    }
+    let command = charge(500);
+    for (seq, id, state) in [(7, "gh_a", "succeeded"), (9, "gh_b", "unknown")] {
+        connection
+            .execute(
+                "INSERT INTO entries (seq, id, provider, account, operation, idempotency_key, \
+                 request_hash, command_json, state, amount_minor_units, amount_currency, \
+                 created_at_unix, updated_at_unix, actor) \
+                 VALUES (?1, ?2, 'paygateglobal', 'main', 'charge', ?2, ?3, ?4, ?5, 500, 'XOF', \
+                 5, 6, 'api:ops')",
+                rusqlite::params![
+                    seq,
+                    id,
+                    request_hash("paygateglobal", "main", &command),
+                    serde_json::to_string(&command).expect("json"),
+                    state
+                ],
+            )
+            .expect("old entry");
+        for detail in ["created", "outcome"] {
+            connection
+                .execute(
+                    "INSERT INTO entry_history (entry_id, at_unix, state, detail) \
+                     VALUES (?1, 5, ?2, ?3)",
+                    rusqlite::params![id, state, detail],
+                )
+                .expect("old history");
+        }
+    }
+}
+
+#[test]
+fn a_version_2_file_is_rebuilt_keeping_every_row_its_order_and_its_references() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let path = folder.path().join("ledger.sqlite");
+    version_2_file(&path);
+    let ledger = SqliteLedger::open(&path).expect("migrates");
+    let old = ledger.get("gh_b").expect("get").expect("kept");
+    assert_eq!(
+        (
+            old.state,
+            old.actor.as_deref(),
+            old.idempotency_key.as_deref()
+        ),
+        (EntryState::Unknown, Some("api:ops"), Some("gh_b"))
+    );
+    assert_eq!(
+        old.amount
+            .map(|money| (money.minor_units, money.currency.code())),
+        Some((500, "XOF"))
+    );
+    let details: Vec<String> = ledger
+        .history("gh_a")
+        .expect("history")
+        .into_iter()
+        .map(|event| event.detail)
+        .collect();
+    assert_eq!(details, ["created", "outcome"]);
+    // A new entry comes after the old ones, in the order listings and cursors use.
+    created(&ledger, "gh_new");
+    let listed: Vec<String> = ledger
+        .list(&ListFilter::default())
+        .expect("list")
+        .into_iter()
+        .map(|entry| entry.id)
+        .collect();
+    assert_eq!(listed, ["gh_new", "gh_b", "gh_a"]);
+    drop(ledger);
+
+    let connection = rusqlite::Connection::open(&path).expect("open directly");
+    let seqs: Vec<(String, i64)> = connection
+        .prepare("SELECT id, seq FROM entries ORDER BY seq")
+        .expect("prepare")
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(
+        seqs,
+        [
+            ("gh_a".into(), 7),
+            ("gh_b".into(), 9),
+            ("gh_new".into(), 10)
+        ]
+    );
+    let schema: String = connection
+        .query_row(
+            "SELECT group_concat(sql, ';') FROM sqlite_master WHERE name IN ('entries', 'entry_history')",
+            [],
+            |row| row.get(0),
+        )
+        .expect("schema");
+    assert!(!schema.contains("AUTOINCREMENT"), "{schema}");
+    assert!(!schema.contains(" IN ("), "{schema}");
+    let sequences: i64 = connection
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_sequence WHERE name IN ('entries', 'entry_history')",
+            [],
+            |row| row.get(0),
+        )
+        .expect("sqlite_sequence");
+    assert_eq!(sequences, 0);
+    let indexes: i64 = connection
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name IN \
+             ('entries_by_state', 'entries_by_provider_reference', 'entries_by_created', \
+              'entry_history_by_entry')",
+            [],
+            |row| row.get(0),
+        )
+        .expect("indexes");
+    assert_eq!(indexes, 4);
+}
+
+#[test]
+fn the_rebuilt_tables_still_refuse_an_unknown_state_and_a_history_row_of_no_entry() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let path = folder.path().join("ledger.sqlite");
+    version_2_file(&path);
+    let ledger = SqliteLedger::open(&path).expect("migrates");
+    let shared = ledger.lock_shared();
+    let state = shared.connection.execute(
+        "UPDATE entries SET state = 'refunded' WHERE id = 'gh_a'",
+        [],
+    );
+    let error = state.expect_err("`refunded` is not a state");
+    assert!(
+        error.to_string().contains("CHECK constraint failed"),
+        "{error}"
+    );
+    let orphan = shared.connection.execute(
+        "INSERT INTO entry_history (entry_id, at_unix, state, detail) \
+         VALUES ('gh_nobody', 5, 'sending', 'created')",
+        [],
+    );
+    let error = orphan.expect_err("foreign keys are on after migrating");
+    assert!(error.to_string().contains("FOREIGN KEY"), "{error}");
+}
+
+#[test]
+fn a_migration_that_would_break_a_reference_is_refused_and_changes_nothing() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let path = folder.path().join("ledger.sqlite");
+    version_2_file(&path);
+    {
+        // A version-2 host ran with foreign keys on, so this cannot happen through it; a file
+        // edited by hand can.
+        let connection = rusqlite::Connection::open(&path).expect("open directly");
+        connection
+            .pragma_update(None, "foreign_keys", false)
+            .expect("foreign keys off");
+        connection
+            .execute(
+                "INSERT INTO entry_history (entry_id, at_unix, state, detail) \
+                 VALUES ('gh_gone', 5, 'sending', 'created')",
+                [],
+            )
+            .expect("orphan history row");
+    }
+    let error = SqliteLedger::open(&path).expect_err("refused");
+    assert!(
+        error.to_string().contains("schema migration 3") && error.to_string().contains("1 rows"),
+        "{error}"
+    );
+    let version: i64 = rusqlite::Connection::open(&path)
+        .expect("open directly")
+        .query_row("SELECT MAX(version) FROM schema_version", [], |row| {
+            row.get(0)
+        })
+        .expect("schema version");
+    assert_eq!(version, 2, "the failed migration rolled back");
+}
+
+#[test]
+fn a_failing_first_write_of_a_batch_rolls_back_alone_and_the_next_write_commits() {
+    let (ledger, _) = ledger();
+    let failed = ledger.write("test a failure", |connection, now| -> Result<(), LedgerError> {
+        connection
+            .execute(
+                "INSERT INTO entry_history (entry_id, at_unix, state, detail) VALUES ('gh_x', ?1, 'sending', 'half')",
+                [now],
+            )
+            .map_err(|error| LedgerError::Storage(error.to_string()))?;
+        Ok(())
+    });
+    assert!(failed.is_err(), "a history row of no entry is refused");
+    let failed = ledger.write(
+        "test a failure",
+        |connection, now| -> Result<(), LedgerError> {
+            connection
+                .execute("UPDATE entries SET updated_at_unix = ?1", [now])
+                .map_err(|error| LedgerError::Storage(error.to_string()))?;
+            Err(LedgerError::Storage("the write changed its mind".into()))
+        },
+    );
+    assert!(failed.is_err());
+    assert!(
+        ledger.lock_shared().connection.is_autocommit(),
+        "no transaction left open"
+    );
+    created(&ledger, "gh_after");
+    assert_eq!(ledger.list(&ListFilter::default()).expect("list").len(), 1);
+    assert_eq!(ledger.history("gh_after").expect("history").len(), 1);
 }
 
 #[test]
