@@ -333,16 +333,31 @@ impl Flow<'_> {
                 "gatehouse_provider_requests_total",
                 &[("provider", self.provider), ("status", &status_label)],
             );
-            tracing::info!(
-                provider = self.provider,
-                account = self.account,
-                method = request.method.as_str(),
-                url = %loggable(&url),
-                status = %status_label,
-                elapsed_us = elapsed.as_micros() as u64,
-                attempt,
-                "provider request"
-            );
+            // An exchange that went as expected (answered, not 5xx, first attempt) is a `debug`
+            // line: the access line and the provider metrics already say it, and at `info` it
+            // cost every request a second formatted line. What an operator looks for when
+            // something is wrong stays at `info`.
+            let unusual = attempt > 1 || !matches!(&result, Ok(response) if response.status < 500);
+            macro_rules! provider_request_line {
+                ($level:expr) => {
+                    tracing::event!(
+                        $level,
+                        provider = self.provider,
+                        account = self.account,
+                        method = request.method.as_str(),
+                        url = %loggable(&url),
+                        status = %status_label,
+                        elapsed_us = elapsed.as_micros() as u64,
+                        attempt,
+                        "provider request"
+                    )
+                };
+            }
+            if unusual {
+                provider_request_line!(tracing::Level::INFO);
+            } else {
+                provider_request_line!(tracing::Level::DEBUG);
+            }
             let retryable = match &result {
                 // Nothing reached the provider: resending cannot do anything twice.
                 Err(TransportFailure::NotSent(_)) => true,

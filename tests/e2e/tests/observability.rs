@@ -11,7 +11,7 @@ use gatehouse_e2e::plugin_file_name;
 use gatehouse_e2e::{API_KEY, ApiHost, METRICS_KEY, free_port, gatehouse_binary, install, library};
 use gatehouse_ledger::{NewEntry, request_hash};
 use gatehouse_plugin_api::Command as PluginCommand;
-use gatehouse_sim_common::RunningSimulator;
+use gatehouse_sim_common::{Fault, RunningSimulator};
 use gatehouse_sim_paygateglobal::PayGateSimulator;
 use openmetrics_parser::{MetricFamily, MetricsExposition, OpenMetricsType, OpenMetricsValue};
 use serde_json::{Value, json};
@@ -84,6 +84,17 @@ async fn one_charge_is_followed_by_its_request_id_through_the_json_logs() {
             .and_then(|value| value.to_str().ok())
             .map(str::to_string);
         let refusal: Value = refused.json().await.expect("JSON");
+        // A provider exchange that went wrong (a 500 here) is logged at `info`; the charge's,
+        // which went as expected, is not (`debug`).
+        running.faults.push(Fault::Status(500, "{}".into()));
+        let balance = client
+            .get(format!("{base}/v1/paygateglobal/main/balance"))
+            .bearer_auth(API_KEY)
+            .header("x-request-id", "balance-trace-0001")
+            .send()
+            .await
+            .expect("balance");
+        assert!(!balance.status().is_success(), "the provider answered 500");
         (echoed, body, made_id, refusal)
     };
     let (echoed, body, made_id, refusal) = charge.await;
@@ -133,14 +144,21 @@ async fn one_charge_is_followed_by_its_request_id_through_the_json_logs() {
     assert_eq!(access["fields"]["account"], "main");
     assert_eq!(access["fields"]["outcome"], status.as_str());
     assert!(access["fields"]["duration_ms"].as_f64().is_some());
-    let provider_line = mine
+    assert!(
+        !mine.iter().any(|line| message(line) == "provider request"),
+        "an exchange that went as expected is a debug line: {mine:#?}"
+    );
+    let provider_line = lines
         .iter()
+        .filter(|line| belongs_to(line, "balance-trace-0001"))
         .find(|line| message(line) == "provider request")
-        .unwrap_or_else(|| panic!("no provider request line for the request: {mine:#?}"));
+        .unwrap_or_else(|| panic!("no provider request line for the failed exchange: {lines:#?}"));
+    assert_eq!(provider_line["level"], "INFO", "{provider_line}");
+    assert_eq!(provider_line["fields"]["status"], "500", "{provider_line}");
     assert!(
         provider_line["spans"].as_array().is_some_and(|spans| spans
             .iter()
-            .any(|span| span["name"] == "flow" && span["operation"] == "charge")),
+            .any(|span| span["name"] == "flow" && span["operation"] == "balance")),
         "{provider_line}"
     );
     // The access line names the ledger entry; the ledger's own lines per charge are at `debug`,
