@@ -1,11 +1,16 @@
 //! The stable-ABI boundary: the root module every plugin library exports, and the few
 //! `#[repr(C)]` types that cross it.
 //!
-//! Only transport types are laid out for the ABI: HTTP requests and responses (raw bytes, so
-//! signatures are checked on exactly what was sent) and the step envelope. Commands, outcomes and
-//! manifests cross as JSON text of the types in this crate. abi_stable checks the layout of
-//! everything reachable from [`PluginModule`] when a library is loaded; the JSON types are covered
-//! by the contract version rules in the crate documentation.
+//! Laid out for the ABI: HTTP requests and responses (raw bytes, so signatures are checked on
+//! exactly what was sent), the step envelope, and — for `start_v3`/`resume_v3` — the hot types: a
+//! charge command and an outcome without error or details ([`typed`]). Every other command and
+//! outcome, and manifests, cross as JSON text of the types in this crate. abi_stable checks the
+//! layout of everything reachable from [`PluginModule`] when a library is loaded; the JSON types
+//! are covered by the contract version rules in the crate documentation.
+
+mod typed;
+
+pub use typed::{FfiCharge, FfiCustomer, FfiInvocationV3, FfiMoney, FfiOutcome, FfiStepV3};
 
 use abi_stable::library::RootModule;
 use abi_stable::sabi_types::VersionStrings;
@@ -82,12 +87,17 @@ pub struct FfiInvocation<'a> {
     pub now_unix: i64,
 }
 
-/// An invocation encoded for the boundary, as a host keeps it for one flow: the pieces the v2
-/// entry points take, and the single JSON text `start`/`resume` take for a plugin built before
-/// them (made on first use, byte for byte what serializing the [`Invocation`] gives).
+/// An invocation encoded for the boundary, as a host keeps it for one flow: the command itself
+/// (a charge crosses `start_v3` typed, borrowed from it), and the texts older entry points take,
+/// each made on first use: the command's JSON for `start_v2`'s pieces (and `start_v3`'s, for any
+/// command but a charge), the single JSON text `start`/`resume` take for a plugin built before
+/// them (byte for byte what serializing the [`Invocation`] gives).
 #[derive(Debug)]
 pub struct EncodedInvocation {
-    command: String,
+    command: Command,
+    command_json: std::sync::OnceLock<String>,
+    /// JSON of a charge's `extra`, empty when it has nothing (`start_v3`).
+    extra_json: std::sync::OnceLock<String>,
     account: std::sync::Arc<str>,
     reference: Option<String>,
     now_unix: i64,
@@ -103,13 +113,22 @@ impl EncodedInvocation {
         reference: Option<String>,
         now_unix: i64,
     ) -> Result<Self, serde_json::Error> {
-        Ok(Self {
-            command: serde_json::to_string(command)?,
+        let encoded = Self {
+            command: command.clone(),
+            command_json: std::sync::OnceLock::new(),
+            extra_json: std::sync::OnceLock::new(),
             account: account_json,
             reference,
             now_unix,
             whole: std::sync::OnceLock::new(),
-        })
+        };
+        // Every entry point needs the JSON of a command that is not a charge: made here, so a
+        // command that cannot be encoded is refused before the flow.
+        if !matches!(command, Command::Charge { .. }) {
+            let json = serde_json::to_string(command)?;
+            let _ = encoded.command_json.set(json);
+        }
+        Ok(encoded)
     }
 
     /// Encodes a whole invocation (tests and tools; a host shares the account's text instead).
@@ -122,10 +141,41 @@ impl EncodedInvocation {
         )
     }
 
+    /// The command's JSON, made on first use.
+    fn command_json(&self) -> &str {
+        // A command always serializes (its maps have string keys), so the empty fallback is
+        // never taken; a plugin given it would refuse the command as unreadable.
+        self.command_json
+            .get_or_init(|| serde_json::to_string(&self.command).unwrap_or_default())
+    }
+
     /// The pieces, borrowed for one call.
     pub fn as_ffi(&self) -> FfiInvocation<'_> {
         FfiInvocation {
-            command: RStr::from_str(&self.command),
+            command: RStr::from_str(self.command_json()),
+            account: RStr::from_str(&self.account),
+            reference: self.reference.as_deref().map(RStr::from_str).into(),
+            now_unix: self.now_unix,
+        }
+    }
+
+    /// The invocation as `start_v3`/`resume_v3` take it: a charge typed, any other command as
+    /// JSON.
+    pub fn as_ffi_v3(&self) -> FfiInvocationV3<'_> {
+        let extra = match &self.command {
+            Command::Charge { extra, .. } if !extra.is_empty() => self
+                .extra_json
+                .get_or_init(|| serde_json::to_string(extra).unwrap_or_default())
+                .as_str(),
+            _ => "",
+        };
+        let charge = FfiCharge::of(&self.command, extra);
+        FfiInvocationV3 {
+            command: match charge {
+                Some(_) => RStr::from_str(""),
+                None => RStr::from_str(self.command_json()),
+            },
+            charge: charge.into(),
             account: RStr::from_str(&self.account),
             reference: self.reference.as_deref().map(RStr::from_str).into(),
             now_unix: self.now_unix,
@@ -136,9 +186,10 @@ impl EncodedInvocation {
     /// object serde writes for an [`Invocation`] (same fields, same order).
     pub fn whole_json(&self) -> &str {
         self.whole.get_or_init(|| {
-            let mut json = String::with_capacity(self.command.len() + self.account.len() + 96);
+            let command = self.command_json();
+            let mut json = String::with_capacity(command.len() + self.account.len() + 96);
             json.push_str("{\"command\":");
-            json.push_str(&self.command);
+            json.push_str(command);
             json.push_str(",\"account\":");
             json.push_str(&self.account);
             if let Some(reference) = &self.reference {
@@ -197,6 +248,19 @@ pub struct PluginModule {
         state: RStr<'_>,
         response: &FfiHttpResponse,
     ) -> FfiStep,
+    /// `start` with a charge typed and a typed outcome ([`typed`]): no JSON made or parsed for
+    /// a charge's command or for an outcome without error or details. Appended after `resume_v2`:
+    /// a plugin built before it reads as `None` and is driven through `start_v2`/`resume_v2`.
+    #[cfg(not(feature = "previous-contract-fixture"))]
+    pub start_v3:
+        extern "C" fn(invocation: &FfiInvocationV3<'_>, inbound_body: RSlice<'_, u8>) -> FfiStepV3,
+    /// `resume` to go with `start_v3`.
+    #[cfg(not(feature = "previous-contract-fixture"))]
+    pub resume_v3: extern "C" fn(
+        invocation: &FfiInvocationV3<'_>,
+        state: RStr<'_>,
+        response: &FfiHttpResponse,
+    ) -> FfiStepV3,
     /// Test fixture only (feature `next-contract-fixture`): a function the next minor version
     /// appends, after the last field and without moving `last_prefix_field`. A host built with it
     /// reads it from today's plugins as `None` (`PluginModuleRef::next_contract_probe()`); today's

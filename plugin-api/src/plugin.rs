@@ -83,7 +83,7 @@ pub trait Plugin: 'static {
 }
 
 #[cfg(not(feature = "previous-contract-fixture"))]
-pub use v2::{ffi_resume_v2, ffi_start_v2};
+pub use v2::{ffi_resume_v2, ffi_resume_v3, ffi_start_v2, ffi_start_v3};
 
 /// Builds the root module for a plugin type. Called by [`export_plugin!`](crate::export_plugin).
 pub fn root_module_for<P: Plugin>() -> PluginModuleRef {
@@ -97,6 +97,10 @@ pub fn root_module_for<P: Plugin>() -> PluginModuleRef {
         start_v2: ffi_start_v2::<P>,
         #[cfg(not(feature = "previous-contract-fixture"))]
         resume_v2: ffi_resume_v2::<P>,
+        #[cfg(not(feature = "previous-contract-fixture"))]
+        start_v3: ffi_start_v3::<P>,
+        #[cfg(not(feature = "previous-contract-fixture"))]
+        resume_v3: ffi_resume_v3::<P>,
         #[cfg(feature = "next-contract-fixture")]
         next_contract_probe: ffi_next_contract_probe,
     }
@@ -181,26 +185,44 @@ fn guarded<S: Serialize>(
     entry_point: &str,
     body: impl FnOnce() -> Result<Step<S>, ProviderError>,
 ) -> FfiStep {
+    guarded_as(entry_point, body, step_to_ffi, failed)
+}
+
+/// [`guarded`] for any generation of step: `to_ffi` lays a step out, `fail` an error.
+fn guarded_as<S, T>(
+    entry_point: &str,
+    body: impl FnOnce() -> Result<Step<S>, ProviderError>,
+    to_ffi: impl FnOnce(Step<S>) -> T,
+    fail: impl FnOnce(&ProviderError) -> T,
+) -> T {
     match panic_report::catch(body) {
-        Ok(Ok(step)) => step_to_ffi(step),
-        Ok(Err(error)) => failed(&error),
-        Err(panic) => failed(&ProviderError::plugin_fault(format!(
+        Ok(Ok(step)) => to_ffi(step),
+        Ok(Err(error)) => fail(&error),
+        Err(panic) => fail(&ProviderError::plugin_fault(format!(
             "plugin panicked in {entry_point}: {}",
             panic_text(&panic)
         ))),
     }
 }
 
+/// A `Send` step's request and state, laid out for the boundary.
+fn send_to_ffi<S: Serialize>(
+    request: crate::http::HttpRequest,
+    state: &S,
+) -> Result<(crate::ffi::FfiHttpRequest, RString), ProviderError> {
+    match serde_json::to_string(state) {
+        Ok(state) => Ok((request.into(), state.into())),
+        Err(error) => Err(ProviderError::plugin_fault(format!(
+            "flow state is not serializable: {error}"
+        ))),
+    }
+}
+
 fn step_to_ffi<S: Serialize>(step: Step<S>) -> FfiStep {
     match step {
-        Step::Send { request, state } => match serde_json::to_string(&state) {
-            Ok(state) => FfiStep::Send {
-                request: request.into(),
-                state: state.into(),
-            },
-            Err(error) => failed(&ProviderError::plugin_fault(format!(
-                "flow state is not serializable: {error}"
-            ))),
+        Step::Send { request, state } => match send_to_ffi(request, &state) {
+            Ok((request, state)) => FfiStep::Send { request, state },
+            Err(error) => failed(&error),
         },
         Step::Done(outcome) => match serde_json::to_string(&outcome) {
             Ok(json) => FfiStep::Done {
@@ -215,10 +237,15 @@ fn step_to_ffi<S: Serialize>(step: Step<S>) -> FfiStep {
 }
 
 fn failed(error: &ProviderError) -> FfiStep {
-    let json = serde_json::to_string(error).unwrap_or_else(|_| {
+    FfiStep::Failed {
+        error: error_json(error).into(),
+    }
+}
+
+fn error_json(error: &ProviderError) -> String {
+    serde_json::to_string(error).unwrap_or_else(|_| {
         r#"{"kind":"plugin_fault","message":"error is not serializable"}"#.to_string()
-    });
-    FfiStep::Failed { error: json.into() }
+    })
 }
 
 /// The panic's message, then where it happened when known.
@@ -247,11 +274,14 @@ mod v2 {
     use std::sync::{Arc, Mutex, PoisonError};
 
     use abi_stable::std_types::{RSlice, RStr};
+    use serde::Serialize;
 
-    use super::{Plugin, Step, guarded, read_state};
+    use super::{Plugin, Step, error_json, guarded, guarded_as, read_state};
     use crate::command::{AccountConfig, Command, Invocation};
     use crate::error::ProviderError;
-    use crate::ffi::{FfiHttpResponse, FfiInvocation, FfiStep};
+    use crate::ffi::{
+        FfiHttpResponse, FfiInvocation, FfiInvocationV3, FfiOutcome, FfiStep, FfiStepV3,
+    };
 
     /// `start` with the invocation in pieces: the account is parsed once per text (see
     /// [`parsed_account`]), the command every time, and the invocation is kept for the flow's
@@ -294,6 +324,184 @@ mod v2 {
         })
     }
 
+    /// `start` with a charge typed: the command built from its fields (no JSON), any other
+    /// command parsed from its JSON; the account as in `start_v2`; the outcome returned typed.
+    pub extern "C" fn ffi_start_v3<P: Plugin>(
+        invocation: &FfiInvocationV3<'_>,
+        inbound_body: RSlice<'_, u8>,
+    ) -> FfiStepV3 {
+        guarded_v3("start", || {
+            let (account_text, parsed) = assemble_invocation_v3(invocation)?;
+            let parsed = Arc::new(parsed);
+            let step = P::start(&parsed, inbound_body.as_slice());
+            if matches!(step, Step::Send { .. }) {
+                FLOWS_V3.keep(invocation, account_text, parsed);
+            }
+            Ok(step)
+        })
+    }
+
+    /// `resume` with a charge typed: the invocation `start_v3` kept for the same invocation (every
+    /// field compared), built again only when it is not kept any more.
+    pub extern "C" fn ffi_resume_v3<P: Plugin>(
+        invocation: &FfiInvocationV3<'_>,
+        state: RStr<'_>,
+        response: &FfiHttpResponse,
+    ) -> FfiStepV3 {
+        guarded_v3("resume", || {
+            let (account_text, parsed) = match FLOWS_V3.take(invocation) {
+                Some(kept) => kept,
+                None => {
+                    let (text, parsed) = assemble_invocation_v3(invocation)?;
+                    (text, Arc::new(parsed))
+                }
+            };
+            let state = read_state::<P>(state.as_str())?;
+            let step = P::resume(&parsed, state, &response.to_response());
+            if matches!(step, Step::Send { .. }) {
+                FLOWS_V3.keep(invocation, account_text, parsed);
+            }
+            Ok(step)
+        })
+    }
+
+    fn guarded_v3<S: Serialize>(
+        entry_point: &str,
+        body: impl FnOnce() -> Result<Step<S>, ProviderError>,
+    ) -> FfiStepV3 {
+        guarded_as(entry_point, body, step_to_ffi_v3, failed_v3)
+    }
+
+    fn step_to_ffi_v3<S: Serialize>(step: Step<S>) -> FfiStepV3 {
+        match step {
+            Step::Done(outcome) => match FfiOutcome::from_outcome(outcome) {
+                Ok(outcome) => FfiStepV3::Done { outcome },
+                Err(error) => failed_v3(&ProviderError::plugin_fault(format!(
+                    "outcome is not serializable: {error}"
+                ))),
+            },
+            Step::Send { request, state } => match super::send_to_ffi(request, &state) {
+                Ok((request, state)) => FfiStepV3::Send { request, state },
+                Err(error) => failed_v3(&error),
+            },
+            Step::Failed(error) => failed_v3(&error),
+        }
+    }
+
+    fn failed_v3(error: &ProviderError) -> FfiStepV3 {
+        FfiStepV3::Failed {
+            error: error_json(error).into(),
+        }
+    }
+
+    /// The invocation of `start_v3`'s pieces, with the kept text of its account.
+    fn assemble_invocation_v3(
+        invocation: &FfiInvocationV3<'_>,
+    ) -> Result<(Arc<str>, Invocation), ProviderError> {
+        let command = match invocation.charge.as_ref().into_option() {
+            Some(charge) => charge.to_command()?,
+            None => serde_json::from_str(invocation.command.as_str()).map_err(|error| {
+                ProviderError::invalid_request(format!(
+                    "the plugin cannot read the command: {error}"
+                ))
+            })?,
+        };
+        let (text, account) = parsed_account(invocation.account.as_str())?;
+        Ok((
+            text,
+            Invocation {
+                command,
+                account: AccountConfig::clone(&account),
+                reference: invocation
+                    .reference
+                    .as_ref()
+                    .map(|reference| reference.as_str().to_string())
+                    .into_option(),
+                now_unix: invocation.now_unix,
+            },
+        ))
+    }
+
+    /// A flow's invocation kept between its `start_v3` and its `resume_v3`, with what it was built
+    /// from that the invocation itself does not hold: its account's text, and the command's text
+    /// (the JSON of a command that is not a charge; a charge's `extra` text).
+    struct KeptV3 {
+        account_text: Arc<str>,
+        command_text: Box<str>,
+        invocation: Arc<Invocation>,
+    }
+
+    impl KeptV3 {
+        fn is(&self, invocation: &FfiInvocationV3<'_>) -> bool {
+            let kept = &self.invocation;
+            kept.now_unix == invocation.now_unix
+                && kept.reference.as_deref()
+                    == invocation
+                        .reference
+                        .as_ref()
+                        .map(|reference| reference.as_str())
+                        .into_option()
+                && *self.account_text == *invocation.account.as_str()
+                && match invocation.charge.as_ref().into_option() {
+                    Some(charge) => charge.is(&kept.command, &self.command_text),
+                    None => {
+                        !matches!(kept.command, Command::Charge { .. })
+                            && *self.command_text == *invocation.command.as_str()
+                    }
+                }
+        }
+    }
+
+    struct FlowCacheV3 {
+        kept: Mutex<VecDeque<KeptV3>>,
+    }
+
+    static FLOWS_V3: FlowCacheV3 = FlowCacheV3 {
+        kept: Mutex::new(VecDeque::new()),
+    };
+
+    impl FlowCacheV3 {
+        /// The kept invocation for these pieces, taken out (a flow's next step keeps it again).
+        fn take(&self, invocation: &FfiInvocationV3<'_>) -> Option<(Arc<str>, Arc<Invocation>)> {
+            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+            let index = kept.iter().rposition(|entry| entry.is(invocation))?;
+            kept.remove(index)
+                .map(|entry| (entry.account_text, entry.invocation))
+        }
+
+        fn keep(
+            &self,
+            invocation: &FfiInvocationV3<'_>,
+            account_text: Arc<str>,
+            parsed: Arc<Invocation>,
+        ) {
+            let command_text: Box<str> = match invocation.charge.as_ref().into_option() {
+                Some(charge) => charge.extra.as_str().into(),
+                None => invocation.command.as_str().into(),
+            };
+            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+            if kept.len() >= KEPT_FLOWS {
+                kept.pop_front();
+            }
+            kept.push_back(KeptV3 {
+                account_text,
+                command_text,
+                invocation: parsed,
+            });
+        }
+    }
+
+    /// Whether a flow's invocation is kept for these pieces (tests).
+    #[cfg(test)]
+    pub(super) fn flow_v3_is_kept(invocation: &FfiInvocationV3<'_>) -> bool {
+        FLOWS_V3
+            .kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|entry| entry.is(invocation))
+    }
+
     /// How many parsed accounts a plugin keeps (one per account configured for it, in practice).
     const KEPT_ACCOUNTS: usize = 16;
     /// How many flows' invocations a plugin keeps between their steps; past it the oldest is dropped
@@ -304,7 +512,7 @@ mod v2 {
     /// calls is not parsed again. Keys are the whole texts: a hit is the same text, byte for byte.
     /// Nothing here is flow state: a miss parses, so a new copy of the plugin (or a host that calls
     /// `resume_v2` on a copy that never saw the flow's `start_v2`) behaves the same, only slower.
-    static ACCOUNTS: Mutex<VecDeque<(Box<str>, Arc<AccountConfig>)>> = Mutex::new(VecDeque::new());
+    static ACCOUNTS: Mutex<VecDeque<(Arc<str>, Arc<AccountConfig>)>> = Mutex::new(VecDeque::new());
     static FLOWS: FlowCache = FlowCache {
         kept: Mutex::new(VecDeque::new()),
     };
@@ -325,11 +533,11 @@ mod v2 {
         FLOWS.find(invocation).is_some()
     }
 
-    /// The account in `json`, parsed once per text.
-    fn parsed_account(json: &str) -> Result<Arc<AccountConfig>, ProviderError> {
+    /// The account in `json`, parsed once per text, with the kept text.
+    fn parsed_account(json: &str) -> Result<(Arc<str>, Arc<AccountConfig>), ProviderError> {
         let mut kept = ACCOUNTS.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, account)) = kept.iter().find(|(text, _)| **text == *json) {
-            return Ok(account.clone());
+        if let Some((text, account)) = kept.iter().find(|(text, _)| **text == *json) {
+            return Ok((text.clone(), account.clone()));
         }
         drop(kept);
         // Only where the text is wrong, never serde's message: it may quote a value, and the
@@ -346,8 +554,9 @@ mod v2 {
         if kept.len() >= KEPT_ACCOUNTS {
             kept.pop_front();
         }
-        kept.push_back((json.into(), account.clone()));
-        Ok(account)
+        let text: Arc<str> = json.into();
+        kept.push_back((text.clone(), account.clone()));
+        Ok((text, account))
     }
 
     fn assemble_invocation(invocation: &FfiInvocation<'_>) -> Result<Invocation, ProviderError> {
@@ -357,7 +566,7 @@ mod v2 {
                     "the plugin cannot read the command: {error}"
                 ))
             })?;
-        let account = parsed_account(invocation.account.as_str())?;
+        let (_, account) = parsed_account(invocation.account.as_str())?;
         Ok(Invocation {
             command,
             account: AccountConfig::clone(&account),
@@ -486,7 +695,7 @@ mod tests {
     use abi_stable::std_types::{RSlice, RStr};
 
     use super::*;
-    use crate::ffi::{EncodedInvocation, FfiInvocation, HostStep};
+    use crate::ffi::{EncodedInvocation, FfiInvocation, FfiInvocationV3, HostStep};
     use crate::{AccountConfig, Command, Customer, Money, Secret};
 
     /// Asks for one request, then finishes with the reference it was given; panics when the
@@ -711,5 +920,254 @@ mod tests {
         assert_eq!(error.kind, crate::ErrorKind::InvalidRequest);
         assert!(!error.message.contains("987654321"), "{}", error.message);
         assert!(error.message.contains("account"), "{}", error.message);
+    }
+
+    /// A charge with every optional field set, `extra` included, for the typed crossing.
+    fn full_charge(account: &str, reference: Option<&str>) -> Invocation {
+        let mut full = invocation(account, reference);
+        full.command = Command::Charge {
+            amount: Money::new(1_234_567, crate::Currency::from_code("EUR").expect("EUR")),
+            description: Some("caf\u{e9} \"n\u{b0}1\"".into()),
+            customer: Customer {
+                id: Some("c-1".into()),
+                name: Some("Ad\u{e9}la".into()),
+                email: Some("a@example.test".into()),
+                phone: Some("+22890123456".into()),
+                ip: Some("192.0.2.1".into()),
+                country: Some("TG".into()),
+            },
+            payment_method: Some("card".into()),
+            saved_account_id: Some("sa_9".into()),
+            extra: BTreeMap::from([(
+                "note".to_string(),
+                serde_json::json!({"b": [1, 2], "a": null}),
+            )]),
+        };
+        full
+    }
+
+    /// Records what the plugin was given, to compare the generations of entry points.
+    struct Echo;
+
+    impl Plugin for Echo {
+        type State = ();
+
+        fn manifest() -> Manifest {
+            Probe::manifest()
+        }
+
+        fn start(invocation: &Invocation, _inbound_body: &[u8]) -> Step<()> {
+            let seen = serde_json::to_value(invocation).expect("serializes");
+            Step::send(
+                HttpRequest::post("http://provider.test/echo").json_body(&seen),
+                (),
+            )
+        }
+
+        fn resume(invocation: &Invocation, _state: (), response: &HttpResponse) -> Step<()> {
+            match response.status {
+                // An outcome the typed fields carry.
+                200 => Step::Done(
+                    Outcome::pending()
+                        .with_provider_reference(invocation.reference.clone().unwrap_or_default())
+                        .with_amount(invocation.command.amount().expect("a charge")),
+                ),
+                // One they do not: details and an error, through the outcome's JSON.
+                _ => Step::Done(
+                    Outcome::unknown(ProviderError::plugin_fault("went wrong")).with_details(
+                        crate::Details::PaymentPage {
+                            url: "http://provider.test/page".into(),
+                            token: Some("t".into()),
+                        },
+                    ),
+                ),
+            }
+        }
+    }
+
+    /// Every generation of entry points hands the plugin the same invocation and gives the host
+    /// the same outcome: a charge typed (every field, `extra` included), any other command as
+    /// JSON, an outcome typed or as JSON.
+    #[test]
+    fn the_typed_entry_points_give_the_plugin_and_the_host_what_the_json_ones_give() {
+        let mut balance = invocation("typed-account", None);
+        balance.command = Command::Balance {
+            extra: BTreeMap::new(),
+        };
+        for original in [
+            full_charge("typed-account", Some("gh_typed")),
+            invocation("typed-account", Some("gh_plain")),
+            balance,
+        ] {
+            let encoded = EncodedInvocation::from_invocation(&original).expect("encodes");
+            let typed = encoded.as_ffi_v3();
+            assert_eq!(
+                typed.charge.is_some(),
+                matches!(original.command, Command::Charge { .. }),
+                "{typed:?}"
+            );
+            let HostStep::Send { request, state } =
+                ffi_start_v3::<Echo>(&typed, RSlice::from_slice(b"")).into_host_step()
+            else {
+                panic!("the echo asks to send");
+            };
+            let seen: Invocation = serde_json::from_slice(&request.body).expect("echoed");
+            assert_eq!(seen, original);
+            let HostStep::Send {
+                request: pieces, ..
+            } = ffi_start_v2::<Echo>(&encoded.as_ffi(), RSlice::from_slice(b"")).into_host_step()
+            else {
+                panic!("the echo asks to send");
+            };
+            assert_eq!(pieces.body, request.body);
+            if original.command.amount().is_none() {
+                continue;
+            }
+            for status in [200, 500] {
+                let typed_outcome =
+                    ffi_resume_v3::<Echo>(&typed, RStr::from_str(&state), &answer(status))
+                        .into_host_step();
+                let json_outcome = super::ffi_resume::<Echo>(
+                    RStr::from_str(encoded.whole_json()),
+                    RStr::from_str(&state),
+                    &answer(status),
+                )
+                .into_host_step();
+                let (HostStep::Done(typed_outcome), HostStep::Done(json_outcome)) =
+                    (typed_outcome, json_outcome)
+                else {
+                    panic!("both finish");
+                };
+                assert_eq!(typed_outcome, json_outcome);
+            }
+        }
+    }
+
+    /// `resume_v3` finds what `start_v3` built only for an equal invocation: any field of the
+    /// typed charge, the reference or the clock differing is another invocation, built anew.
+    #[test]
+    fn a_kept_typed_invocation_is_found_only_by_equal_fields() {
+        let original = full_charge("typed-equality", Some("gh_typed_equal"));
+        let encoded = EncodedInvocation::from_invocation(&original).expect("encodes");
+        let typed = encoded.as_ffi_v3();
+        let HostStep::Send { state, .. } =
+            ffi_start_v3::<Probe>(&typed, RSlice::from_slice(b"")).into_host_step()
+        else {
+            panic!("the probe asks to send");
+        };
+        assert!(v2::flow_v3_is_kept(&typed));
+        let charge = typed.charge.into_option().expect("typed");
+        let mut others: Vec<FfiInvocationV3<'_>> = vec![
+            FfiInvocationV3 {
+                reference: Some(RStr::from_str("gh_other")).into(),
+                ..typed
+            },
+            FfiInvocationV3 {
+                now_unix: typed.now_unix + 1,
+                ..typed
+            },
+        ];
+        let mut customer = charge.customer;
+        customer.country = Some(RStr::from_str("BJ")).into();
+        for changed in [
+            crate::ffi::FfiCharge {
+                minor_units: charge.minor_units + 1,
+                ..charge
+            },
+            crate::ffi::FfiCharge {
+                currency: RStr::from_str("USD"),
+                ..charge
+            },
+            crate::ffi::FfiCharge {
+                description: None.into(),
+                ..charge
+            },
+            crate::ffi::FfiCharge { customer, ..charge },
+            crate::ffi::FfiCharge {
+                extra: RStr::from_str(""),
+                ..charge
+            },
+        ] {
+            others.push(FfiInvocationV3 {
+                charge: Some(changed).into(),
+                ..typed
+            });
+        }
+        for other in &others {
+            assert!(!v2::flow_v3_is_kept(other), "{other:?}");
+        }
+        // Resumed with a changed amount, the plugin reads the changed one.
+        let done = ffi_resume_v3::<Probe>(&others[2], RStr::from_str(&state), &answer(200))
+            .into_host_step();
+        let HostStep::Done(outcome) = done else {
+            panic!("the probe finishes: {done:?}");
+        };
+        assert_eq!(
+            outcome.amount.map(|amount| amount.minor_units),
+            Some(1_234_568)
+        );
+        // The flow's own invocation is taken when it ends.
+        let done =
+            ffi_resume_v3::<Probe>(&typed, RStr::from_str(&state), &answer(200)).into_host_step();
+        assert!(matches!(done, HostStep::Done(_)), "{done:?}");
+        assert!(!v2::flow_v3_is_kept(&typed));
+    }
+
+    /// What a host could send wrong through the typed charge is refused as reading its JSON
+    /// would refuse it, as an invalid request for that call.
+    #[test]
+    fn a_typed_charge_the_plugin_cannot_read_is_an_invalid_request() {
+        let original = full_charge("typed-hostile", None);
+        let encoded = EncodedInvocation::from_invocation(&original).expect("encodes");
+        let typed = encoded.as_ffi_v3();
+        let charge = typed.charge.into_option().expect("typed");
+        for (currency, extra, what) in [
+            ("XXZ", "", "currency"),
+            ("eur", "", "currency"),
+            ("", "", "currency"),
+            ("EUR", "{\"note\":", "extra"),
+            ("EUR", "[1,2]", "extra"),
+        ] {
+            let hostile = FfiInvocationV3 {
+                charge: Some(crate::ffi::FfiCharge {
+                    currency: RStr::from_str(currency),
+                    extra: RStr::from_str(extra),
+                    ..charge
+                })
+                .into(),
+                ..typed
+            };
+            let step = ffi_start_v3::<Probe>(&hostile, RSlice::from_slice(b"")).into_host_step();
+            let HostStep::Failed(error) = step else {
+                panic!("{currency:?} {extra:?} is refused: {step:?}");
+            };
+            assert_eq!(error.kind, crate::ErrorKind::InvalidRequest, "{error:?}");
+            assert!(
+                error.message.contains("cannot read the command"),
+                "{what}: {}",
+                error.message
+            );
+        }
+    }
+
+    #[test]
+    fn a_panic_in_resume_v3_is_a_plugin_fault_for_that_call() {
+        let encoded = EncodedInvocation::from_invocation(&invocation("panic-v3-account", None))
+            .expect("encodes");
+        let done = ffi_resume_v3::<Probe>(
+            &encoded.as_ffi_v3(),
+            RStr::from_str("\"panic-v3-account\""),
+            &answer(500),
+        )
+        .into_host_step();
+        let HostStep::Failed(error) = done else {
+            panic!("a panic is a failed step: {done:?}");
+        };
+        assert_eq!(error.kind, crate::ErrorKind::PluginFault);
+        assert!(
+            error.message.contains("panicked in resume"),
+            "{}",
+            error.message
+        );
     }
 }

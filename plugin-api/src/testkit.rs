@@ -64,10 +64,11 @@ impl FlowRun {
 /// Runs `invocation` through plugin `P`, answering each request with the next scripted response.
 /// A request beyond the script fails the flow with a clear test error.
 ///
-/// The flow is run through both generations of entry points a host may use, the invocation as
-/// one JSON text (`start`/`resume`, what a host drives a plugin built before `start_v2` with)
-/// and in pieces (`start_v2`/`resume_v2`), and the two runs must agree request for request and
-/// on the result: a test of a plugin is a test of both.
+/// The flow is run through every generation of entry points a host may use: the invocation as
+/// one JSON text (`start`/`resume`, what a host drives a plugin built before `start_v2` with),
+/// in pieces (`start_v2`/`resume_v2`), and with a charge and the outcome typed
+/// (`start_v3`/`resume_v3`, what today's host uses). The runs must agree request for request and
+/// on the result: a test of a plugin is a test of all three.
 pub fn run<P: Plugin>(
     invocation: &Invocation,
     inbound_body: &[u8],
@@ -77,6 +78,7 @@ pub fn run<P: Plugin>(
     let whole = run_whole_json::<P>(invocation, inbound_body, script.clone());
     #[cfg(not(feature = "previous-contract-fixture"))]
     {
+        let typed_script = script.clone();
         let pieces = run_in_pieces::<P>(invocation, inbound_body, script);
         assert_eq!(
             whole.requests, pieces.requests,
@@ -86,8 +88,45 @@ pub fn run<P: Plugin>(
             whole.result, pieces.result,
             "the invocation as one JSON text and in pieces ended differently"
         );
+        let typed = run_typed::<P>(invocation, inbound_body, typed_script);
+        assert_eq!(
+            whole.requests, typed.requests,
+            "the invocation as one JSON text and typed asked for different requests"
+        );
+        assert_eq!(
+            whole.result, typed.result,
+            "the invocation as one JSON text and typed ended differently"
+        );
     }
     whole
+}
+
+/// [`run`] through `start_v3`/`resume_v3` only.
+#[cfg(not(feature = "previous-contract-fixture"))]
+pub fn run_typed<P: Plugin>(
+    invocation: &Invocation,
+    inbound_body: &[u8],
+    mut script: VecDeque<HttpResponse>,
+) -> FlowRun {
+    use crate::ffi::EncodedInvocation;
+    use crate::plugin::{ffi_resume_v3, ffi_start_v3};
+    let encoded = EncodedInvocation::from_invocation(invocation).expect("invocation serializes");
+    let driven = drive::<std::convert::Infallible>(
+        || {
+            Ok(
+                ffi_start_v3::<P>(&encoded.as_ffi_v3(), RSlice::from_slice(inbound_body))
+                    .into_host_step(),
+            )
+        },
+        |state, response| {
+            Ok(
+                ffi_resume_v3::<P>(&encoded.as_ffi_v3(), RStr::from_str(&state), &response)
+                    .into_host_step(),
+            )
+        },
+        |_| script.pop_front(),
+    );
+    flow_run(driven)
 }
 
 /// [`run`] through `start_v2`/`resume_v2` only.

@@ -71,6 +71,18 @@ impl LoadError {
     }
 }
 
+/// The generations of a plugin's flow entry points, oldest first. A host drives each plugin
+/// through the newest its library has; each is appended to the root module after the one before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryPoints {
+    /// `start`/`resume`: the whole invocation as one JSON text (the first release).
+    Whole,
+    /// `start_v2`/`resume_v2`: the invocation in pieces, the account's text kept by both sides.
+    Pieces,
+    /// `start_v3`/`resume_v3`: `Pieces` with a charge command and a plain outcome typed.
+    Typed,
+}
+
 /// A plugin library, loaded and checked.
 pub struct LoadedPlugin {
     module: PluginModuleRef,
@@ -110,16 +122,7 @@ impl LoadedPlugin {
     /// when the plugin has that entry point, as one JSON text (`start`) when it was built before
     /// it. The plugin's entry points catch their own panics.
     pub fn start_flow(&self, invocation: &EncodedInvocation, inbound_body: &[u8]) -> HostStep {
-        match self
-            .module
-            .start_v2()
-            .filter(|_| self.module.resume_v2().is_some())
-        {
-            Some(start_v2) => {
-                start_v2(&invocation.as_ffi(), RSlice::from_slice(inbound_body)).into_host_step()
-            }
-            None => self.start(invocation.whole_json(), inbound_body),
-        }
+        self.start_flow_through(self.entry_points(), invocation, inbound_body)
     }
 
     /// Continues a flow started with [`start_flow`](Self::start_flow), through the same generation
@@ -130,21 +133,77 @@ impl LoadedPlugin {
         state: &str,
         response: &FfiHttpResponse,
     ) -> HostStep {
-        match self
-            .module
-            .resume_v2()
-            .filter(|_| self.module.start_v2().is_some())
-        {
-            Some(resume_v2) => {
-                resume_v2(&invocation.as_ffi(), RStr::from_str(state), response).into_host_step()
-            }
-            None => self.resume(invocation.whole_json(), state, response),
+        self.resume_flow_through(self.entry_points(), invocation, state, response)
+    }
+
+    /// The newest generation of flow entry points the plugin has (both halves of it).
+    pub fn entry_points(&self) -> EntryPoints {
+        let module = &self.module;
+        if module.start_v3().is_some() && module.resume_v3().is_some() {
+            EntryPoints::Typed
+        } else if module.start_v2().is_some() && module.resume_v2().is_some() {
+            EntryPoints::Pieces
+        } else {
+            EntryPoints::Whole
         }
     }
 
-    /// Whether the plugin takes the invocation in pieces (`start_v2`/`resume_v2`).
+    /// [`start_flow`](Self::start_flow) through a chosen generation of entry points (the
+    /// equivalence tests and the benchmark drive one plugin through each); one the plugin lacks
+    /// falls back to the first release's.
+    pub fn start_flow_through(
+        &self,
+        entry_points: EntryPoints,
+        invocation: &EncodedInvocation,
+        inbound_body: &[u8],
+    ) -> HostStep {
+        let body = RSlice::from_slice(inbound_body);
+        match entry_points {
+            EntryPoints::Typed => {
+                if let Some(start_v3) = self.module.start_v3() {
+                    return start_v3(&invocation.as_ffi_v3(), body).into_host_step();
+                }
+            }
+            EntryPoints::Pieces => {
+                if let Some(start_v2) = self.module.start_v2() {
+                    return start_v2(&invocation.as_ffi(), body).into_host_step();
+                }
+            }
+            EntryPoints::Whole => {}
+        }
+        self.start(invocation.whole_json(), inbound_body)
+    }
+
+    /// [`resume_flow`](Self::resume_flow) through a chosen generation of entry points: the one
+    /// the flow was started through.
+    pub fn resume_flow_through(
+        &self,
+        entry_points: EntryPoints,
+        invocation: &EncodedInvocation,
+        state: &str,
+        response: &FfiHttpResponse,
+    ) -> HostStep {
+        let state_text = RStr::from_str(state);
+        match entry_points {
+            EntryPoints::Typed => {
+                if let Some(resume_v3) = self.module.resume_v3() {
+                    return resume_v3(&invocation.as_ffi_v3(), state_text, response)
+                        .into_host_step();
+                }
+            }
+            EntryPoints::Pieces => {
+                if let Some(resume_v2) = self.module.resume_v2() {
+                    return resume_v2(&invocation.as_ffi(), state_text, response).into_host_step();
+                }
+            }
+            EntryPoints::Whole => {}
+        }
+        self.resume(invocation.whole_json(), state, response)
+    }
+
+    /// Whether the plugin takes the invocation in pieces (`start_v2`/`resume_v2` or newer).
     pub fn takes_invocation_in_pieces(&self) -> bool {
-        self.module.start_v2().is_some() && self.module.resume_v2().is_some()
+        self.entry_points() != EntryPoints::Whole
     }
 
     /// Starts a flow through the first release's entry point, the invocation as one JSON text.

@@ -127,7 +127,15 @@ fn plugin_step(criterion: &mut Criterion) {
     let mut group = criterion.benchmark_group("plugin_step");
     let account = account_json(&invocation);
     group.bench_function("charge_flow_abi_cdylib", |bencher| {
-        bencher.iter(|| abi_flow(&plugin, black_box(&invocation), &account, &ffi_answer))
+        bencher.iter(|| {
+            abi_flow(
+                &plugin,
+                plugin.entry_points(),
+                black_box(&invocation),
+                &account,
+                &ffi_answer,
+            )
+        })
     });
     group.bench_function("charge_flow_abi_cdylib_whole_json", |bencher| {
         bencher.iter(|| abi_whole_json_flow(&plugin, black_box(&invocation), &ffi_answer))

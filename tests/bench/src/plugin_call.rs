@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use gatehouse_core::loader::{LoadedPlugin, load_plugin};
+use gatehouse_core::loader::{EntryPoints, LoadedPlugin, load_plugin};
 use gatehouse_plugin_api::ffi::FfiHttpResponse;
 
 use crate::artifacts::release_library;
@@ -28,7 +28,7 @@ pub const RUN_ARGUMENT: &str = "plugin-call-run";
 const BASE_URL: &str = "http://127.0.0.1:9";
 
 /// The ways of calling, by name on the child's command line, with what each is.
-pub const CASES: [(&str, &str); 5] = [
+pub const CASES: [(&str, &str); 6] = [
     (
         "static-typed",
         "static, direct trait calls (typed values, no JSON)",
@@ -47,7 +47,11 @@ pub const CASES: [(&str, &str); 5] = [
     ),
     (
         "abi-pieces",
-        "ABI after: `start_v2`/`resume_v2`, the invocation in pieces",
+        "ABI, `start_v2`/`resume_v2`: the invocation in pieces, command and outcome as JSON",
+    ),
+    (
+        "abi-typed",
+        "ABI after: `start_v3`/`resume_v3`, the charge and the outcome typed",
     ),
 ];
 
@@ -74,7 +78,24 @@ pub fn run_flows(case: &str, flows: u64) -> anyhow::Result<()> {
         "abi-whole-json-account-kept" => Box::new(|| {
             abi_whole_json_account_kept_flow(&plugin, &invocation, &account, &ffi_answer)
         }),
-        "abi-pieces" => Box::new(|| abi_flow(&plugin, &invocation, &account, &ffi_answer)),
+        "abi-pieces" => Box::new(|| {
+            abi_flow(
+                &plugin,
+                EntryPoints::Pieces,
+                &invocation,
+                &account,
+                &ffi_answer,
+            )
+        }),
+        "abi-typed" => Box::new(|| {
+            abi_flow(
+                &plugin,
+                EntryPoints::Typed,
+                &invocation,
+                &account,
+                &ffi_answer,
+            )
+        }),
         other => bail!("unknown plugin-call case `{other}`"),
     };
     for _ in 0..50 + flows {
@@ -117,17 +138,34 @@ pub fn time_all(window: Duration, rounds: u32) -> anyhow::Result<Vec<(&'static s
     let account = account_json(&invocation);
     let answer = pay_answer();
     let ffi_answer = FfiHttpResponse::from(answer.clone());
-    let flows: [Box<dyn Fn()>; 5] = [
+    let flows: [Box<dyn Fn()>; 6] = [
         Box::new(|| static_typed_flow(&invocation, &answer)),
         Box::new(|| static_json_flow(&invocation, &ffi_answer)),
         Box::new(|| abi_whole_json_flow(&plugin, &invocation, &ffi_answer)),
         Box::new(|| abi_whole_json_account_kept_flow(&plugin, &invocation, &account, &ffi_answer)),
-        Box::new(|| abi_flow(&plugin, &invocation, &account, &ffi_answer)),
+        Box::new(|| {
+            abi_flow(
+                &plugin,
+                EntryPoints::Pieces,
+                &invocation,
+                &account,
+                &ffi_answer,
+            )
+        }),
+        Box::new(|| {
+            abi_flow(
+                &plugin,
+                EntryPoints::Typed,
+                &invocation,
+                &account,
+                &ffi_answer,
+            )
+        }),
     ];
     for flow in &flows {
         flow();
     }
-    let mut totals = [Duration::ZERO; 5];
+    let mut totals = [Duration::ZERO; 6];
     for _ in 0..rounds {
         for (total, flow) in totals.iter_mut().zip(&flows) {
             *total += crate::measure::time_per_iteration(window, flow);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use abi_stable::std_types::{RSlice, RStr};
 use anyhow::{Context, bail};
-use gatehouse_core::loader::LoadedPlugin;
+use gatehouse_core::loader::{EntryPoints, LoadedPlugin};
 use gatehouse_core::plugin_pool::PluginPool;
 use gatehouse_plugin_api::ffi::{EncodedInvocation, FfiHttpResponse, HostStep, encode_account};
 use gatehouse_plugin_api::plugin::{ffi_resume, ffi_start};
@@ -82,9 +82,12 @@ pub async fn run_variant(
 #[derive(Debug, Clone)]
 pub struct PluginCallCost {
     /// Through the loaded cdylib as dispatch drives it (`LoadedPlugin::start_flow`/`resume_flow`):
-    /// the command encoded per dispatch, the account's text encoded once (as the host does once
-    /// per resolution of the account), the invocation passed in pieces (`start_v2`/`resume_v2`).
+    /// the account's text encoded once (as the host does once per resolution of the account),
+    /// the charge typed and the outcome typed (`start_v3`/`resume_v3`).
     pub abi: Duration,
+    /// The same through `start_v2`/`resume_v2`: the command encoded as JSON per dispatch and
+    /// parsed by the plugin, the outcome as JSON.
+    pub abi_pieces: Duration,
     /// Before `start_v2`/`resume_v2`: the first release's entry points (`LoadedPlugin::start`/
     /// `resume`), the whole invocation serialized to JSON per dispatch and parsed by each call.
     pub abi_whole_json: Duration,
@@ -154,15 +157,17 @@ pub fn encoded(invocation: &Invocation, account_json: &Arc<str>) -> EncodedInvoc
 /// invocation in pieces when the plugin takes them.
 pub fn abi_flow(
     plugin: &LoadedPlugin,
+    entry_points: EntryPoints,
     invocation: &Invocation,
     account_json: &Arc<str>,
     answer: &FfiHttpResponse,
 ) {
     let invocation = encoded(invocation, account_json);
-    let HostStep::Send { state, .. } = plugin.start_flow(&invocation, b"") else {
+    let HostStep::Send { state, .. } = plugin.start_flow_through(entry_points, &invocation, b"")
+    else {
         panic!("the charge flow did not ask to send its request");
     };
-    let done = plugin.resume_flow(&invocation, &state, answer);
+    let done = plugin.resume_flow_through(entry_points, &invocation, &state, answer);
     assert!(
         matches!(done, HostStep::Done(_)),
         "the charge flow did not finish: {done:?}"
@@ -261,8 +266,8 @@ pub async fn plugin_call_cost_of(
     window: Duration,
     rounds: u32,
 ) -> anyhow::Result<PluginCallCost> {
-    if !plugin.takes_invocation_in_pieces() {
-        bail!("the loaded paygateglobal has no start_v2/resume_v2");
+    if plugin.entry_points() != EntryPoints::Typed {
+        bail!("the loaded paygateglobal has no start_v3/resume_v3");
     }
     let plugin = plugin.clone();
     let invocation = Arc::new(charge_invocation(simulator_base_url));
@@ -270,17 +275,49 @@ pub async fn plugin_call_cost_of(
     let answer = pay_answer();
     let ffi_answer = Arc::new(FfiHttpResponse::from(answer.clone()));
     // Warm every variant once (page faults of the library's code, allocator).
-    abi_flow(&plugin, &invocation, &account, &ffi_answer);
+    abi_flow(
+        &plugin,
+        EntryPoints::Typed,
+        &invocation,
+        &account,
+        &ffi_answer,
+    );
+    abi_flow(
+        &plugin,
+        EntryPoints::Pieces,
+        &invocation,
+        &account,
+        &ffi_answer,
+    );
     abi_whole_json_flow(&plugin, &invocation, &ffi_answer);
     abi_whole_json_account_kept_flow(&plugin, &invocation, &account, &ffi_answer);
     static_json_flow(&invocation, &ffi_answer);
     static_typed_flow(&invocation, &answer);
-    let (mut abi, mut abi_whole_json, mut abi_whole_json_account_kept) =
-        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut abi, mut abi_pieces, mut abi_whole_json, mut abi_whole_json_account_kept) = (
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+    );
     let (mut static_json, mut static_typed) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..rounds {
         abi += time_per_iteration(window, || {
-            abi_flow(&plugin, &invocation, &account, &ffi_answer)
+            abi_flow(
+                &plugin,
+                EntryPoints::Typed,
+                &invocation,
+                &account,
+                &ffi_answer,
+            )
+        });
+        abi_pieces += time_per_iteration(window, || {
+            abi_flow(
+                &plugin,
+                EntryPoints::Pieces,
+                &invocation,
+                &account,
+                &ffi_answer,
+            )
         });
         abi_whole_json += time_per_iteration(window, || {
             abi_whole_json_flow(&plugin, &invocation, &ffi_answer)
@@ -309,6 +346,7 @@ pub async fn plugin_call_cost_of(
     }
     Ok(PluginCallCost {
         abi: abi / rounds,
+        abi_pieces: abi_pieces / rounds,
         abi_whole_json: abi_whole_json / rounds,
         abi_whole_json_account_kept: abi_whole_json_account_kept / rounds,
         static_json: static_json / rounds,

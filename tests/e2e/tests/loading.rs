@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use gatehouse_core::DispatchError;
+use gatehouse_core::loader::EntryPoints;
 use gatehouse_core::registry::ScanEvent;
 use gatehouse_e2e::{
     TestHost, install, library, plugin_file_name, standalone_binary, standalone_library,
@@ -572,6 +573,8 @@ async fn a_plugin_built_before_start_v2_is_driven_through_start_and_resume() {
         "the host serves the previous-contract build",
     );
     assert!(serving.module().start_v2().is_none() && serving.module().resume_v2().is_none());
+    assert!(serving.module().start_v3().is_none() && serving.module().resume_v3().is_none());
+    assert_eq!(serving.entry_points(), EntryPoints::Whole);
     assert!(!serving.takes_invocation_in_pieces());
     let before = running.calls.all().len();
     let outcome = host
@@ -581,6 +584,101 @@ async fn a_plugin_built_before_start_v2_is_driven_through_start_and_resume() {
     assert!(running.calls.all().len() > before, "it sent its request");
     assert_eq!(outcome.status, OutcomeStatus::Succeeded);
     assert_eq!(outcome.details, today_outcome.details);
+}
+
+/// Today's plugin library is driven through its newest entry points (`start_v3`/`resume_v3`:
+/// a charge and a plain outcome typed), and the same library driven through each older
+/// generation asks for the same requests and ends with the same outcome, for a charge (typed),
+/// a charge whose `extra` crosses as JSON inside it, a balance (a command as JSON, an outcome
+/// with details as JSON) and a failed charge (an outcome with an error).
+#[tokio::test]
+async fn every_generation_of_entry_points_drives_the_same_flow_of_one_library() {
+    use gatehouse_plugin_api::ffi::{EncodedInvocation, FfiHttpResponse, HostStep};
+    use gatehouse_plugin_api::{AccountConfig, Command, HttpResponse, Invocation, Secret};
+    let (host, _simulator, _running) = paygate_host().await;
+    let plugin = host
+        .gateway
+        .registry()
+        .get("paygateglobal")
+        .expect("loaded");
+    assert_eq!(plugin.entry_points(), EntryPoints::Typed);
+    let account = AccountConfig {
+        account: "main".into(),
+        base_url: "http://provider.test".into(),
+        settings: Default::default(),
+        secrets: [("auth_token".to_string(), Secret::new(TOKEN))].into(),
+    };
+    let command =
+        |value: serde_json::Value| -> Command { serde_json::from_value(value).expect("a command") };
+    let charge = json!({"operation": "charge", "amount": {"minor_units": 1500, "currency": "XOF"},
+        "customer": {"phone": "90123456"}, "payment_method": "FLOOZ", "description": "order 7"});
+    let mut with_extra = charge.clone();
+    with_extra["extra"] = json!({"note": {"b": [1, 2], "a": "\u{e9}"}});
+    let answer = |body: &str| {
+        FfiHttpResponse::from(HttpResponse {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.as_bytes().to_vec(),
+        })
+    };
+    let cases = [
+        (
+            command(charge.clone()),
+            answer(r#"{"tx_reference":"1000001","status":0}"#),
+        ),
+        (
+            command(with_extra),
+            answer(r#"{"tx_reference":"1000002","status":0}"#),
+        ),
+        (
+            command(json!({"operation": "balance"})),
+            answer(r#"{"flooz":15000,"tmoney":"2500"}"#),
+        ),
+        (command(charge), answer(r#"{"status":4}"#)),
+    ];
+    for (command, answer) in cases {
+        let invocation = EncodedInvocation::from_invocation(&Invocation {
+            command: command.clone(),
+            account: account.clone(),
+            reference: Some("gh_generations".into()),
+            now_unix: 1_767_225_600,
+        })
+        .expect("encodes");
+        let mut flows = Vec::new();
+        for generation in [EntryPoints::Whole, EntryPoints::Pieces, EntryPoints::Typed] {
+            let HostStep::Send { request, state } =
+                plugin.start_flow_through(generation, &invocation, b"")
+            else {
+                panic!("{generation:?}: {command:?} asks to send");
+            };
+            let end = plugin.resume_flow_through(generation, &invocation, &state, &answer);
+            let end = match end {
+                HostStep::Done(outcome) => Ok(outcome),
+                HostStep::Failed(error) => Err(error),
+                HostStep::Send { .. } => panic!("{generation:?}: one exchange ends the flow"),
+            };
+            flows.push((generation, request, end));
+        }
+        let (_, first_request, first_end) = &flows[0];
+        for (generation, request, end) in &flows[1..] {
+            assert_eq!(
+                (
+                    &request.method,
+                    &request.url,
+                    &request.headers,
+                    &request.body
+                ),
+                (
+                    &first_request.method,
+                    &first_request.url,
+                    &first_request.headers,
+                    &first_request.body
+                ),
+                "{generation:?}: {command:?}"
+            );
+            assert_eq!(end, first_end, "{generation:?}: {command:?}");
+        }
+    }
 }
 
 /// The contract evolves append-only, proved both ways with real libraries: the PayGateGlobal
