@@ -11,11 +11,14 @@
 //! [`HttpResponse`]. Plugins link no tokio and no HTTP client; they are testable with
 //! [`testkit`] (feature `testkit`) without sockets.
 //!
-//! The invocation crosses as JSON in one of two ways: as one text (`start`/`resume`, the first
-//! release's entry points) or in pieces ([`ffi::FfiInvocation`], `start_v2`/`resume_v2`, appended
+//! The invocation crosses in one of three ways: as one JSON text (`start`/`resume`, the first
+//! release's entry points); in pieces ([`ffi::FfiInvocation`], `start_v2`/`resume_v2`, appended
 //! later), the account's configuration as a text of its own that the host encodes once per
-//! resolution and the plugin parses once per text. A host uses the pieces when the plugin has
-//! them; [`export_plugin!`] exports both, and the testkit's `run` checks they agree.
+//! resolution and the plugin parses once per text; and as those pieces with a charge command and
+//! an outcome without error or details typed ([`ffi::FfiInvocationV3`], [`ffi::FfiOutcome`],
+//! `start_v3`/`resume_v3`, appended after them), every other command and outcome as JSON in the
+//! same call. A host uses the newest the plugin has; [`export_plugin!`] exports all three, and the
+//! testkit's `run` checks they agree.
 //!
 //! ## Compatibility rules
 //! Two things are versioned: the **layout** of the types in [`ffi`], checked by abi_stable at load
