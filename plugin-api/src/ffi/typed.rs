@@ -25,7 +25,7 @@ use super::{FfiHttpRequest, HostStep};
 
 /// Who pays, as [`Customer`] holds it.
 #[repr(C)]
-#[derive(StableAbi, Clone, Copy, Debug)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq)]
 pub struct FfiCustomer<'a> {
     pub id: ROption<RStr<'a>>,
     pub name: ROption<RStr<'a>>,
@@ -37,7 +37,7 @@ pub struct FfiCustomer<'a> {
 
 /// A [`Command::Charge`], field for field.
 #[repr(C)]
-#[derive(StableAbi, Clone, Copy, Debug)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq)]
 pub struct FfiCharge<'a> {
     pub minor_units: i64,
     /// The ISO 4217 code.
@@ -115,10 +115,6 @@ fn owned(text: ROption<RStr<'_>>) -> Option<String> {
     text.into_option().map(|text| text.as_str().to_string())
 }
 
-fn same(mine: &Option<String>, theirs: ROption<RStr<'_>>) -> bool {
-    mine.as_deref() == theirs.into_option().map(|text| text.as_str())
-}
-
 impl<'a> FfiCharge<'a> {
     /// `command` as the typed charge, when it is a charge; `extra` is the JSON of its `extra`
     /// (empty when that is).
@@ -187,30 +183,7 @@ impl<'a> FfiCharge<'a> {
     /// Whether `command` is the charge this describes, `extra_text` being the `extra` text it was
     /// read from: every field compared, nothing hashed.
     pub fn is(&self, command: &Command, extra_text: &str) -> bool {
-        let Command::Charge {
-            amount,
-            description,
-            customer,
-            payment_method,
-            saved_account_id,
-            ..
-        } = command
-        else {
-            return false;
-        };
-        let theirs = &self.customer;
-        amount.minor_units == self.minor_units
-            && amount.currency.code() == self.currency.as_str()
-            && same(description, self.description)
-            && same(&customer.id, theirs.id)
-            && same(&customer.name, theirs.name)
-            && same(&customer.email, theirs.email)
-            && same(&customer.phone, theirs.phone)
-            && same(&customer.ip, theirs.ip)
-            && same(&customer.country, theirs.country)
-            && same(payment_method, self.payment_method)
-            && same(saved_account_id, self.saved_account_id)
-            && extra_text == self.extra.as_str()
+        FfiCharge::of(command, extra_text).is_some_and(|mine| mine == *self)
     }
 }
 
