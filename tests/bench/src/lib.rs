@@ -15,6 +15,8 @@ pub mod process;
 pub mod scenarios;
 pub mod served;
 pub mod served_section;
+pub mod server_callgrind;
+pub mod server_cpu;
 pub mod simulator;
 pub mod soak;
 pub mod stats;

@@ -5,6 +5,8 @@
 //! cargo run --release -p gatehouse-bench -- profile 3000   # only library dispatches, for a profiler
 //! cargo run --release -p gatehouse-bench -- served         # only the disk's floor and the served paths
 //! cargo run --release -p gatehouse-bench -- callgrind 100  # instructions per request, per path
+//! cargo run --release -p gatehouse-bench -- server-callgrind 500 [ledgered|read] # the server process's own instructions per request
+//! cargo run --release -p gatehouse-bench -- server-cpu 6     # the servers' user and system CPU and context switches per request
 //! cargo run --release -p gatehouse-bench -- plugin-call 2000 # the plugin boundary alone: times, instructions per flow
 //! cargo run --release -p gatehouse-bench -- soak [seconds] [interval] # reconciliation passes under load (130 s, 60 s)
 //! ```
@@ -97,6 +99,20 @@ fn main() -> ExitCode {
                 .unwrap_or(100);
             callgrind(requests)
         }
+        Some("server-callgrind") => {
+            let requests = arguments
+                .next()
+                .and_then(|text| text.parse().ok())
+                .unwrap_or(500);
+            server_callgrind_only(requests, arguments.next())
+        }
+        Some("server-cpu") => {
+            let seconds = arguments
+                .next()
+                .and_then(|text| text.parse().ok())
+                .unwrap_or(6);
+            server_cpu_only(Duration::from_secs(seconds))
+        }
         Some(callgrind::RUN_ARGUMENT) => {
             let case = arguments.next().unwrap_or_default();
             let requests = arguments
@@ -108,7 +124,7 @@ fn main() -> ExitCode {
         None | Some("run") => run(),
         Some(other) => {
             eprintln!(
-                "gatehouse-bench: unknown command `{other}`; use no argument, `profile [dispatches]`, `served`, `soak [seconds] [interval]`, `callgrind [requests]` or `plugin-call [flows under callgrind]`"
+                "gatehouse-bench: unknown command `{other}`; use no argument, `profile [dispatches]`, `served`, `soak [seconds] [interval]`, `callgrind [requests]`, `server-callgrind [requests]`, `server-cpu [seconds]` or `plugin-call [flows under callgrind]`"
             );
             return ExitCode::from(2);
         }
@@ -388,6 +404,44 @@ fn served_only() -> anyhow::Result<()> {
     for (name, wanted, measured, verdict) in rows {
         let _ = writeln!(out, "| {name} | {wanted} | {measured} | {verdict} |");
     }
+    print!("{out}");
+    Ok(())
+}
+
+/// The server processes' own instructions per request, the reference's beside (see
+/// `server_callgrind.rs`).
+fn server_callgrind_only(requests: u64, only: Option<String>) -> anyhow::Result<()> {
+    use gatehouse_bench::server_callgrind;
+    let setup = ServedSetup::start()?;
+    let load_before = load_average();
+    let servers = server_callgrind::servers(&setup.gatehouse);
+    let counts = setup.runtime.block_on(server_callgrind::count_all(
+        &servers,
+        &setup.simulator.base_url,
+        requests,
+        only.as_deref(),
+    ))?;
+    let mut out = String::new();
+    report_header(&mut out, "server-callgrind", &load_before);
+    server_callgrind::render(&counts, &mut out);
+    print!("{out}");
+    Ok(())
+}
+
+/// The servers' user and system CPU and context switches per request (see `server_cpu.rs`).
+fn server_cpu_only(window: Duration) -> anyhow::Result<()> {
+    use gatehouse_bench::{server_callgrind, server_cpu};
+    let setup = ServedSetup::start()?;
+    let load_before = load_average();
+    let servers = server_callgrind::servers(&setup.gatehouse);
+    let rows = setup.runtime.block_on(server_cpu::measure(
+        &servers,
+        &setup.simulator.base_url,
+        window,
+    ))?;
+    let mut out = String::new();
+    report_header(&mut out, "server-cpu", &load_before);
+    server_cpu::render(&rows, &mut out);
     print!("{out}");
     Ok(())
 }

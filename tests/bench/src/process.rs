@@ -113,3 +113,66 @@ fn clock_ticks_per_second() -> u64 {
 pub fn mib(kib: u64) -> String {
     format!("{}.{} MiB", kib / 1024, (kib % 1024) * 10 / 1024)
 }
+
+/// What a process has spent so far, split as the kernel accounts it: user and system CPU
+/// (`/proc/<pid>/stat`, clock ticks) and context switches summed over its live threads
+/// (`/proc/<pid>/task/*/status`; a thread that has exited takes its count with it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KernelAccount {
+    pub user: Duration,
+    pub system: Duration,
+    pub voluntary_switches: u64,
+    pub involuntary_switches: u64,
+}
+
+impl KernelAccount {
+    pub fn of(pid: u32) -> Self {
+        let mut account = Self::default();
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            && let Some((_, after_name)) = stat.rsplit_once(')')
+        {
+            let fields: Vec<&str> = after_name.split_whitespace().collect();
+            let ticks = |index: usize| -> Duration {
+                let ticks = fields
+                    .get(index)
+                    .and_then(|text| text.parse::<u64>().ok())
+                    .unwrap_or(0);
+                Duration::from_nanos(ticks.saturating_mul(1_000_000_000 / clock_ticks_per_second()))
+            };
+            account.user = ticks(11);
+            account.system = ticks(12);
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let status =
+                    std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+                for line in status.lines() {
+                    let count = |prefix: &str| {
+                        line.strip_prefix(prefix)
+                            .and_then(|rest| rest.trim().parse::<u64>().ok())
+                    };
+                    if let Some(count) = count("voluntary_ctxt_switches:") {
+                        account.voluntary_switches += count;
+                    } else if let Some(count) = count("nonvoluntary_ctxt_switches:") {
+                        account.involuntary_switches += count;
+                    }
+                }
+            }
+        }
+        account
+    }
+
+    /// What was spent between `earlier` and `self`.
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+            voluntary_switches: self
+                .voluntary_switches
+                .saturating_sub(earlier.voluntary_switches),
+            involuntary_switches: self
+                .involuntary_switches
+                .saturating_sub(earlier.involuntary_switches),
+        }
+    }
+}

@@ -80,10 +80,22 @@ pub async fn spawn_gatehouse_with(
     ledger: &LedgerChoice,
     host_settings: &str,
 ) -> anyhow::Result<ServerProcess> {
+    spawn_gatehouse_under(&[], executable, simulator_base_url, ledger, host_settings).await
+}
+
+/// [`spawn_gatehouse_with`], run by `wrapper` (a program and its arguments, such as
+/// `valgrind --tool=callgrind`; none for the executable itself).
+pub async fn spawn_gatehouse_under(
+    wrapper: &[String],
+    executable: &Path,
+    simulator_base_url: &str,
+    ledger: &LedgerChoice,
+    host_settings: &str,
+) -> anyhow::Result<ServerProcess> {
     let dir = work_dir()?;
     let listen = format!("127.0.0.1:{}", free_port()?);
     let config_path = prepare_folder(dir.path(), simulator_base_url, &listen)?;
-    let mut command = Command::new(executable);
+    let mut command = wrapped(wrapper, executable);
     // As an operator deploys it (and as the reference's `bench/compare.py` runs it): the API key
     // from the environment, not written in the file.
     let mut config = std::fs::read_to_string(&config_path)
@@ -119,8 +131,34 @@ pub async fn spawn_gatehouse_with(
         child,
         _dir: dir,
     };
-    wait_ready(&format!("{}/readyz", server.base_url)).await?;
+    wait_ready(
+        &format!("{}/readyz", server.base_url),
+        ready_deadline(wrapper),
+    )
+    .await?;
     Ok(server)
+}
+
+/// `executable` as a command, behind `wrapper` when there is one.
+fn wrapped(wrapper: &[String], executable: &Path) -> Command {
+    match wrapper.split_first() {
+        None => Command::new(executable),
+        Some((program, arguments)) => {
+            let mut command = Command::new(program);
+            command.args(arguments).arg(executable);
+            command
+        }
+    }
+}
+
+/// How long a server may take to answer its first request: far longer under a wrapper such as
+/// valgrind, which runs start-up (plugin loading and its layout checks) some fifty times slower.
+fn ready_deadline(wrapper: &[String]) -> Duration {
+    if wrapper.is_empty() {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_secs(300)
+    }
 }
 
 /// The reference service's sources: `../shared/refsvc` next to the checkout, or
@@ -161,10 +199,19 @@ pub async fn spawn_refsvc(
     binary: &Path,
     simulator_base_url: &str,
 ) -> anyhow::Result<ServerProcess> {
+    spawn_refsvc_under(&[], binary, simulator_base_url).await
+}
+
+/// [`spawn_refsvc`], run by `wrapper` (see [`spawn_gatehouse_under`]).
+pub async fn spawn_refsvc_under(
+    wrapper: &[String],
+    binary: &Path,
+    simulator_base_url: &str,
+) -> anyhow::Result<ServerProcess> {
     let dir = work_dir()?;
     let listen = format!("127.0.0.1:{}", free_port()?);
     let log = std::fs::File::create(dir.path().join("refsvc.log")).context("refsvc.log")?;
-    let child = Command::new(binary)
+    let child = wrapped(wrapper, binary)
         .current_dir(dir.path())
         .env("REFSVC_LISTEN", &listen)
         .env("REFSVC_UPSTREAM", simulator_base_url)
@@ -181,13 +228,17 @@ pub async fn spawn_refsvc(
         child,
         _dir: dir,
     };
-    wait_ready(&format!("{}/stats", server.base_url)).await?;
+    wait_ready(
+        &format!("{}/stats", server.base_url),
+        ready_deadline(wrapper),
+    )
+    .await?;
     Ok(server)
 }
 
-async fn wait_ready(url: &str) -> anyhow::Result<()> {
+async fn wait_ready(url: &str, within: Duration) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + within;
     loop {
         if client
             .get(url)
@@ -198,7 +249,7 @@ async fn wait_ready(url: &str) -> anyhow::Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("{url} did not answer within 30 s");
+            bail!("{url} did not answer within {} s", within.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -292,16 +343,25 @@ impl Clients {
     async fn call(&self, call: ServedCall) -> Result<(), String> {
         let n = self.sequence.fetch_add(1, Ordering::Relaxed);
         let base = &self.urls[(n as usize) % self.urls.len()];
-        match call {
-            ServedCall::LedgeredCharge => {
-                ledgered_charge(&self.http, base, &format!("served-{n:024x}")).await
-            }
-            ServedCall::Balance => {
-                let request = self
-                    .http
-                    .get(format!("{base}/v1/paygateglobal/main/balance"));
-                expect_status(request, base, "succeeded").await
-            }
+        served_call(&self.http, base, call, n).await
+    }
+}
+
+/// One `call` to the server at `base`; `n` makes the charge's idempotency key, which must be
+/// unique across the run.
+pub async fn served_call(
+    http: &reqwest::Client,
+    base: &str,
+    call: ServedCall,
+    n: u64,
+) -> Result<(), String> {
+    match call {
+        ServedCall::LedgeredCharge => {
+            ledgered_charge(http, base, &format!("served-{n:024x}")).await
+        }
+        ServedCall::Balance => {
+            let request = http.get(format!("{base}/v1/paygateglobal/main/balance"));
+            expect_status(request, base, "succeeded").await
         }
     }
 }
