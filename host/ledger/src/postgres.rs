@@ -1229,11 +1229,11 @@ impl Ledger for PostgresLedger {
         let action = "apply a webhook event";
         self.write(action, |transaction, now| {
             // Locked in `seq` order: two hosts applying events to the same entries never
-            // deadlock.
+            // deadlock. A NULL provider reference matches nothing (`= NULL` is never true), so
+            // the two arms are plain index conditions the planner can OR as bitmaps.
             let sql = format!(
                 "SELECT {ENTRY_COLUMNS} FROM entries \
-                 WHERE provider = $1 \
-                   AND (id = $2 OR ($3::TEXT IS NOT NULL AND provider_reference = $3)) \
+                 WHERE provider = $1 AND (id = $2 OR provider_reference = $3) \
                  ORDER BY seq FOR UPDATE"
             );
             let candidates = self.entries(

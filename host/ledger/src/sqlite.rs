@@ -165,7 +165,40 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX entry_history_by_entry ON entry_history (entry_id, seq);
     DELETE FROM sqlite_sequence WHERE name IN ('entries', 'entry_history');
     ",
+    // Version 4: two fewer index pages written per charge.
+    // - `entries_by_created` is dropped: no query used it (the listing's optional time bounds
+    //   sit inside `?n IS NULL OR …` terms, which no index serves; it walks `seq` instead), yet
+    //   every begin wrote it.
+    // - `entries_by_provider_reference` keeps only entries that have a provider reference: a
+    //   begin (none yet) no longer writes it, and the lookups by reference (`= ?`, which implies
+    //   `IS NOT NULL`) still use it.
+    // PostgreSQL keeps both: its planner can serve a time-bounded listing from
+    // `entries_by_created` once the bounds are known, and a partial index measured no gain there
+    // (BENCHMARKS.md, run P) while its build would hold every host's writes during the migration.
+    "
+    DROP INDEX entries_by_created;
+    DROP INDEX entries_by_provider_reference;
+    CREATE INDEX entries_by_provider_reference ON entries (provider, provider_reference)
+        WHERE provider_reference IS NOT NULL;
+    ",
 ];
+
+/// The entries a webhook event may concern (`?1` provider, `?2` the host's reference, `?3` the
+/// provider's, which may be NULL), oldest first. Two index searches joined by `UNION ALL`, not
+/// one `WHERE provider = ?1 AND (id = ?2 OR …)`: without table statistics (a ledger is never
+/// `ANALYZE`d) SQLite's planner served that `OR` by walking every entry of the provider
+/// (`EXPLAIN QUERY PLAN`: `SEARCH entries USING INDEX … (provider=?)`), a cost that grows with
+/// the ledger; this form is two index searches and row lookups whatever the statistics say
+/// (`sqlite_only.rs` checks the plan). An entry found by both is one `seq`, listed once by `IN`.
+pub(crate) fn event_candidates_sql() -> String {
+    format!(
+        "SELECT {ENTRY_COLUMNS} FROM entries WHERE seq IN ( \
+             SELECT seq FROM entries WHERE id = ?2 AND provider = ?1 \
+             UNION ALL \
+             SELECT seq FROM entries WHERE provider = ?1 AND provider_reference = ?3) \
+         ORDER BY seq"
+    )
+}
 
 /// The columns [`read_entry_row`] expects, in its order.
 const ENTRY_COLUMNS: &str = "id, provider, account, operation, idempotency_key, request_hash, \
@@ -1131,15 +1164,10 @@ impl Ledger for SqliteLedger {
         }
         let action = "apply a webhook event";
         self.write(action, |transaction, now| {
-            let sql = format!(
-                "SELECT {ENTRY_COLUMNS} FROM entries \
-                 WHERE provider = ?1 AND (id = ?2 OR (?3 IS NOT NULL AND provider_reference = ?3)) \
-                 ORDER BY seq"
-            );
             let candidates = self.entries(
                 transaction,
                 action,
-                &sql,
+                &event_candidates_sql(),
                 rusqlite::params![provider, event.reference, event.provider_reference],
             )?;
             let Some((mut entry, concerned)) = rules::choose_entry(candidates, event) else {
