@@ -53,6 +53,27 @@ pub trait Ledger: Send + Sync {
     /// history event "created", and returns `Ok(Begin::Created(entry))`.
     fn begin(&self, new: NewEntry) -> Result<Begin, LedgerError>;
 
+    /// Whether this backend's writes are best made by one thread of the caller's, several at a
+    /// time through [`Ledger::write_together`], rather than each on a thread of its own: true
+    /// for SQLite, whose one connection takes one write at a time anyway, so that a thread per
+    /// write only adds hand-offs (a wake, a lock, a condition variable) around the same
+    /// serial work. False (the default) where concurrent writers are the way to batch
+    /// (PostgreSQL's group commit).
+    fn batches_on_one_thread(&self) -> bool {
+        false
+    }
+
+    /// Runs `writes`, which makes ledger calls on this thread, so that the writes it makes
+    /// commit together: one transaction (and one fsync) for all of them, at its end, where the
+    /// backend can hold a batch open for one thread; `writes` must never wait for another
+    /// thread's ledger call. Returns once everything written is durable, or the commit's error:
+    /// a write's own result is only true once this has returned `Ok`. The default runs `writes`
+    /// as it is (each write commits by itself).
+    fn write_together(&self, writes: &mut dyn FnMut()) -> Result<(), LedgerError> {
+        writes();
+        Ok(())
+    }
+
     /// Records a dispatch's result: state from `outcome.status`, the outcome, the provider's
     /// reference; appends a history event. Returns the updated entry.
     ///

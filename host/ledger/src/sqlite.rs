@@ -218,6 +218,9 @@ pub(super) struct Shared {
     ended: u64,
     /// The last few batches whose commit failed, with the error.
     failed: VecDeque<(u64, String)>,
+    /// The thread holding the open batch for [`Ledger::write_together`]: its writes leave the
+    /// batch open, and another thread's write that joins waits for the holder's commit.
+    held_by: Option<std::thread::ThreadId>,
 }
 
 /// The connection with no write batch open: what readers get.
@@ -423,6 +426,7 @@ impl SqliteLedger {
                 open: None,
                 ended: 0,
                 failed: VecDeque::new(),
+                held_by: None,
             }),
             batch_ended: Condvar::new(),
             waiting_writers: AtomicUsize::new(0),
@@ -528,7 +532,14 @@ impl SqliteLedger {
         } else {
             self.write_in_savepoint(&mut shared, action, now, body)
         };
-        if full || self.waiting_writers.load(Ordering::SeqCst) == 0 {
+        let held_by = shared.held_by;
+        if held_by == Some(std::thread::current().id()) {
+            // `write_together` commits at its end; a full batch is committed now and the next
+            // write opens another.
+            if full {
+                self.commit_batch(&mut shared);
+            }
+        } else if held_by.is_none() && (full || self.waiting_writers.load(Ordering::SeqCst) == 0) {
             self.commit_batch(&mut shared);
         } else {
             // A writer is queued behind this one: it (or the last one queued) commits for all.
@@ -803,6 +814,41 @@ impl Ledger for SqliteLedger {
                 .pragma_update(None, "user_version", now.rem_euclid(i64::from(i32::MAX)))
                 .map_err(|error| self.storage_error("probe a write", error))
         })
+    }
+
+    fn batches_on_one_thread(&self) -> bool {
+        true
+    }
+
+    fn write_together(&self, writes: &mut dyn FnMut()) -> Result<(), LedgerError> {
+        let first_batch = {
+            let mut shared = self.lock_shared();
+            shared.held_by = Some(std::thread::current().id());
+            shared.ended + 1
+        };
+        // Cleared and committed even when `writes` panics: nobody may be left waiting.
+        struct Release<'a>(&'a SqliteLedger);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                let mut shared = self.0.lock_shared();
+                shared.held_by = None;
+                self.0.commit_batch(&mut shared);
+            }
+        }
+        let release = Release(self);
+        writes();
+        drop(release);
+        let shared = self.lock_shared();
+        match shared
+            .failed
+            .iter()
+            .find(|(batch, _)| *batch >= first_batch)
+        {
+            Some((_, error)) => {
+                Err(self.storage_error("write together", format!("commit failed: {error}")))
+            }
+            None => Ok(()),
+        }
     }
 
     fn begin(&self, new: NewEntry) -> Result<Begin, LedgerError> {

@@ -376,7 +376,7 @@ impl Service {
         new_entry.actor = Some(self.actor.to_string());
         let (reservation, begun) = match self
             .ledger
-            .call(move |ledger| reserve(ledger, new_entry))
+            .write(move |ledger| reserve(ledger, new_entry))
             .await?
         {
             Reserved::New(reservation, begun) => {
@@ -429,7 +429,7 @@ impl Service {
                 let outcome = dispatched.outcome.clone();
                 let recorded = self
                     .ledger
-                    .call(move |ledger| ledger.record_outcome_of_begun(begun, &outcome))
+                    .write(move |ledger| ledger.record_outcome_of_begun(begun, &outcome))
                     .await;
                 match &recorded {
                     Ok(entry) => tracing::debug!(

@@ -37,7 +37,12 @@ pub const CALLS: [(&str, ServedCall); 2] = [
 #[derive(Debug, Clone)]
 pub enum Server {
     Reference(PathBuf),
-    Gatehouse { label: String, executable: PathBuf },
+    Gatehouse {
+        label: String,
+        executable: PathBuf,
+        /// TOML lines added to the host's `[host]` table.
+        host_settings: String,
+    },
 }
 
 impl Server {
@@ -56,7 +61,12 @@ impl Server {
     }
 }
 
-/// The servers of one run: the reference (when it builds), this build, and the baseline.
+/// The environment variable naming `[host]` settings (TOML, `;` between lines) for one more
+/// server: this build so configured, measured beside it (`plugin_calls = "inline"`, say).
+pub const VARIANT_VARIABLE: &str = "GATEHOUSE_BENCH_VARIANT_SETTINGS";
+
+/// The servers of one run: the reference (when it builds), this build, this build with the
+/// settings of [`VARIANT_VARIABLE`] when it is set, and the baseline.
 pub fn servers(gatehouse: &Path) -> Vec<Server> {
     let mut servers = Vec::new();
     match build_refsvc() {
@@ -66,11 +76,23 @@ pub fn servers(gatehouse: &Path) -> Vec<Server> {
     servers.push(Server::Gatehouse {
         label: "gatehouse serve (this build)".into(),
         executable: gatehouse.to_path_buf(),
+        host_settings: String::new(),
     });
+    if let Ok(settings) = std::env::var(VARIANT_VARIABLE) {
+        servers.push(Server::Gatehouse {
+            label: format!("gatehouse serve (this build, {})", settings.trim()),
+            executable: gatehouse.to_path_buf(),
+            host_settings: settings
+                .split(';')
+                .map(|line| format!("{}\n", line.trim()))
+                .collect(),
+        });
+    }
     if let Some(baseline) = std::env::var_os(BASELINE_VARIABLE) {
         servers.push(Server::Gatehouse {
             label: "gatehouse serve (baseline)".into(),
             executable: PathBuf::from(baseline),
+            host_settings: String::new(),
         });
     }
     servers
@@ -157,13 +179,17 @@ async fn count_one(
         Server::Reference(binary) => {
             spawn_refsvc_under(&wrapper, binary, simulator_base_url).await?
         }
-        Server::Gatehouse { executable, .. } => {
+        Server::Gatehouse {
+            executable,
+            host_settings,
+            ..
+        } => {
             spawn_gatehouse_under(
                 &wrapper,
                 executable,
                 simulator_base_url,
                 &LedgerChoice::Sqlite,
-                "",
+                host_settings,
             )
             .await?
         }

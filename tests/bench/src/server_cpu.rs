@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use crate::process::KernelAccount;
-use crate::served::{LedgerChoice, ServedPath, closed_loop, spawn_gatehouse, spawn_refsvc};
+use crate::served::{LedgerChoice, ServedPath, closed_loop, spawn_gatehouse_with, spawn_refsvc};
 use crate::server_callgrind::{CALLS, Server};
 
 const CLIENTS: usize = 16;
@@ -48,8 +48,18 @@ pub async fn measure(
             eprintln!("server-cpu: {}, {call_name}...", server.label());
             let process = match server {
                 Server::Reference(binary) => spawn_refsvc(binary, simulator_base_url).await?,
-                Server::Gatehouse { executable, .. } => {
-                    spawn_gatehouse(executable, simulator_base_url, &LedgerChoice::Sqlite).await?
+                Server::Gatehouse {
+                    executable,
+                    host_settings,
+                    ..
+                } => {
+                    spawn_gatehouse_with(
+                        executable,
+                        simulator_base_url,
+                        &LedgerChoice::Sqlite,
+                        host_settings,
+                    )
+                    .await?
                 }
             };
             let pid = process.pid();

@@ -513,3 +513,122 @@ fn counting_entries_reads_beside_the_writer_instead_of_holding_it() {
         "what was committed"
     );
 }
+
+/// How many entries another connection to the file sees: what is committed.
+fn committed_entries(path: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .expect("a second connection")
+        .query_row("SELECT COUNT(*) FROM entries", [], |row| row.get(0))
+        .expect("count")
+}
+
+#[test]
+fn writes_made_together_commit_once_at_the_end_and_not_before() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let path = folder.path().join("ledger.sqlite");
+    let ledger = SqliteLedger::open(&path).expect("open");
+    assert!(ledger.batches_on_one_thread());
+    let mut seen_inside = None;
+    ledger
+        .write_together(&mut || {
+            for index in 0..5 {
+                created(&ledger, &format!("gh_together_{index}"));
+            }
+            seen_inside = Some(committed_entries(&path));
+        })
+        .expect("committed");
+    assert_eq!(
+        seen_inside,
+        Some(0),
+        "nothing is visible before the batch commits"
+    );
+    assert_eq!(committed_entries(&path), 5);
+    // Afterwards a write commits by itself again.
+    created(&ledger, "gh_alone");
+    assert_eq!(committed_entries(&path), 6);
+}
+
+#[test]
+fn a_failing_write_made_together_undoes_only_itself() {
+    let (ledger, _) = ledger();
+    created(&ledger, "gh_existing");
+    let mut results = Vec::new();
+    ledger
+        .write_together(&mut || {
+            // The first write of the batch fails, then one succeeds, then one fails inside the
+            // batch (a savepoint), then one more succeeds.
+            results.push(
+                ledger
+                    .begin(new_entry("gh_existing", None, charge(1)))
+                    .is_ok(),
+            );
+            results.push(ledger.begin(new_entry("gh_b", None, charge(2))).is_ok());
+            results.push(ledger.begin(new_entry("gh_b", None, charge(3))).is_ok());
+            results.push(ledger.begin(new_entry("gh_d", None, charge(4))).is_ok());
+        })
+        .expect("committed");
+    assert_eq!(results, [false, true, false, true]);
+    let mut ids: Vec<String> = ledger
+        .list(&ListFilter::default())
+        .expect("list")
+        .into_iter()
+        .map(|entry| entry.id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["gh_b", "gh_d", "gh_existing"]);
+    assert_eq!(
+        ledger
+            .get("gh_b")
+            .expect("get")
+            .expect("kept")
+            .amount
+            .map(|m| m.minor_units),
+        Some(2)
+    );
+}
+
+#[test]
+fn another_threads_write_during_a_held_batch_waits_for_its_commit() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let path = folder.path().join("ledger.sqlite");
+    let ledger = Arc::new(SqliteLedger::open(&path).expect("open"));
+    let mut other = None;
+    ledger
+        .write_together(&mut || {
+            created(ledger.as_ref(), "gh_holder");
+            let shared = Arc::clone(&ledger);
+            let thread = std::thread::spawn(move || {
+                shared
+                    .begin(new_entry("gh_other", None, charge(7)))
+                    .map(|begin| matches!(begin, Begin::Created(_)))
+            });
+            // The other write joins the open batch and must not return before its commit.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert!(
+                !thread.is_finished(),
+                "a write returned before its batch committed"
+            );
+            assert_eq!(committed_entries(&path), 0);
+            other = Some(thread);
+        })
+        .expect("committed");
+    let created_other = other.expect("spawned").join().expect("no panic");
+    assert!(created_other.expect("begun"));
+    assert_eq!(committed_entries(&path), 2);
+}
+
+#[test]
+fn a_panic_inside_writes_made_together_still_commits_what_was_written_and_releases_the_batch() {
+    let (ledger, _) = ledger();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = ledger.write_together(&mut || {
+            created(&ledger, "gh_before_the_panic");
+            panic!("a bug in the caller");
+        });
+    }));
+    assert!(panicked.is_err());
+    assert!(ledger.get("gh_before_the_panic").expect("get").is_some());
+    // The batch is no longer held: a write commits by itself.
+    created(&ledger, "gh_after");
+    assert_eq!(ledger.list(&ListFilter::default()).expect("list").len(), 2);
+}
