@@ -460,7 +460,7 @@ impl Service {
                 let transient = refusal_is_transient(code);
                 if let Err(ledger_error) = self
                     .ledger
-                    .call(move |ledger| {
+                    .write(move |ledger| {
                         if transient {
                             ledger.record_transient_refusal(&entry_id, code.as_str(), &message)
                         } else {
