@@ -117,9 +117,17 @@ impl Liveness {
     fn saw<T>(&mut self, result: &Result<T, postgres::Error>) {
         match result {
             Ok(_) => self.answered_at = Instant::now(),
-            Err(error) if ends_the_session(error) => self.lost = true,
+            Err(error) => self.saw_error(error),
+        }
+    }
+
+    /// Notes what a call's error says of the session.
+    fn saw_error(&mut self, error: &postgres::Error) {
+        if ends_the_session(error) {
+            self.lost = true;
+        } else {
             // The server's own error (a constraint, a stale statement): it answered.
-            Err(_) => self.answered_at = Instant::now(),
+            self.answered_at = Instant::now();
         }
     }
 }
@@ -264,10 +272,19 @@ impl Connection {
         sql: &str,
         mut run: impl FnMut(&mut postgres::Client, &Statement) -> Result<T, postgres::Error>,
     ) -> Result<T, postgres::Error> {
-        let statement = self.statements.get(&mut self.client, sql)?;
+        // A failed prepare is noted too: on the first use of a statement, the prepare is the
+        // call that meets a session the server ended (`pg_terminate_backend`), and a connection
+        // that does not say so goes back to the pool as if alive.
+        let statement = self
+            .statements
+            .get(&mut self.client, sql)
+            .inspect_err(|error| self.liveness.saw_error(error))?;
         let result = match run(&mut self.client, &statement) {
             Err(error) if self.statements.forget_if_stale(&error) => {
-                let statement = self.statements.get(&mut self.client, sql)?;
+                let statement = self
+                    .statements
+                    .get(&mut self.client, sql)
+                    .inspect_err(|error| self.liveness.saw_error(error))?;
                 run(&mut self.client, &statement)
             }
             result => result,
@@ -340,7 +357,10 @@ impl Transaction<'_> {
         sql: &str,
         run: impl FnOnce(&mut postgres::Transaction<'_>, &Statement) -> Result<T, postgres::Error>,
     ) -> Result<T, postgres::Error> {
-        let statement = self.statements.get(&mut self.transaction, sql)?;
+        let statement = self
+            .statements
+            .get(&mut self.transaction, sql)
+            .inspect_err(|error| self.liveness.saw_error(error))?;
         let result = run(&mut self.transaction, &statement).inspect_err(|error| {
             if self.statements.forget_if_stale(error) {
                 self.statements.stale = true;
