@@ -611,10 +611,12 @@ pub fn paygateglobal_charge_command() -> PluginCommand {
     .expect("a charge")
 }
 
-/// Waits until `GET {base}/readyz` answers 200: up to a minute, since five debug plugins load
-/// slowly on a loaded 2-core machine. Panics naming the address otherwise.
+/// Waits until `GET {base}/readyz` answers 200: up to two minutes, since five debug plugins
+/// load slowly on a loaded 2-core machine (three fleet hosts starting at once, beside the other
+/// tests, once took over a minute in CI). Readiness time is not what any test asserts. Panics
+/// naming the address otherwise.
 pub async fn wait_ready(base: &str) {
-    for _ in 0..1200 {
+    for _ in 0..2400 {
         if let Ok(answer) = reqwest::get(format!("{base}/readyz")).await
             && answer.status() == 200
         {
