@@ -63,7 +63,7 @@ pub fn ledger_location(config: &Config) -> String {
 pub struct AsyncLedger {
     ledger: Arc<dyn Ledger>,
     /// The writer thread of a ledger that batches on one thread (SQLite); `None` otherwise.
-    writer: Option<Arc<Writer>>,
+    writer: Option<Writer>,
 }
 
 /// A job for the writer thread: the ledger call, then what hands its result over once the
@@ -81,6 +81,7 @@ const MAX_JOBS_PER_BATCH: usize = 64;
 /// thread that then queues on the ledger's lock and its commit's condition variable
 /// (`gatehouse-bench server-cpu`: 11.4 voluntary context switches per charge before, 3.6 after,
 /// the reference service 1.8). The thread ends when the last handle is dropped.
+#[derive(Clone)]
 struct Writer {
     jobs: std::sync::mpsc::Sender<WriteJob>,
 }
@@ -136,7 +137,6 @@ impl AsyncLedger {
                     tracing::warn!(%error, "no ledger writer thread; writes go through the blocking pool")
                 })
                 .ok()
-                .map(Arc::new)
         } else {
             None
         };

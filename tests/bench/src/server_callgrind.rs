@@ -122,6 +122,7 @@ pub async fn count_all(
     requests: u64,
     only: Option<&str>,
 ) -> anyhow::Result<Vec<ServerCount>> {
+    check_valgrind()?;
     let folder = target_dir().join("bench-server-callgrind");
     std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
     let mut counts = Vec::new();
@@ -174,7 +175,6 @@ async fn count_one(
         "--tool=callgrind".to_string(),
         format!("--callgrind-out-file={}", out.display()),
     ];
-    check_valgrind()?;
     let process: ServerProcess = match server {
         Server::Reference(binary) => {
             spawn_refsvc_under(&wrapper, binary, simulator_base_url).await?
@@ -200,36 +200,41 @@ async fn count_one(
         .build()
         .context("client")?;
     let mut sequence = u64::from(std::process::id()) << 32;
-    for _ in 0..WARM_UP {
-        sequence += 1;
-        served_call(&http, &process.base_url, call, sequence)
-            .await
-            .map_err(|error| anyhow::anyhow!("warm-up request: {error}"))?;
-    }
+    let base = &process.base_url;
+    let mut requests_made = |count: u64, what: &'static str| {
+        let http = &http;
+        let first = sequence;
+        sequence += count;
+        async move {
+            for n in first..first + count {
+                served_call(http, base, call, n + 1)
+                    .await
+                    .map_err(|error| anyhow::anyhow!("{what} request: {error}"))?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    requests_made(WARM_UP, "warm-up").await?;
     control(process.pid(), "-z")?;
-    for _ in 0..requests {
-        sequence += 1;
-        served_call(&http, &process.base_url, call, sequence)
-            .await
-            .map_err(|error| anyhow::anyhow!("counted request: {error}"))?;
-    }
+    requests_made(requests, "counted").await?;
     control(process.pid(), "-d")?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    let text = loop {
+    let instructions = loop {
         // The dump is written by the server's next scheduled valgrind check; wait for a whole
         // file (its totals line is written last).
-        if let Ok(text) = std::fs::read_to_string(&dump)
-            && total_instructions(&text).is_some()
+        if let Some(total) = std::fs::read_to_string(&dump)
+            .ok()
+            .and_then(|text| total_instructions(&text))
         {
-            break text;
+            break total;
         }
         if Instant::now() > deadline {
-            bail!("no dump at {} after 60 s", dump.display());
+            bail!("no whole dump at {} after 60 s", dump.display());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     drop(process);
-    total_instructions(&text).with_context(|| format!("no instruction total in {}", dump.display()))
+    Ok(instructions)
 }
 
 fn check_valgrind() -> anyhow::Result<()> {
