@@ -290,6 +290,11 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Requests served at once; more wait (within `request_timeout_ms`) for a slot.
     pub max_concurrent_requests: usize,
+    /// The listening socket's accept queue: connections whose handshake the kernel completed
+    /// and the host has not accepted yet (the kernel caps it at `net.core.somaxconn`). When it
+    /// is full the kernel drops handshakes, and those clients retry only after 1, 3, 7, 15 s:
+    /// a burst of connections larger than the queue turns into seconds of delay.
+    pub listen_backlog: u32,
     /// Serve HTTPS from these files instead of plain HTTP.
     pub tls: Option<TlsSettings>,
 }
@@ -302,6 +307,7 @@ impl Default for ServerSettings {
             request_timeout_ms: 60_000,
             max_connections: 1_024,
             max_concurrent_requests: 256,
+            listen_backlog: 4_096,
             tls: None,
         }
     }
@@ -839,6 +845,7 @@ impl Config {
             || server.request_timeout_ms == 0
             || server.max_connections == 0
             || server.max_concurrent_requests == 0
+            || server.listen_backlog == 0
         {
             return Err(invalid(
                 0,
@@ -1267,6 +1274,7 @@ secrets = { auth_token = "${GATEHOUSE_TEST_TOKEN_A}" }
         let config = parse("").expect("valid");
         assert_eq!(config.server.header_read_timeout_ms, 10_000);
         assert_eq!(config.server.max_connections, 1_024);
+        assert_eq!(config.server.listen_backlog, 4_096);
         assert!(config.server.tls.is_none());
         let config = parse(
             "[server]\nmax_concurrent_requests = 8\n[server.tls]\ncert_file = \"tls/cert.pem\"\nkey_file = \"/abs/key.pem\"\n",
@@ -1278,6 +1286,15 @@ secrets = { auth_token = "${GATEHOUSE_TEST_TOKEN_A}" }
         assert_eq!(tls.key_file, Path::new("/abs/key.pem"));
         let error = parse("[server]\nheader_read_timeout_ms = 0\n").expect_err("zero");
         assert!(error.to_string().contains("must be positive"), "{error}");
+        let error = parse("[server]\nlisten_backlog = 0\n").expect_err("zero");
+        assert!(error.to_string().contains("must be positive"), "{error}");
+        let error = parse("[server]\nlisten_backlog = -1\n").expect_err("negative");
+        // serde names the line, not the key: the line is the key's.
+        assert!(
+            error.to_string().contains("plugins.toml:2:")
+                && error.to_string().contains("expected u32"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -605,6 +605,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         eprintln!("{warning}");
     }
     let listen = config.host.listen.clone();
+    let server_settings = config.server.clone();
     let ledger = gatehouse_service::ledger_access::ledger_location(&config);
     let service = Service::open(config)
         .await
@@ -627,7 +628,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .map(|line| format!("{line}\n"))
             .collect::<String>()
     );
-    let listener = tokio::net::TcpListener::bind(&listen)
+    let listener = gatehouse_service::server::bind(&listen, &server_settings)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "serving the API");

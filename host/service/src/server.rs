@@ -129,6 +129,38 @@ pub async fn serve(
     Ok(())
 }
 
+/// Opens the listening socket for `listen` (`host:port`; a name is resolved and its first
+/// address that binds is used) with `[server] listen_backlog` as its accept queue.
+/// `TcpListener::bind` would fix the queue at 1 024: 2 000 connections arriving at once then
+/// overflow it, and the kernel's dropped handshakes are retried by the clients seconds later.
+pub async fn bind(listen: &str, settings: &ServerSettings) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for address in tokio::net::lookup_host(listen).await? {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As `TcpListener::bind` does: a restarted host can listen again at once while the
+        // previous process's connections are in TIME_WAIT.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(address)
+            .and_then(|()| socket.listen(settings.listen_backlog))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{listen} resolves to no address"),
+        )
+    }))
+}
+
 /// Completes on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     #[cfg(unix)]
