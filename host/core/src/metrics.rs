@@ -36,6 +36,16 @@ const LATENCY_BUCKETS: [f64; 12] = [
 /// The label value for anything outside the configured sets.
 pub const UNKNOWN: &str = "unknown";
 
+/// The `method` label of a request whose method is none of HTTP's standard nine. Any token is
+/// a valid method, so the caller's own would make a new series per made-up method: memory an
+/// unauthenticated caller could grow without bound.
+pub const OTHER_METHOD: &str = "OTHER";
+
+/// The methods that are their own `method` label value.
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
 /// Label sets whose series exist from the start (an empty set: the family's one series).
 type PresentFromStart = &'static [&'static [(&'static str, &'static str)]];
 
@@ -234,7 +244,7 @@ impl LabelBounds {
     }
 
     /// `labels` with every `provider` and `account` value outside the configured sets replaced
-    /// by [`UNKNOWN`].
+    /// by [`UNKNOWN`], and a `method` outside HTTP's standard ones by [`OTHER_METHOD`].
     fn bound(&self, labels: &[(&'static str, &str)]) -> Labels {
         let provider = labels
             .iter()
@@ -247,6 +257,7 @@ impl LabelBounds {
                 let bounded = match *key {
                     "provider" if accounts.is_none() => UNKNOWN,
                     "account" if !accounts.is_some_and(|known| known.contains(*value)) => UNKNOWN,
+                    "method" if !STANDARD_METHODS.contains(value) => OTHER_METHOD,
                     _ => value,
                 };
                 (*key, LabelValue(bounded.to_string()))
@@ -469,6 +480,24 @@ mod tests {
         let bounded = bounds.bound(&[("provider", "paygate\r\nX-Evil: 1"), ("account", "main")]);
         assert_eq!(bounded[0].1, LabelValue(UNKNOWN.into()));
         assert_eq!(bounded[1].1, LabelValue(UNKNOWN.into()));
+    }
+
+    #[test]
+    fn a_method_outside_the_standard_nine_is_other() {
+        let bounds = LabelBounds::default();
+        for method in STANDARD_METHODS {
+            assert_eq!(
+                bounds.bound(&[("method", method)])[0].1,
+                LabelValue(method.into())
+            );
+        }
+        for made_up in ["EVIL1", "get", "PROPFIND", ""] {
+            assert_eq!(
+                bounds.bound(&[("method", made_up)])[0].1,
+                LabelValue(OTHER_METHOD.into()),
+                "{made_up}"
+            );
+        }
     }
 
     #[test]

@@ -19,10 +19,11 @@ use crate::targets::{Call, Path as BenchPath};
 pub const RUN_ARGUMENT: &str = "callgrind-run";
 
 /// The paths counted, by name on the child's command line.
-pub const CASES: [(&str, BenchPath, Call); 5] = [
+pub const CASES: [(&str, BenchPath, Call); 6] = [
     ("direct-charge", BenchPath::Direct, Call::Charge),
     ("library-charge", BenchPath::Library, Call::Charge),
     ("direct-balance", BenchPath::Direct, Call::Balance),
+    ("library-balance", BenchPath::Library, Call::Balance),
     ("http-read", BenchPath::HttpApi, Call::Balance),
     ("http-ledgered-charge", BenchPath::HttpApi, Call::Charge),
 ];

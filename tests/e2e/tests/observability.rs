@@ -565,6 +565,90 @@ async fn random_webhook_paths_leave_metrics_and_memory_bounded() {
     );
 }
 
+/// The same with the request method, the one label a caller writes directly: HTTP allows any
+/// token as a method, and each new one would be a new series of
+/// `gatehouse_http_request_duration_seconds` (memory an unauthenticated caller could grow without
+/// bound). Methods outside the standard nine are counted as `OTHER`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_request_methods_leave_metrics_bounded() {
+    const METHODS: usize = 2_000;
+    const METRICS_GROWTH_BOUND: usize = 4 * 1024;
+    let (_simulator, running) = PayGateSimulator::start(TOKEN).await.expect("simulator");
+    let serve = ServeProcess::start(&running, None).await;
+    let base = serve.base.clone();
+    let client = reqwest::Client::new();
+    let scrape = || async {
+        let response = client
+            .get(format!("{base}/metrics"))
+            .bearer_auth(METRICS_KEY)
+            .send()
+            .await
+            .expect("scrape");
+        assert_eq!(response.status(), 200);
+        response.text().await.expect("text")
+    };
+    let send = |method: String| {
+        let client = client.clone();
+        let url = format!("{base}/healthz");
+        async move {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a token");
+            client
+                .request(method, url)
+                .send()
+                .await
+                .map(|response| response.status().as_u16())
+        }
+    };
+    let names = |from: usize, count: usize| -> Vec<String> {
+        (from..from + count)
+            .map(|index| format!("EVIL{index:X}"))
+            .collect()
+    };
+    // One request of an odd method first, so the `OTHER` series exists before the baseline.
+    for method in names(0, 1) {
+        let _ = send(method).await;
+    }
+    let before = scrape().await;
+    let mut statuses = BTreeSet::new();
+    for batch in 0..(METHODS / 100) {
+        let requests: Vec<_> = names(1 + batch * 100, 100).into_iter().map(&send).collect();
+        for status in futures_join(requests).await {
+            statuses.insert(status.unwrap_or_else(|error| panic!("batch {batch}: {error}")));
+        }
+    }
+    let after = scrape().await;
+    parse(&after);
+    let growth = after.len().saturating_sub(before.len());
+    figure(
+        "observability.random_request_methods",
+        format!(
+            "{METHODS} requests with as many made-up methods: /metrics {} -> {} bytes (+{growth}, bound {METRICS_GROWTH_BOUND}); answers {statuses:?}",
+            before.len(),
+            after.len()
+        ),
+    );
+    assert!(
+        !after.contains("EVIL"),
+        "a caller's method became a label value"
+    );
+    assert!(
+        after.contains("method=\"OTHER\""),
+        "the made-up methods are counted together"
+    );
+    assert!(
+        growth <= METRICS_GROWTH_BOUND,
+        "/metrics grew by {growth} bytes ({} -> {})",
+        before.len(),
+        after.len()
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|status| *status == 405 || *status == 404),
+        "{statuses:?}"
+    );
+}
+
 /// The real `gatehouse serve` on a free loopback port over a temporary folder with the
 /// PayGateGlobal plugin; killed when dropped.
 struct ServeProcess {
