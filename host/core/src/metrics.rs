@@ -246,23 +246,172 @@ impl LabelBounds {
     /// `labels` with every `provider` and `account` value outside the configured sets replaced
     /// by [`UNKNOWN`], and a `method` outside HTTP's standard ones by [`OTHER_METHOD`].
     fn bound(&self, labels: &[(&'static str, &str)]) -> Labels {
-        let provider = labels
-            .iter()
-            .find(|(key, _)| *key == "provider")
-            .map(|(_, value)| *value);
-        let accounts = provider.and_then(|provider| self.accounts.get(provider));
         labels
             .iter()
-            .map(|(key, value)| {
-                let bounded = match *key {
-                    "provider" if accounts.is_none() => UNKNOWN,
-                    "account" if !accounts.is_some_and(|known| known.contains(*value)) => UNKNOWN,
-                    "method" if !STANDARD_METHODS.contains(value) => OTHER_METHOD,
-                    _ => value,
-                };
-                (*key, LabelValue(bounded.to_string()))
+            .map(|&(key, value)| {
+                (
+                    key,
+                    LabelValue(self.bound_value(labels, key, value).to_string()),
+                )
             })
             .collect()
+    }
+
+    /// The same, borrowed and on the stack: `None` past [`MOST_LABELS`] labels.
+    fn bound_refs<'a>(&self, labels: &[(&'static str, &'a str)]) -> Option<BoundLabels<'a>> {
+        if labels.len() > MOST_LABELS {
+            return None;
+        }
+        let mut bound = BoundLabels {
+            len: labels.len(),
+            pairs: [("", ""); MOST_LABELS],
+        };
+        for (slot, &(key, value)) in bound.pairs.iter_mut().zip(labels) {
+            *slot = (key, self.bound_value(labels, key, value));
+        }
+        Some(bound)
+    }
+
+    fn bound_value<'a>(
+        &self,
+        labels: &[(&'static str, &'a str)],
+        key: &str,
+        value: &'a str,
+    ) -> &'a str {
+        match key {
+            "provider" if !self.accounts.contains_key(value) => UNKNOWN,
+            "account" => {
+                let provider = labels
+                    .iter()
+                    .find(|(key, _)| *key == "provider")
+                    .map(|(_, value)| *value);
+                let known = provider
+                    .and_then(|provider| self.accounts.get(provider))
+                    .is_some_and(|accounts| accounts.contains(value));
+                if known { value } else { UNKNOWN }
+            }
+            "method" if !STANDARD_METHODS.contains(&value) => OTHER_METHOD,
+            _ => value,
+        }
+    }
+}
+
+/// Most labels a family of this host has (the tables above have at most four).
+const MOST_LABELS: usize = 6;
+
+/// Bounded label values, borrowed from the caller's or constants.
+struct BoundLabels<'a> {
+    len: usize,
+    pairs: [(&'static str, &'a str); MOST_LABELS],
+}
+
+impl BoundLabels<'_> {
+    fn pairs(&self) -> &[(&'static str, &str)] {
+        &self.pairs[..self.len]
+    }
+
+    fn to_labels(&self) -> Labels {
+        self.pairs()
+            .iter()
+            .map(|&(key, value)| (key, LabelValue(value.to_string())))
+            .collect()
+    }
+}
+
+/// Each thread's handles to the series it has used, so that a request's metrics neither build
+/// a label set (an allocation per label) nor hash it with SipHash under the family's lock: a
+/// charge updates four to six series. Keyed by the [`Metrics`] instance, the family's name and
+/// the *bounded* label values, so it holds at most the series that exist, whatever callers send;
+/// and it is never stale: a family never drops a series, and every call bounds its labels anew.
+/// A counter's or histogram's clone shares its state with the family's own.
+mod series_cache {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::hash::{BuildHasherDefault, Hash, Hasher};
+
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::histogram::Histogram;
+    use rustc_hash::FxHasher;
+
+    /// Past this many series, a thread starts again (a safety net: the bounded labels keep the
+    /// real count far below it).
+    const MOST_SERIES: usize = 4_096;
+
+    #[derive(Clone)]
+    pub enum Handle {
+        Counter(Counter),
+        Histogram(Histogram),
+    }
+
+    struct Cached {
+        instance: u64,
+        name: &'static str,
+        labels: Box<[(&'static str, Box<str>)]>,
+        handle: Handle,
+    }
+
+    #[derive(Default)]
+    struct Cache {
+        series: HashMap<u64, Vec<Cached>, BuildHasherDefault<FxHasher>>,
+        count: usize,
+    }
+
+    thread_local! {
+        static CACHE: RefCell<Cache> = RefCell::default();
+    }
+
+    /// The handle of `name`'s series with `labels` in `instance`, from this thread's cache or
+    /// from `find` (then kept).
+    pub fn handle(
+        instance: u64,
+        name: &'static str,
+        labels: &[(&'static str, &str)],
+        find: impl FnOnce() -> Option<Handle>,
+    ) -> Option<Handle> {
+        let mut hasher = FxHasher::default();
+        instance.hash(&mut hasher);
+        name.hash(&mut hasher);
+        labels.hash(&mut hasher);
+        let key = hasher.finish();
+        let cached = CACHE.with(|cache| {
+            cache.borrow().series.get(&key).and_then(|bucket| {
+                bucket
+                    .iter()
+                    .find(|cached| {
+                        cached.instance == instance
+                            && cached.name == name
+                            && cached.labels.len() == labels.len()
+                            && cached.labels.iter().zip(labels).all(
+                                |((key, value), (other_key, other_value))| {
+                                    key == other_key && **value == **other_value
+                                },
+                            )
+                    })
+                    .map(|cached| cached.handle.clone())
+            })
+        });
+        if cached.is_some() {
+            return cached;
+        }
+        let handle = find()?;
+        CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.count >= MOST_SERIES {
+                cache.series.clear();
+                cache.count = 0;
+            }
+            cache.count += 1;
+            cache.series.entry(key).or_default().push(Cached {
+                instance,
+                name,
+                labels: labels
+                    .iter()
+                    .map(|&(key, value)| (key, Box::from(value)))
+                    .collect(),
+                handle: handle.clone(),
+            });
+        });
+        Some(handle)
     }
 }
 
@@ -273,7 +422,12 @@ pub struct Metrics {
     histograms: HashMap<&'static str, HistogramFamily>,
     gauges: HashMap<&'static str, Family<Labels, Gauge>>,
     bounds: ArcSwap<LabelBounds>,
+    /// This instance among the process's, for [`series_cache`].
+    instance: u64,
 }
+
+/// The next [`Metrics::instance`].
+static NEXT_INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -332,6 +486,7 @@ impl Metrics {
             histograms,
             gauges,
             bounds: ArcSwap::from_pointee(LabelBounds::default()),
+            instance: NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -364,22 +519,47 @@ impl Metrics {
     }
 
     pub fn increment_by(&self, name: &'static str, labels: &[(&'static str, &str)], by: u64) {
-        match self.counters.get(name) {
-            Some(family) => {
-                family
-                    .get_or_create(&self.bounds.load().bound(labels))
-                    .inc_by(by);
+        let bounds = self.bounds.load();
+        let Some(bound) = bounds.bound_refs(labels) else {
+            // More labels than any family has: not one of ours, found the slow way.
+            if let Some(family) = self.counters.get(name) {
+                family.get_or_create(&bounds.bound(labels)).inc_by(by);
             }
-            None => debug_assert!(false, "counter `{name}` is not registered"),
+            return;
+        };
+        let handle = series_cache::handle(self.instance, name, bound.pairs(), || {
+            self.counters.get(name).map(|family| {
+                series_cache::Handle::Counter(family.get_or_create(&bound.to_labels()).clone())
+            })
+        });
+        match handle {
+            Some(series_cache::Handle::Counter(counter)) => {
+                counter.inc_by(by);
+            }
+            _ => debug_assert!(false, "counter `{name}` is not registered"),
         }
     }
 
     pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], elapsed: Duration) {
-        match self.histograms.get(name) {
-            Some(family) => family
-                .get_or_create(&self.bounds.load().bound(labels))
-                .observe(elapsed.as_secs_f64()),
-            None => debug_assert!(false, "histogram `{name}` is not registered"),
+        let bounds = self.bounds.load();
+        let Some(bound) = bounds.bound_refs(labels) else {
+            if let Some(family) = self.histograms.get(name) {
+                family
+                    .get_or_create(&bounds.bound(labels))
+                    .observe(elapsed.as_secs_f64());
+            }
+            return;
+        };
+        let handle = series_cache::handle(self.instance, name, bound.pairs(), || {
+            self.histograms.get(name).map(|family| {
+                series_cache::Handle::Histogram(family.get_or_create(&bound.to_labels()).clone())
+            })
+        });
+        match handle {
+            Some(series_cache::Handle::Histogram(histogram)) => {
+                histogram.observe(elapsed.as_secs_f64());
+            }
+            _ => debug_assert!(false, "histogram `{name}` is not registered"),
         }
     }
 
@@ -480,6 +660,66 @@ mod tests {
         let bounded = bounds.bound(&[("provider", "paygate\r\nX-Evil: 1"), ("account", "main")]);
         assert_eq!(bounded[0].1, LabelValue(UNKNOWN.into()));
         assert_eq!(bounded[1].1, LabelValue(UNKNOWN.into()));
+    }
+
+    #[test]
+    fn series_found_through_the_thread_cache_are_the_families_own() {
+        let first = Metrics::new();
+        let second = Metrics::new();
+        let mut accounts = BTreeMap::new();
+        accounts.insert("paygate".to_string(), BTreeSet::from(["main".to_string()]));
+        let labels = [("provider", "paygate"), ("result", "stored")];
+        // Before the provider is configured its events count as `unknown`.
+        first.increment("gatehouse_webhook_events_total", &labels);
+        let unknown = [("provider", "unknown"), ("result", "stored")];
+        assert_eq!(first.counter("gatehouse_webhook_events_total", &unknown), 1);
+        first.set_bounds(LabelBounds { accounts });
+        for _ in 0..3 {
+            first.increment("gatehouse_webhook_events_total", &labels);
+        }
+        // From another thread: its own cache, the same series.
+        std::thread::scope(|scope| {
+            scope.spawn(|| first.increment_by("gatehouse_webhook_events_total", &labels, 2));
+        });
+        assert_eq!(first.counter("gatehouse_webhook_events_total", &labels), 5);
+        assert_eq!(
+            first.counter("gatehouse_webhook_events_total", &unknown),
+            1,
+            "once configured, paygate's events are its own"
+        );
+        assert!(
+            first.render().contains(
+                "gatehouse_webhook_events_total{provider=\"paygate\",result=\"stored\"} 5"
+            ),
+            "{}",
+            first.render()
+        );
+        // Another instance's series are its own, whatever this thread's cache holds.
+        second.increment("gatehouse_webhook_events_total", &labels);
+        assert_eq!(
+            second.counter(
+                "gatehouse_webhook_events_total",
+                &[("provider", "unknown"), ("result", "stored")]
+            ),
+            1
+        );
+        assert_eq!(first.counter("gatehouse_webhook_events_total", &labels), 5);
+        // Histograms too.
+        let route = [("method", "GET"), ("route", "/healthz"), ("status", "200")];
+        for _ in 0..4 {
+            first.observe(
+                "gatehouse_http_request_duration_seconds",
+                &route,
+                Duration::from_millis(3),
+            );
+        }
+        assert!(
+            first.render().contains(
+                "gatehouse_http_request_duration_seconds_count{method=\"GET\",route=\"/healthz\",status=\"200\"} 4"
+            ),
+            "{}",
+            first.render()
+        );
     }
 
     #[test]
