@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::ProviderError;
 use crate::money::Money;
 
+mod details_de;
+
 /// The state of a command after the provider answered (or did not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -102,8 +104,9 @@ impl Outcome {
     }
 }
 
-/// What an operation returns beyond its status. The JSON form is tagged by `type`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// What an operation returns beyond its status. The JSON form is tagged by `type`
+/// (deserialized by hand, the tag first: `outcome/details_de.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Details {
     #[default]
