@@ -465,6 +465,18 @@ fn resident_bytes(pid: u32) -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+/// `/metrics` of the host at `base`, opened with the scrape key.
+async fn scrape_with_key(client: &reqwest::Client, base: &str) -> String {
+    let response = client
+        .get(format!("{base}/metrics"))
+        .bearer_auth(METRICS_KEY)
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(response.status(), 200);
+    response.text().await.expect("text")
+}
+
 /// Issue 21's attack: 20 000 `POST /webhooks/<random>/main` (no key needed) against the real
 /// `gatehouse serve`, a process of its own, so its memory is the host's alone. Labels come only
 /// from the configuration, so `/metrics` stays within a few KiB of where it was, and the host's
@@ -478,16 +490,6 @@ async fn random_webhook_paths_leave_metrics_and_memory_bounded() {
     let serve = ServeProcess::start(&running, None).await;
     let base = serve.base.clone();
     let client = reqwest::Client::new();
-    let scrape_text = |client: reqwest::Client, base: String| async move {
-        let response = client
-            .get(format!("{base}/metrics"))
-            .bearer_auth(METRICS_KEY)
-            .send()
-            .await
-            .expect("scrape");
-        assert_eq!(response.status(), 200);
-        response.text().await.expect("text")
-    };
     let send = |name: String| {
         let client = client.clone();
         let url = format!("{base}/webhooks/{name}/main");
@@ -521,7 +523,7 @@ async fn random_webhook_paths_leave_metrics_and_memory_bounded() {
     for name in batch_of_names(&mut seed) {
         let _ = send(name).await;
     }
-    let before = scrape_text(client.clone(), base.clone()).await;
+    let before = scrape_with_key(&client, &base).await;
     let rss_before = resident_bytes(serve.child.id());
     let mut statuses = BTreeSet::new();
     for batch in 0..(PATHS / 100) {
@@ -530,7 +532,7 @@ async fn random_webhook_paths_leave_metrics_and_memory_bounded() {
             statuses.insert(status.unwrap_or_else(|error| panic!("batch {batch}: {error}")));
         }
     }
-    let after = scrape_text(client.clone(), base.clone()).await;
+    let after = scrape_with_key(&client, &base).await;
     let rss_after = resident_bytes(serve.child.id());
     parse(&after);
     assert!(
@@ -577,16 +579,6 @@ async fn random_request_methods_leave_metrics_bounded() {
     let serve = ServeProcess::start(&running, None).await;
     let base = serve.base.clone();
     let client = reqwest::Client::new();
-    let scrape = || async {
-        let response = client
-            .get(format!("{base}/metrics"))
-            .bearer_auth(METRICS_KEY)
-            .send()
-            .await
-            .expect("scrape");
-        assert_eq!(response.status(), 200);
-        response.text().await.expect("text")
-    };
     let send = |method: String| {
         let client = client.clone();
         let url = format!("{base}/healthz");
@@ -608,7 +600,7 @@ async fn random_request_methods_leave_metrics_bounded() {
     for method in names(0, 1) {
         let _ = send(method).await;
     }
-    let before = scrape().await;
+    let before = scrape_with_key(&client, &base).await;
     let mut statuses = BTreeSet::new();
     for batch in 0..(METHODS / 100) {
         let requests: Vec<_> = names(1 + batch * 100, 100).into_iter().map(&send).collect();
@@ -616,7 +608,7 @@ async fn random_request_methods_leave_metrics_bounded() {
             statuses.insert(status.unwrap_or_else(|error| panic!("batch {batch}: {error}")));
         }
     }
-    let after = scrape().await;
+    let after = scrape_with_key(&client, &base).await;
     parse(&after);
     let growth = after.len().saturating_sub(before.len());
     figure(
