@@ -350,11 +350,8 @@ mod series_cache {
         handle: Handle,
     }
 
-    #[derive(Default)]
-    struct Cache {
-        series: HashMap<u64, Vec<Cached>, BuildHasherDefault<FxHasher>>,
-        count: usize,
-    }
+    /// Series by the hash of their key; a bucket holds more than one only on a collision.
+    type Cache = HashMap<u64, Vec<Cached>, BuildHasherDefault<FxHasher>>;
 
     thread_local! {
         static CACHE: RefCell<Cache> = RefCell::default();
@@ -374,7 +371,7 @@ mod series_cache {
         labels.hash(&mut hasher);
         let key = hasher.finish();
         let cached = CACHE.with(|cache| {
-            cache.borrow().series.get(&key).and_then(|bucket| {
+            cache.borrow().get(&key).and_then(|bucket| {
                 bucket
                     .iter()
                     .find(|cached| {
@@ -396,12 +393,10 @@ mod series_cache {
         let handle = find()?;
         CACHE.with(|cache| {
             let mut cache = cache.borrow_mut();
-            if cache.count >= MOST_SERIES {
-                cache.series.clear();
-                cache.count = 0;
+            if cache.len() >= MOST_SERIES {
+                cache.clear();
             }
-            cache.count += 1;
-            cache.series.entry(key).or_default().push(Cached {
+            cache.entry(key).or_default().push(Cached {
                 instance,
                 name,
                 labels: labels
@@ -519,20 +514,13 @@ impl Metrics {
     }
 
     pub fn increment_by(&self, name: &'static str, labels: &[(&'static str, &str)], by: u64) {
-        let bounds = self.bounds.load();
-        let Some(bound) = bounds.bound_refs(labels) else {
-            // More labels than any family has: not one of ours, found the slow way.
-            if let Some(family) = self.counters.get(name) {
-                family.get_or_create(&bounds.bound(labels)).inc_by(by);
-            }
-            return;
-        };
-        let handle = series_cache::handle(self.instance, name, bound.pairs(), || {
-            self.counters.get(name).map(|family| {
-                series_cache::Handle::Counter(family.get_or_create(&bound.to_labels()).clone())
-            })
+        let counter = self.series(name, labels, |labels| {
+            let family = self.counters.get(name)?;
+            Some(series_cache::Handle::Counter(
+                family.get_or_create(labels).clone(),
+            ))
         });
-        match handle {
+        match counter {
             Some(series_cache::Handle::Counter(counter)) => {
                 counter.inc_by(by);
             }
@@ -541,25 +529,35 @@ impl Metrics {
     }
 
     pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], elapsed: Duration) {
-        let bounds = self.bounds.load();
-        let Some(bound) = bounds.bound_refs(labels) else {
-            if let Some(family) = self.histograms.get(name) {
-                family
-                    .get_or_create(&bounds.bound(labels))
-                    .observe(elapsed.as_secs_f64());
-            }
-            return;
-        };
-        let handle = series_cache::handle(self.instance, name, bound.pairs(), || {
-            self.histograms.get(name).map(|family| {
-                series_cache::Handle::Histogram(family.get_or_create(&bound.to_labels()).clone())
-            })
+        let histogram = self.series(name, labels, |labels| {
+            let family = self.histograms.get(name)?;
+            Some(series_cache::Handle::Histogram(
+                family.get_or_create(labels).clone(),
+            ))
         });
-        match handle {
+        match histogram {
             Some(series_cache::Handle::Histogram(histogram)) => {
                 histogram.observe(elapsed.as_secs_f64());
             }
             _ => debug_assert!(false, "histogram `{name}` is not registered"),
+        }
+    }
+
+    /// The handle of `name`'s series for `labels` once bounded: from this thread's cache, else
+    /// made by `create` from the bounded label set (and kept). More labels than any family of
+    /// ours has: not one of ours, made without the cache.
+    fn series(
+        &self,
+        name: &'static str,
+        labels: &[(&'static str, &str)],
+        create: impl FnOnce(&Labels) -> Option<series_cache::Handle>,
+    ) -> Option<series_cache::Handle> {
+        let bounds = self.bounds.load();
+        match bounds.bound_refs(labels) {
+            Some(bound) => series_cache::handle(self.instance, name, bound.pairs(), || {
+                create(&bound.to_labels())
+            }),
+            None => create(&bounds.bound(labels)),
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse_e2e::{
     API_KEY, ApiHost, TestHost, captured_logs, free_port, gatehouse_binary, in_own_process,
-    install, library, plugin_file_name,
+    install, library, plugin_file_name, wait_ready,
 };
 use gatehouse_sim_paygateglobal::PayGateSimulator;
 use serde_json::{Value, json};
@@ -67,19 +67,6 @@ fn start_limited_host(config: &Path, descriptor_limit: u64, log: &Path) -> Child
         .stderr(std::fs::File::create(log).expect("log file"))
         .spawn()
         .expect("gatehouse starts")
-}
-
-async fn wait_ready(base: &str) {
-    let client = reqwest::Client::new();
-    for _ in 0..1200 {
-        if let Ok(response) = client.get(format!("{base}/readyz")).send().await
-            && response.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the host did not become ready at {base}");
 }
 
 /// The process's CPU time (user + system) from `/proc/<pid>/stat`.

@@ -160,15 +160,22 @@ struct Statements {
 }
 
 impl Statements {
+    /// `sql` prepared on this connection, once. A failed prepare is noted in `liveness` as a
+    /// failed statement is: on the first use of a statement, the prepare is the call that meets
+    /// a session the server ended (`pg_terminate_backend`), and a connection that does not say
+    /// so goes back to the pool as if alive.
     fn get(
         &mut self,
         client: &mut impl GenericClient,
+        liveness: &mut Liveness,
         sql: &str,
     ) -> Result<Statement, postgres::Error> {
         if let Some(statement) = self.prepared.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = client.prepare(sql)?;
+        let statement = client
+            .prepare(sql)
+            .inspect_err(|error| liveness.saw_error(error))?;
         #[cfg(test)]
         {
             self.prepares += 1;
@@ -272,19 +279,14 @@ impl Connection {
         sql: &str,
         mut run: impl FnMut(&mut postgres::Client, &Statement) -> Result<T, postgres::Error>,
     ) -> Result<T, postgres::Error> {
-        // A failed prepare is noted too: on the first use of a statement, the prepare is the
-        // call that meets a session the server ended (`pg_terminate_backend`), and a connection
-        // that does not say so goes back to the pool as if alive.
         let statement = self
             .statements
-            .get(&mut self.client, sql)
-            .inspect_err(|error| self.liveness.saw_error(error))?;
+            .get(&mut self.client, &mut self.liveness, sql)?;
         let result = match run(&mut self.client, &statement) {
             Err(error) if self.statements.forget_if_stale(&error) => {
                 let statement = self
                     .statements
-                    .get(&mut self.client, sql)
-                    .inspect_err(|error| self.liveness.saw_error(error))?;
+                    .get(&mut self.client, &mut self.liveness, sql)?;
                 run(&mut self.client, &statement)
             }
             result => result,
@@ -359,8 +361,7 @@ impl Transaction<'_> {
     ) -> Result<T, postgres::Error> {
         let statement = self
             .statements
-            .get(&mut self.transaction, sql)
-            .inspect_err(|error| self.liveness.saw_error(error))?;
+            .get(&mut self.transaction, self.liveness, sql)?;
         let result = run(&mut self.transaction, &statement).inspect_err(|error| {
             if self.statements.forget_if_stale(error) {
                 self.statements.stale = true;
