@@ -99,28 +99,38 @@ pub struct WebhookHandling {
     pub stored: bool,
 }
 
-/// The service: a gateway with the ledger in front of it. Cheap to clone (every clone shares
-/// one gateway, one ledger and one in-flight registry).
+/// The service: a gateway with the ledger in front of it. Cheap to clone: every clone shares
+/// one gateway, one ledger and one in-flight registry, behind one reference count.
+// The HTTP router clones its state for every request (axum's per-request service clone, each
+// middleware's copy): a dozen clones per request. With each part behind its own `Arc`, a clone
+// was ten atomic increments (and its drop ten decrements) on counters every core touches; with
+// the parts behind one `Arc`, it is two.
 #[derive(Clone)]
 pub struct Service {
-    gateway: Gateway,
-    ledger: AsyncLedger,
-    in_flight: Arc<InFlight>,
-    /// Unsigned callbacks being confirmed, by (provider, account, SHA-256 of the body):
-    /// identical callbacks in flight share one confirmation.
-    confirmations: Arc<std::sync::Mutex<HashMap<CallbackKey, Arc<SharedConfirmation>>>>,
-    /// The last ledger write probe and when it ran (see [`Service::readiness`]).
-    ledger_probe: Arc<tokio::sync::Mutex<Option<LedgerProbe>>>,
+    shared: Arc<Shared>,
     /// Who is asking through this handle: recorded with every ledger entry it creates and every
     /// operator action it takes ([`Service::acting_as`]).
     actor: Arc<str>,
+}
+
+/// What every handle of one service shares.
+struct Shared {
+    gateway: Gateway,
+    ledger: AsyncLedger,
+    /// Shared with the claims it hands out, which leave it when dropped.
+    in_flight: Arc<InFlight>,
+    /// Unsigned callbacks being confirmed, by (provider, account, SHA-256 of the body):
+    /// identical callbacks in flight share one confirmation.
+    confirmations: std::sync::Mutex<HashMap<CallbackKey, Arc<SharedConfirmation>>>,
+    /// The last ledger write probe and when it ran (see [`Service::readiness`]).
+    ledger_probe: tokio::sync::Mutex<Option<LedgerProbe>>,
     /// Reconciliation's budget of status calls per account.
-    pacer: Arc<ReconcilePacer>,
+    pacer: ReconcilePacer,
     /// Held by the pass running on this host: passes here run one at a time (a pass may take
     /// again the claims this host's previous pass left, never those of one still running).
-    reconciling: Arc<tokio::sync::Mutex<()>>,
+    reconciling: tokio::sync::Mutex<()>,
     /// This process as the fleet knows it.
-    instance: Arc<Instance>,
+    instance: Instance,
 }
 
 /// This process's place in a fleet.
@@ -192,28 +202,30 @@ fn unix_now() -> i64 {
 impl Service {
     pub fn new(gateway: Gateway, ledger: Arc<dyn Ledger>) -> Self {
         Self {
-            gateway,
-            ledger: AsyncLedger::new(ledger.clone()),
-            in_flight: Arc::new(InFlight::default()),
-            ledger_probe: Arc::new(tokio::sync::Mutex::new(None)),
-            confirmations: Arc::default(),
-            actor: Arc::from(DEFAULT_ACTOR),
-            pacer: Arc::default(),
-            reconciling: Arc::default(),
-            instance: Arc::new(Instance {
-                shared: ledger.instance_id().is_some(),
-                id: ledger
-                    .instance_id()
-                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-                started_at_unix: unix_now(),
-                listen_address: std::sync::OnceLock::new(),
+            shared: Arc::new(Shared {
+                gateway,
+                ledger: AsyncLedger::new(ledger.clone()),
+                in_flight: Arc::default(),
+                ledger_probe: tokio::sync::Mutex::new(None),
+                confirmations: std::sync::Mutex::default(),
+                pacer: ReconcilePacer::default(),
+                reconciling: tokio::sync::Mutex::default(),
+                instance: Instance {
+                    shared: ledger.instance_id().is_some(),
+                    id: ledger
+                        .instance_id()
+                        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                    started_at_unix: unix_now(),
+                    listen_address: std::sync::OnceLock::new(),
+                },
             }),
+            actor: Arc::from(DEFAULT_ACTOR),
         }
     }
 
     /// This process as the fleet knows it.
     pub fn instance(&self) -> &Instance {
-        &self.instance
+        &self.shared.instance
     }
 
     /// The same service (one gateway, one ledger, one in-flight registry) recording `actor` as
@@ -235,11 +247,12 @@ impl Service {
     /// probe write, its result reused for a second; a full disk or a read-only ledger fails it).
     pub async fn readiness(&self) -> Readiness {
         let ledger_error = {
-            let mut probe = self.ledger_probe.lock().await;
+            let mut probe = self.shared.ledger_probe.lock().await;
             match probe.as_ref() {
                 Some((at, result)) if at.elapsed() < LEDGER_PROBE_TTL => result.clone().err(),
                 _ => {
                     let result = self
+                        .shared
                         .ledger
                         .call(|ledger| ledger.probe_write())
                         .await
@@ -249,7 +262,7 @@ impl Service {
                 }
             }
         };
-        let plugins_loaded = self.gateway.registry().active().len();
+        let plugins_loaded = self.shared.gateway.registry().active().len();
         let mut problems = Vec::new();
         if plugins_loaded == 0 {
             problems.push("no plugin is loaded".to_string());
@@ -261,7 +274,7 @@ impl Service {
             problems,
             plugins_loaded,
             ledger_error,
-            config_error: self.gateway.config_error(),
+            config_error: self.shared.gateway.config_error(),
         }
     }
 
@@ -283,12 +296,12 @@ impl Service {
     }
 
     pub fn gateway(&self) -> &Gateway {
-        &self.gateway
+        &self.shared.gateway
     }
 
     /// The ledger, every call off the async workers.
     pub fn ledger(&self) -> &AsyncLedger {
-        &self.ledger
+        &self.shared.ledger
     }
 
     /// Runs a command. Money-moving commands and payment pages are recorded in the ledger
@@ -308,7 +321,7 @@ impl Service {
         // Kept only for a keyed recorded command, whose retry may need answering when the checks
         // refuse it (below).
         let retry_copy = (idempotency_key.is_some() && records(operation)).then(|| command.clone());
-        let prepared = match self.gateway.prepare(provider, account, command) {
+        let prepared = match self.shared.gateway.prepare(provider, account, command) {
             Ok(prepared) => prepared,
             Err(refusal) => {
                 // Refused before anything is recorded or sent, so that a refusal that may pass
@@ -316,7 +329,11 @@ impl Service {
                 // recorded is answered from the ledger even then: its outcome does not depend on
                 // the account's state now.
                 if let (Some(key), Some(command)) = (&idempotency_key, retry_copy)
-                    && let Some(entry) = self.ledger.find_by_key(provider, account, key).await?
+                    && let Some(entry) = self
+                        .shared
+                        .ledger
+                        .find_by_key(provider, account, key)
+                        .await?
                 {
                     if entry.request_hash != request_hash(provider, account, &command) {
                         return Err(LedgerError::KeyReused { key: key.clone() }.into());
@@ -333,7 +350,7 @@ impl Service {
     }
 
     async fn execute_direct(&self, command: DirectCommand) -> Result<CommandAnswer, ServiceError> {
-        let dispatched = self.gateway.dispatch(command).await?;
+        let dispatched = self.shared.gateway.dispatch(command).await?;
         Ok(CommandAnswer {
             reference: dispatched.reference,
             outcome: dispatched.outcome,
@@ -361,7 +378,7 @@ impl Service {
         // retry then waits for this attempt instead of finding its entry `sending` with nobody
         // (it seems) running it, and reconciliation leaves the entry alone.
         let guard = loop {
-            match self.in_flight.claim(&id, key_of.clone()) {
+            match self.shared.in_flight.claim(&id, key_of.clone()) {
                 Claim::Mine(guard) => break guard,
                 Claim::Busy(mut running) => {
                     let waited =
@@ -375,6 +392,7 @@ impl Service {
         let mut new_entry = command.new_entry(id, idempotency_key);
         new_entry.actor = Some(self.actor.to_string());
         let (reservation, begun) = match self
+            .shared
             .ledger
             .write(move |ledger| reserve(ledger, new_entry))
             .await?
@@ -424,10 +442,16 @@ impl Service {
         begun: Entry,
     ) -> Result<CommandAnswer, ServiceError> {
         let id = reservation.id().to_string();
-        match self.gateway.dispatch_recorded(command, reservation).await {
+        match self
+            .shared
+            .gateway
+            .dispatch_recorded(command, reservation)
+            .await
+        {
             Ok(dispatched) => {
                 let outcome = dispatched.outcome.clone();
                 let recorded = self
+                    .shared
                     .ledger
                     .write(move |ledger| ledger.record_outcome_of_begun(begun, &outcome))
                     .await;
@@ -459,6 +483,7 @@ impl Service {
                 let (entry_id, code, message) = (id, error.code(), error.to_string());
                 let transient = refusal_is_transient(code);
                 if let Err(ledger_error) = self
+                    .shared
                     .ledger
                     .write(move |ledger| {
                         if transient {
@@ -480,11 +505,11 @@ impl Service {
     async fn replay(&self, entry: Entry) -> Result<CommandAnswer, ServiceError> {
         let mut entry = entry;
         if entry.state == EntryState::Sending
-            && let Some(mut running) = self.in_flight.waiter(&entry.id)
+            && let Some(mut running) = self.shared.in_flight.waiter(&entry.id)
         {
             let _ = tokio::time::timeout(RETRY_WAIT, running.wait_for(|done| *done)).await;
             entry =
-                self.ledger.get(&entry.id).await?.ok_or_else(|| {
+                self.shared.ledger.get(&entry.id).await?.ok_or_else(|| {
                     ServiceError::Internal(format!("entry {} vanished", entry.id))
                 })?;
         } else if entry.state == EntryState::Sending {
@@ -529,6 +554,7 @@ impl Service {
         loop {
             let asked = id.clone();
             let peer_sends = self
+                .shared
                 .ledger
                 .call(move |ledger| ledger.sent_by_a_live_peer(&asked))
                 .await?;
@@ -541,6 +567,7 @@ impl Service {
             // Read after asking: "no live peer sends it" is also what the answer is once the
             // peer has just recorded its outcome, which the entry read before did not hold.
             let entry = self
+                .shared
                 .ledger
                 .get(&id)
                 .await?
@@ -562,7 +589,7 @@ impl Service {
     /// see which dispatches the server still has in flight.
     pub async fn reconcile_with(&self, limit: usize, sending_min_age: Duration) -> ReconcileReport {
         let report = self.reconcile_pass(limit, sending_min_age).await;
-        let metrics = self.gateway.metrics();
+        let metrics = self.shared.gateway.metrics();
         metrics.increment("gatehouse_reconciliation_passes_total", &[]);
         let count = |value: usize| u64::try_from(value).unwrap_or(u64::MAX);
         for (result, value) in [
@@ -585,7 +612,7 @@ impl Service {
     /// those in flight, and reconciles the rest, each account's entries one at a time at
     /// reconciliation's pace (`pacing.rs`), different accounts side by side.
     async fn reconcile_pass(&self, limit: usize, sending_min_age: Duration) -> ReconcileReport {
-        let _one_pass_at_a_time = self.reconciling.lock().await;
+        let _one_pass_at_a_time = self.shared.reconciling.lock().await;
         let pass = uuid::Uuid::new_v4().to_string();
         let mut report = ReconcileReport::default();
         let now = unix_now();
@@ -594,13 +621,14 @@ impl Service {
         let mut left_alone: Vec<String> = Vec::new();
         let mut claimed = 0;
         while claimed < limit {
-            let batch_size = if self.instance.shared {
+            let batch_size = if self.shared.instance.shared {
                 RECONCILE_BATCH.min(limit - claimed)
             } else {
                 limit
             };
             let this_pass = pass.clone();
             let batch = match self
+                .shared
                 .ledger
                 .call(move |ledger| {
                     ledger.claim_for_reconciliation(&this_pass, batch_size, RECONCILE_CLAIM)
@@ -652,12 +680,13 @@ impl Service {
                         .push(format!("a reconciliation task ended abnormally: {error}")),
                 }
             }
-            if !self.instance.shared {
+            if !self.shared.instance.shared {
                 break;
             }
         }
         if !left_alone.is_empty() {
             let released = self
+                .shared
                 .ledger
                 .call(move |ledger| ledger.release_reconciliation_claims(&left_alone))
                 .await;
@@ -679,7 +708,7 @@ impl Service {
         sending_min_age: Duration,
         report: &mut ReconcileReport,
     ) -> bool {
-        if self.in_flight.contains(&entry.id) {
+        if self.shared.in_flight.contains(&entry.id) {
             return true;
         }
         if entry.state != EntryState::Sending {
@@ -691,6 +720,7 @@ impl Service {
         }
         let id = entry.id.clone();
         match self
+            .shared
             .ledger
             .call(move |ledger| ledger.sent_by_a_live_peer(&id))
             .await
@@ -710,6 +740,7 @@ impl Service {
     /// Waits for reconciliation's budget on the entry's account before a status call.
     async fn pace(&self, entry: &Entry) {
         let Some(rate_limit) = self
+            .shared
             .gateway
             .config()
             .account(&entry.provider, &entry.account)
@@ -717,7 +748,7 @@ impl Service {
         else {
             return;
         };
-        let wait = self.pacer.reserve(
+        let wait = self.shared.pacer.reserve(
             &entry.provider,
             &entry.account,
             Budget::for_rate_limit(rate_limit),
@@ -729,7 +760,7 @@ impl Service {
     }
 
     async fn reconcile_entry(&self, entry: Entry, report: &mut ReconcileReport) {
-        let Some(plugin) = self.gateway.registry().get(&entry.provider) else {
+        let Some(plugin) = self.shared.gateway.registry().get(&entry.provider) else {
             report.still_open += 1;
             return;
         };
@@ -761,6 +792,7 @@ impl Service {
             } else {
                 let id = entry.id.clone();
                 match self
+                    .shared
                     .ledger
                     .call(move |ledger| ledger.flag_for_operator(&id, &why))
                     .await
@@ -774,11 +806,12 @@ impl Service {
         let command = status_command(&entry, asked_as);
         self.pace(&entry).await;
         let result = match self
+            .shared
             .gateway
             .prepare(&entry.provider, &entry.account, command)
             .map(|prepared| prepared.into_door())
         {
-            Ok(Door::Direct(command)) => self.gateway.dispatch(command).await,
+            Ok(Door::Direct(command)) => self.shared.gateway.dispatch(command).await,
             Ok(Door::Recorded(_)) => unreachable!("a status command is never recorded"),
             Err(refusal) => Err(refusal),
         };
@@ -821,6 +854,7 @@ impl Service {
             );
             let id = entry.id.clone();
             match self
+                .shared
                 .ledger
                 .call(move |ledger| ledger.flag_for_operator(&id, &why))
                 .await
@@ -833,6 +867,7 @@ impl Service {
         let final_now = outcome.status.is_final();
         let id = entry.id.clone();
         match self
+            .shared
             .ledger
             .call(move |ledger| ledger.record_outcome(&id, &outcome))
             .await
@@ -860,6 +895,7 @@ impl Service {
         };
         let id_owned = id.to_string();
         let entry = self
+            .shared
             .ledger
             .call(move |ledger| ledger.settle(&id_owned, &settlement))
             .await?;
@@ -883,6 +919,7 @@ impl Service {
         sending_min_age: Duration,
     ) -> Result<(Entry, ReconcileReport), ServiceError> {
         let entry = self
+            .shared
             .ledger
             .get(id)
             .await?
@@ -896,7 +933,7 @@ impl Service {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_secs() as i64);
-        if self.in_flight.contains(&entry.id)
+        if self.shared.in_flight.contains(&entry.id)
             || (entry.state == EntryState::Sending
                 && now.saturating_sub(entry.created_at_unix) < sending_min_age.as_secs() as i64)
         {
@@ -909,6 +946,7 @@ impl Service {
         };
         self.reconcile_entry(entry, &mut report).await;
         let entry = self
+            .shared
             .ledger
             .get(id)
             .await?
@@ -931,9 +969,10 @@ impl Service {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     ) -> Result<WebhookHandling, ServiceError> {
-        let prepared = self
-            .gateway
-            .prepare(provider, account, Command::Webhook { headers })?;
+        let prepared =
+            self.shared
+                .gateway
+                .prepare(provider, account, Command::Webhook { headers })?;
         let Some(unsigned) = prepared.manifest().unsigned_callbacks.clone() else {
             return self.verify_webhook(prepared, provider, account, body).await;
         };
@@ -948,12 +987,12 @@ impl Service {
         let Some(reference) = reference else {
             return self.verify_webhook(prepared, provider, account, body).await;
         };
-        let entry = self.ledger.get(&reference).await?;
+        let entry = self.shared.ledger.get(&reference).await?;
         let worth_confirming = entry.is_some_and(|entry| {
             entry.provider == provider && entry.account == account && !entry.state.is_final()
         });
         if !worth_confirming {
-            self.gateway.metrics().increment(
+            self.shared.gateway.metrics().increment(
                 "gatehouse_webhook_events_total",
                 &[
                     ("provider", provider),
@@ -978,7 +1017,7 @@ impl Service {
         // Whoever leaves last-or-first removes the flight, cancelled or not, so the map holds
         // only callbacks being confirmed now.
         let _leave = LeaveFlight {
-            confirmations: &self.confirmations,
+            confirmations: &self.shared.confirmations,
             key,
             shared: shared.clone(),
         };
@@ -998,7 +1037,8 @@ impl Service {
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<CallbackKey, Arc<SharedConfirmation>>> {
         // The map holds no invariant a panic could break.
-        self.confirmations
+        self.shared
+            .confirmations
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -1012,7 +1052,12 @@ impl Service {
         body: Vec<u8>,
     ) -> Result<WebhookHandling, ServiceError> {
         let dispatched = match prepared.into_door() {
-            Door::Direct(command) => self.gateway.dispatch(command.with_inbound_body(body)).await,
+            Door::Direct(command) => {
+                self.shared
+                    .gateway
+                    .dispatch(command.with_inbound_body(body))
+                    .await
+            }
             Door::Recorded(_) => unreachable!("a webhook is never recorded"),
         };
         let outcome = match dispatched {
@@ -1039,6 +1084,7 @@ impl Service {
             let (stored_provider, stored_account, stored_event) =
                 (provider.to_string(), account.to_string(), event.clone());
             stored = self
+                .shared
                 .ledger
                 .call(move |ledger| {
                     ledger.record_event(&stored_provider, &stored_account, &stored_event)
@@ -1047,6 +1093,7 @@ impl Service {
             if stored {
                 let (applied_provider, applied_event) = (provider.to_string(), event.clone());
                 let applied = self
+                    .shared
                     .ledger
                     .call(move |ledger| ledger.apply_event(&applied_provider, &applied_event))
                     .await;
@@ -1057,18 +1104,18 @@ impl Service {
                     Ok(None) => {}
                     Err(error) => tracing::error!(%error, "webhook event stored but not applied"),
                 }
-                self.gateway.metrics().increment(
+                self.shared.gateway.metrics().increment(
                     "gatehouse_webhook_events_total",
                     &[("provider", provider), ("result", "stored")],
                 );
             } else {
-                self.gateway.metrics().increment(
+                self.shared.gateway.metrics().increment(
                     "gatehouse_webhook_events_total",
                     &[("provider", provider), ("result", "replay")],
                 );
             }
         } else {
-            self.gateway.metrics().increment(
+            self.shared.gateway.metrics().increment(
                 "gatehouse_webhook_events_total",
                 &[("provider", provider), ("result", "refused")],
             );
