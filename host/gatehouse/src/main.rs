@@ -199,6 +199,14 @@ enum PluginCommands {
     },
 }
 
+// mimalloc rather than glibc's malloc: a served request makes some two hundred small
+// allocations across the async workers, the plugin pool and the ledger writer, and under perf
+// glibc's malloc and free were 16 % of a served read's CPU (BENCHMARKS.md, run AK). Only the
+// binary sets it: the crates stay on whatever allocator the program embedding them chose, and
+// a plugin library keeps its own (everything that crosses the ABI is freed by its side).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Commands::Serve) && !is_sandbox(&cli.command) {
